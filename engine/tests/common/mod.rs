@@ -1,0 +1,115 @@
+//! Shared helpers for whole-process tests: start `ringcache` or Debian's `memcached` on a
+//! free loopback port, wait until it accepts connections, and stop it when the guard drops.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A server process started by a test; killed (and reaped) on drop.
+pub struct Server {
+    pub port: u16,
+    pub child: Child,
+}
+
+impl Server {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A new client connection with a read timeout, so a missing reply fails the test
+    /// instead of hanging it.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr()).expect("connect to server");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("pick a free port")
+}
+
+fn wait_until_accepting(server: &mut Server, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if TcpStream::connect(server.addr()).is_ok() {
+            return;
+        }
+        if !server.is_running() {
+            panic!("{what} exited before accepting connections");
+        }
+        assert!(Instant::now() < deadline, "{what} did not start accepting within 30 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts the `ringcache` binary built by cargo for this test run, with `extra` flags.
+pub fn start_ringcache(extra: &[&str]) -> Server {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_ringcache"))
+        .args(["-l", "127.0.0.1", "-p", &port.to_string()])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ringcache");
+    let mut server = Server { port, child };
+    wait_until_accepting(&mut server, "ringcache");
+    server
+}
+
+/// Starts Debian's `memcached` (the reference) with `extra` flags. Panics if it is not
+/// installed: `.ci/run` installs it.
+pub fn start_memcached(extra: &[&str]) -> Server {
+    let port = free_port();
+    let child = Command::new("memcached")
+        .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-u", "root"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn memcached (is the Debian package installed?)");
+    let mut server = Server { port, child };
+    wait_until_accepting(&mut server, "memcached");
+    server
+}
+
+/// Sends `request` and reads until the reply ends with `terminator` (or EOF).
+pub fn roundtrip(stream: &mut TcpStream, request: &[u8], terminator: &[u8]) -> Vec<u8> {
+    stream.write_all(request).expect("send request");
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while !reply.ends_with(terminator) {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!(
+                "reading reply to {:?}: {e}; got so far {:?}",
+                String::from_utf8_lossy(&request[..request.len().min(200)]),
+                String::from_utf8_lossy(&reply)
+            ),
+        }
+    }
+    reply
+}
