@@ -1,0 +1,612 @@
+//! The memcached text protocol, sans-IO: bytes in, [`Request`]s out ([`parse`]), replies
+//! out as bytes ([`reply`]). Nothing here does I/O or allocates per request; a request
+//! borrows the read buffer it was parsed from. Every rule follows memcached 1.6's
+//! `proto_text.c`, including its odd corners (token counts, `noreply` on errors, numbers
+//! truncated to 32 bits), because byte-identical replies are the contract.
+
+pub mod numbers;
+pub mod reply;
+
+use numbers::{parse_i32_truncating, parse_u32_truncating, parse_u64};
+
+/// Longest key memcached accepts.
+pub const KEY_MAX_LENGTH: usize = 250;
+/// A line longer than this without a newline closes the connection (unless it is a get).
+pub const MAX_LINE_WITHOUT_NEWLINE: usize = 2048;
+/// Our bound on one multi-key get line (memcached grows its buffer without limit).
+pub const MAX_MULTIGET_LINE: usize = 8 << 20;
+/// memcached's item header size with CAS (48 bytes of header plus the 8-byte CAS).
+const ITEM_HEADER_WITH_CAS: usize = 56;
+const ITEM_HEADER_WITHOUT_CAS: usize = 48;
+
+/// What the parser needs to know of the server's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `-I`: the largest item, header included, as memcached counts it.
+    pub max_item_size: usize,
+    /// `-C` turns CAS off, which shrinks memcached's item header by 8 bytes.
+    pub cas_enabled: bool,
+}
+
+impl Limits {
+    /// memcached's `item_size_ok`: header + key + 1 + value + "\r\n" (+4 for flags).
+    pub fn item_fits(&self, key_len: usize, flags: u32, value_len: usize) -> bool {
+        let header = if self.cas_enabled {
+            ITEM_HEADER_WITH_CAS
+        } else {
+            ITEM_HEADER_WITHOUT_CAS
+        };
+        let flags_len = if flags != 0 { 4 } else { 0 };
+        header + flags_len + key_len + 1 + value_len + 2 <= self.max_item_size
+    }
+}
+
+/// The storage commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    Cas,
+}
+
+/// Error replies the protocol layer produces by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// `ERROR`
+    UnknownCommand,
+    /// `CLIENT_ERROR bad command line format`
+    BadFormat,
+    /// `CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]`
+    BadDeleteFormat,
+    /// `CLIENT_ERROR bad data chunk`
+    BadDataChunk,
+    /// `CLIENT_ERROR invalid exptime argument`
+    InvalidExptime,
+    /// `CLIENT_ERROR invalid numeric delta argument`
+    InvalidDelta,
+}
+
+/// The keys of a multi-key get: the rest of the request line, split on spaces lazily.
+#[derive(Debug, Clone, Copy)]
+pub struct Keys<'a>(&'a [u8]);
+
+impl<'a> Keys<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.0.split(|&b| b == b' ').filter(|k| !k.is_empty())
+    }
+}
+
+/// One parsed request. Slices borrow the read buffer.
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// `get`/`gets` (cas = true) and `gat`/`gats` (touch = Some(exptime)).
+    Get {
+        keys: Keys<'a>,
+        cas: bool,
+        touch: Option<i32>,
+    },
+    Store {
+        mode: StoreMode,
+        key: &'a [u8],
+        flags: u32,
+        exptime: i32,
+        data: &'a [u8],
+        cas: u64,
+    },
+    /// A storage command whose value is over `-I`: answer
+    /// `SERVER_ERROR object too large for cache`, drop `key` if it was a `set`, and
+    /// swallow the next `swallow` bytes (the data block) from the connection.
+    TooLarge {
+        mode: StoreMode,
+        key: &'a [u8],
+        swallow: usize,
+    },
+    Delete {
+        key: &'a [u8],
+    },
+    Arith {
+        key: &'a [u8],
+        incr: bool,
+        delta: u64,
+    },
+    Touch {
+        key: &'a [u8],
+        exptime: i32,
+    },
+    FlushAll {
+        delay: i32,
+    },
+    Version,
+    Verbosity,
+    Quit,
+    Stats {
+        args: &'a [u8],
+    },
+    Error(ProtocolError),
+}
+
+/// The outcome of one [`parse`] call.
+#[derive(Debug)]
+pub enum Parse<'a> {
+    /// More bytes are needed before anything can be said.
+    Incomplete,
+    /// The protocol says to close the connection (over-long line, an HTTP request).
+    Close,
+    /// A request (possibly an error reply) that used `consumed` bytes of the buffer.
+    Request {
+        request: Request<'a>,
+        noreply: bool,
+        consumed: usize,
+    },
+}
+
+const MAX_TOKENS: usize = 8;
+
+/// The tokens of a command line, memcached style: split on single spaces only, empty
+/// tokens skipped. `count` includes memcached's terminal empty token, saturating the way
+/// memcached's 24-token tokenizer does for our purposes (every fixed-arity command has
+/// fewer than 8 tokens).
+struct Tokens<'a> {
+    items: [&'a [u8]; MAX_TOKENS],
+    count: usize,
+}
+
+impl<'a> Tokens<'a> {
+    fn split(line: &'a [u8]) -> Self {
+        let mut items: [&'a [u8]; MAX_TOKENS] = [&[]; MAX_TOKENS];
+        let mut count = 0;
+        for token in line.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
+            if count < MAX_TOKENS {
+                items[count] = token;
+            }
+            count += 1;
+        }
+        Tokens {
+            items,
+            count: count + 1,
+        }
+    }
+
+    fn get(&self, i: usize) -> &'a [u8] {
+        if i < MAX_TOKENS {
+            self.items[i]
+        } else {
+            &[]
+        }
+    }
+
+    /// memcached's `set_noreply_maybe`: the last real token is exactly `noreply`.
+    fn noreply(&self) -> bool {
+        self.count >= 2 && self.count - 2 < MAX_TOKENS && self.get(self.count - 2) == b"noreply"
+    }
+}
+
+fn done(request: Request<'_>, noreply: bool, consumed: usize) -> Parse<'_> {
+    Parse::Request {
+        request,
+        noreply,
+        consumed,
+    }
+}
+
+/// Parses the first request in `buf`.
+pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
+    let Some(newline) = memchr(b'\n', buf) else {
+        return incomplete_line(buf);
+    };
+    let line_end = newline + 1;
+    // memcached strips a '\r' before '\n' only when the line has at least 2 bytes.
+    let mut line = &buf[..newline];
+    if line.len() > 1 && line[line.len() - 1] == b'\r' {
+        line = &line[..line.len() - 1];
+    }
+    // memcached treats the line as a C string: a NUL byte ends it.
+    if let Some(nul) = memchr(0, line) {
+        line = &line[..nul];
+    }
+    let tokens = Tokens::split(line);
+    let command = tokens.get(0);
+    if tokens.count < 2 || command.len() < 2 {
+        return done(
+            Request::Error(ProtocolError::UnknownCommand),
+            false,
+            line_end,
+        );
+    }
+    let wrong_arity = done(
+        Request::Error(ProtocolError::UnknownCommand),
+        false,
+        line_end,
+    );
+    match command {
+        b"get" | b"gets" | b"gat" | b"gats" | b"bget" => {
+            if tokens.count < 3 {
+                return wrong_arity;
+            }
+            parse_get(line, command, line_end)
+        }
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" => {
+            if tokens.count != 6 && tokens.count != 7 {
+                return wrong_arity;
+            }
+            let mode = match command {
+                b"set" => StoreMode::Set,
+                b"add" => StoreMode::Add,
+                b"replace" => StoreMode::Replace,
+                b"append" => StoreMode::Append,
+                _ => StoreMode::Prepend,
+            };
+            parse_store(buf, &tokens, mode, line_end, limits)
+        }
+        b"cas" => {
+            if tokens.count != 7 && tokens.count != 8 {
+                return wrong_arity;
+            }
+            parse_store(buf, &tokens, StoreMode::Cas, line_end, limits)
+        }
+        b"incr" | b"decr" => {
+            if tokens.count != 4 && tokens.count != 5 {
+                return wrong_arity;
+            }
+            let noreply = tokens.noreply();
+            let key = tokens.get(1);
+            let request = if key.len() > KEY_MAX_LENGTH {
+                Request::Error(ProtocolError::BadFormat)
+            } else {
+                match parse_u64(tokens.get(2)) {
+                    Some(delta) => Request::Arith {
+                        key,
+                        incr: command == b"incr",
+                        delta,
+                    },
+                    None => Request::Error(ProtocolError::InvalidDelta),
+                }
+            };
+            done(request, noreply, line_end)
+        }
+        b"delete" => {
+            if !(3..=5).contains(&tokens.count) {
+                return wrong_arity;
+            }
+            let noreply = tokens.noreply();
+            if tokens.count > 3 {
+                let hold_is_zero = tokens.get(2) == b"0";
+                let valid = (tokens.count == 4 && (hold_is_zero || noreply))
+                    || (tokens.count == 5 && hold_is_zero && noreply);
+                if !valid {
+                    return done(
+                        Request::Error(ProtocolError::BadDeleteFormat),
+                        noreply,
+                        line_end,
+                    );
+                }
+            }
+            let key = tokens.get(1);
+            if key.len() > KEY_MAX_LENGTH {
+                return done(Request::Error(ProtocolError::BadFormat), noreply, line_end);
+            }
+            done(Request::Delete { key }, noreply, line_end)
+        }
+        b"touch" => {
+            if tokens.count != 4 && tokens.count != 5 {
+                return wrong_arity;
+            }
+            let noreply = tokens.noreply();
+            let key = tokens.get(1);
+            let request = if key.len() > KEY_MAX_LENGTH {
+                Request::Error(ProtocolError::BadFormat)
+            } else {
+                match parse_i32_truncating(tokens.get(2)) {
+                    Some(exptime) => Request::Touch { key, exptime },
+                    None => Request::Error(ProtocolError::InvalidExptime),
+                }
+            };
+            done(request, noreply, line_end)
+        }
+        b"flush_all" => {
+            if !(2..=4).contains(&tokens.count) {
+                return wrong_arity;
+            }
+            let noreply = tokens.noreply();
+            let mut delay = 0;
+            if tokens.count != if noreply { 3 } else { 2 } {
+                match parse_i32_truncating(tokens.get(1)) {
+                    Some(d) => delay = d,
+                    None => {
+                        return done(Request::Error(ProtocolError::BadFormat), noreply, line_end)
+                    }
+                }
+            }
+            done(Request::FlushAll { delay }, noreply, line_end)
+        }
+        b"version" => done(Request::Version, false, line_end),
+        b"quit" => done(Request::Quit, false, line_end),
+        b"verbosity" => {
+            if tokens.count != 3 && tokens.count != 4 {
+                return wrong_arity;
+            }
+            let noreply = tokens.noreply();
+            // memcached ignores the level's value here (it reads a possibly-absent token).
+            done(Request::Verbosity, noreply, line_end)
+        }
+        b"stats" => {
+            let args = line
+                .get(line.iter().position(|&b| b != b' ').unwrap_or(0) + command.len()..)
+                .unwrap_or(&[]);
+            done(Request::Stats { args }, false, line_end)
+        }
+        _ => {
+            if tokens.count >= 2
+                && tokens.count - 2 < MAX_TOKENS
+                && tokens.get(tokens.count - 2).starts_with(b"HTTP/")
+            {
+                return Parse::Close;
+            }
+            wrong_arity
+        }
+    }
+}
+
+/// No newline yet: wait, unless the line is already too long to be anything but a
+/// multi-key get (memcached's rule: more than 2048 bytes, and not `get `/`gets ` after at
+/// most 100 leading spaces, closes the connection).
+fn incomplete_line(buf: &[u8]) -> Parse<'_> {
+    if buf.len() <= MAX_LINE_WITHOUT_NEWLINE {
+        return Parse::Incomplete;
+    }
+    let spaces = buf.iter().take_while(|&&b| b == b' ').count();
+    let rest = &buf[spaces..];
+    if spaces > 100 || !(rest.starts_with(b"get ") || rest.starts_with(b"gets ")) {
+        return Parse::Close;
+    }
+    if buf.len() > MAX_MULTIGET_LINE {
+        return Parse::Close;
+    }
+    Parse::Incomplete
+}
+
+fn parse_get<'a>(line: &'a [u8], command: &'a [u8], line_end: usize) -> Parse<'a> {
+    let start = line.iter().position(|&b| b != b' ').unwrap_or(0) + command.len();
+    let rest = &line[start..];
+    let cas = command == b"gets" || command == b"gats";
+    if command == b"gat" || command == b"gats" {
+        // The first token after the command is the exptime; the keys follow it.
+        let trimmed = &rest[rest.iter().position(|&b| b != b' ').unwrap_or(rest.len())..];
+        let mut parts = trimmed.splitn(2, |&b| b == b' ');
+        let exptime_token = parts.next().unwrap_or(&[]);
+        let keys = parts.next().unwrap_or(&[]);
+        return match parse_i32_truncating(exptime_token) {
+            Some(exptime) => done(
+                Request::Get {
+                    keys: Keys(keys),
+                    cas,
+                    touch: Some(exptime),
+                },
+                false,
+                line_end,
+            ),
+            None => done(
+                Request::Error(ProtocolError::InvalidExptime),
+                false,
+                line_end,
+            ),
+        };
+    }
+    done(
+        Request::Get {
+            keys: Keys(rest),
+            cas,
+            touch: None,
+        },
+        false,
+        line_end,
+    )
+}
+
+fn parse_store<'a>(
+    buf: &'a [u8],
+    tokens: &Tokens<'a>,
+    mode: StoreMode,
+    line_end: usize,
+    limits: &Limits,
+) -> Parse<'a> {
+    let noreply = tokens.noreply();
+    let bad = done(Request::Error(ProtocolError::BadFormat), noreply, line_end);
+    let key = tokens.get(1);
+    if key.len() > KEY_MAX_LENGTH {
+        return bad;
+    }
+    let (Some(flags), Some(exptime), Some(vlen)) = (
+        parse_u32_truncating(tokens.get(2)),
+        parse_i32_truncating(tokens.get(3)),
+        parse_i32_truncating(tokens.get(4)),
+    ) else {
+        return bad;
+    };
+    let mut cas = 0;
+    if mode == StoreMode::Cas {
+        match parse_u64(tokens.get(5)) {
+            Some(c) => cas = c,
+            None => return bad,
+        }
+    }
+    if !(0..=i32::MAX - 2).contains(&vlen) {
+        return bad;
+    }
+    let vlen = vlen as usize;
+    if !limits.item_fits(key.len(), flags, vlen) {
+        return done(
+            Request::TooLarge {
+                mode,
+                key,
+                swallow: vlen + 2,
+            },
+            noreply,
+            line_end,
+        );
+    }
+    let data_end = line_end + vlen + 2;
+    if buf.len() < data_end {
+        return Parse::Incomplete;
+    }
+    if &buf[data_end - 2..data_end] != b"\r\n" {
+        return done(
+            Request::Error(ProtocolError::BadDataChunk),
+            noreply,
+            data_end,
+        );
+    }
+    let data = &buf[line_end..line_end + vlen];
+    done(
+        Request::Store {
+            mode,
+            key,
+            flags,
+            exptime,
+            data,
+            cas,
+        },
+        noreply,
+        data_end,
+    )
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_item_size: 1 << 20,
+        cas_enabled: true,
+    };
+
+    fn parsed(buf: &[u8]) -> (Request<'_>, bool, usize) {
+        match parse(buf, &LIMITS) {
+            Parse::Request {
+                request,
+                noreply,
+                consumed,
+            } => (request, noreply, consumed),
+            other => panic!("expected a request from {buf:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_with_data_block() {
+        let (req, noreply, used) = parsed(b"set k 5 10 3\r\nabc\r\nget k\r\n");
+        assert!(!noreply);
+        assert_eq!(used, 19);
+        match req {
+            Request::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                data,
+                ..
+            } => {
+                assert_eq!(
+                    (mode, key, flags, exptime, data),
+                    (StoreMode::Set, &b"k"[..], 5, 10, &b"abc"[..])
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn partial_data_is_incomplete() {
+        assert!(matches!(
+            parse(b"set k 0 0 10\r\nabc", &LIMITS),
+            Parse::Incomplete
+        ));
+        assert!(matches!(parse(b"get k", &LIMITS), Parse::Incomplete));
+    }
+
+    #[test]
+    fn bad_data_chunk_consumes_declared_length() {
+        let (req, _, used) = parsed(b"set a 0 0 3\r\nabcd\r\n");
+        assert!(matches!(req, Request::Error(ProtocolError::BadDataChunk)));
+        assert_eq!(used, 13 + 5);
+    }
+
+    #[test]
+    fn multiget_keys_split_on_spaces() {
+        let (req, _, _) = parsed(b"get a  b c\r\n");
+        let Request::Get {
+            keys,
+            cas: false,
+            touch: None,
+        } = req
+        else {
+            panic!("{req:?}")
+        };
+        assert_eq!(keys.iter().collect::<Vec<_>>(), vec![&b"a"[..], b"b", b"c"]);
+    }
+
+    #[test]
+    fn gat_takes_exptime_then_keys() {
+        let (req, _, _) = parsed(b"gats 100 a b\r\n");
+        let Request::Get {
+            keys,
+            cas: true,
+            touch: Some(100),
+        } = req
+        else {
+            panic!("{req:?}")
+        };
+        assert_eq!(keys.iter().count(), 2);
+    }
+
+    #[test]
+    fn too_large_values_are_swallowed() {
+        let (req, _, used) = parsed(b"set k 0 0 2000000\r\n");
+        assert!(matches!(
+            req,
+            Request::TooLarge {
+                swallow: 2000002,
+                ..
+            }
+        ));
+        assert_eq!(used, 19);
+    }
+
+    #[test]
+    fn long_lines_close_unless_get() {
+        let junk = vec![b'x'; 3000];
+        assert!(matches!(parse(&junk, &LIMITS), Parse::Close));
+        let mut get = b"get ".to_vec();
+        get.extend(std::iter::repeat_n(b'k', 3000));
+        assert!(matches!(parse(&get, &LIMITS), Parse::Incomplete));
+    }
+
+    #[test]
+    fn noreply_and_arity() {
+        let (req, noreply, _) = parsed(b"delete k noreply\r\n");
+        assert!(matches!(req, Request::Delete { .. }) && noreply);
+        let (req, _, _) = parsed(b"delete k 1\r\n");
+        assert!(matches!(
+            req,
+            Request::Error(ProtocolError::BadDeleteFormat)
+        ));
+        let (req, _, _) = parsed(b"incr k\r\n");
+        assert!(matches!(req, Request::Error(ProtocolError::UnknownCommand)));
+        let (req, _, _) = parsed(b"\r\n");
+        assert!(matches!(req, Request::Error(ProtocolError::UnknownCommand)));
+    }
+
+    #[test]
+    fn item_size_matches_memcached() {
+        // Measured against memcached 1.6.18 with -I 1m: key "k", flags 0 fits 1048516 bytes.
+        assert!(LIMITS.item_fits(1, 0, 1_048_516));
+        assert!(!LIMITS.item_fits(1, 0, 1_048_517));
+        assert!(!LIMITS.item_fits(1, 5, 1_048_513));
+    }
+}

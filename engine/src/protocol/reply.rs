@@ -1,0 +1,109 @@
+//! Reply encoding: appends memcached's exact reply bytes to an output buffer. Numbers are
+//! written with `itoa`-style formatting on the stack; nothing allocates beyond the
+//! buffer's own growth.
+
+use super::ProtocolError;
+
+/// Appends `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`.
+pub fn value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {
+    out.extend_from_slice(b"VALUE ");
+    out.extend_from_slice(key);
+    out.push(b' ');
+    number(out, u64::from(flags));
+    out.push(b' ');
+    number(out, data.len() as u64);
+    if let Some(cas) = cas {
+        out.push(b' ');
+        number(out, cas);
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Formats `n` in decimal into `buf`, returning the digits.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// Appends a decimal number.
+pub fn number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(decimal(n, &mut [0u8; 20]));
+}
+
+/// Appends a number followed by `\r\n` (the reply to `incr`/`decr`).
+pub fn number_line(out: &mut Vec<u8>, n: u64) {
+    number(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `STAT <name> <value>\r\n`.
+pub fn stat(out: &mut Vec<u8>, name: &str, value: impl std::fmt::Display) {
+    use std::io::Write;
+    // Stats are rare and not on the request hot path; fmt keeps them readable.
+    let _ = write!(out, "STAT {name} {value}\r\n");
+}
+
+pub const END: &[u8] = b"END\r\n";
+pub const STORED: &[u8] = b"STORED\r\n";
+pub const NOT_STORED: &[u8] = b"NOT_STORED\r\n";
+pub const EXISTS: &[u8] = b"EXISTS\r\n";
+pub const NOT_FOUND: &[u8] = b"NOT_FOUND\r\n";
+pub const DELETED: &[u8] = b"DELETED\r\n";
+pub const TOUCHED: &[u8] = b"TOUCHED\r\n";
+pub const OK: &[u8] = b"OK\r\n";
+pub const RESET: &[u8] = b"RESET\r\n";
+pub const ERROR: &[u8] = b"ERROR\r\n";
+pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
+pub const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
+pub const NON_NUMERIC: &[u8] = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
+pub const FLUSH_DISABLED: &[u8] = b"CLIENT_ERROR flush_all not allowed\r\n";
+pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
+
+/// The reply line for an error the parser found.
+pub fn error(e: ProtocolError) -> &'static [u8] {
+    match e {
+        ProtocolError::UnknownCommand => ERROR,
+        ProtocolError::BadFormat => b"CLIENT_ERROR bad command line format\r\n",
+        ProtocolError::BadDeleteFormat => {
+            b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
+        }
+        ProtocolError::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
+        ProtocolError::InvalidExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
+        ProtocolError::InvalidDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_line_with_and_without_cas() {
+        let mut out = Vec::new();
+        value(&mut out, b"k", 7, b"abc", None);
+        value(&mut out, b"k", 0, b"", Some(18446744073709551615));
+        assert_eq!(
+            out,
+            b"VALUE k 7 3\r\nabc\r\nVALUE k 0 0 18446744073709551615\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn numbers() {
+        let mut out = Vec::new();
+        number(&mut out, 0);
+        out.push(b',');
+        number(&mut out, 1234567890);
+        assert_eq!(out, b"0,1234567890");
+    }
+}

@@ -1,0 +1,182 @@
+//! A shard: one executor's store, clock view and counters, and [`Shard::execute`], which
+//! runs one [`Op`] and appends memcached's reply bytes. Both a connection on this shard
+//! and the mesh server (for ops sent from other shards) call it.
+
+pub mod ops;
+pub mod stats;
+
+pub use ops::{Op, OpBatch};
+
+use crate::protocol::{reply, StoreMode};
+use crate::store::clock::Clock;
+use crate::store::{ArithOutcome, Store, StoreOutcome};
+use stats::Counters;
+
+/// Which shard owns `key`: stable across restarts (fixed hash seeds).
+pub fn owner_of(key: &[u8], nshards: usize) -> usize {
+    if nshards <= 1 {
+        return 0;
+    }
+    (crate::store::key_hasher().hash_one(key) % nshards as u64) as usize
+}
+
+pub struct Shard {
+    pub store: Store,
+    pub clock: Clock,
+    pub counters: Counters,
+    /// `-F`: refuse `flush_all`.
+    pub flush_enabled: bool,
+}
+
+impl Shard {
+    /// Executes `op` and appends its reply to `out` (nothing when `noreply`).
+    pub fn execute(&mut self, op: &Op<'_>, noreply: bool, now: u32, out: &mut Vec<u8>) {
+        let mark = out.len();
+        self.execute_inner(op, now, out);
+        if noreply {
+            out.truncate(mark);
+        }
+    }
+
+    fn execute_inner(&mut self, op: &Op<'_>, now: u32, out: &mut Vec<u8>) {
+        let c = &mut self.counters;
+        match *op {
+            Op::Get { key, cas, touch } => {
+                c.cmd_get += 1;
+                let item = match touch {
+                    Some(exptime) => {
+                        c.cmd_touch += 1;
+                        let exp = self.clock.expiry(exptime, now);
+                        let found = self.store.touch(key, exp, now);
+                        if found.is_some() {
+                            self.counters.touch_hits += 1;
+                        } else {
+                            self.counters.touch_misses += 1;
+                        }
+                        found
+                    }
+                    None => self.store.get(key, now),
+                };
+                match item {
+                    Some(item) => {
+                        self.counters.get_hits += 1;
+                        reply::value(out, key, item.flags, item.value, cas.then_some(item.cas));
+                    }
+                    None => self.counters.get_misses += 1,
+                }
+            }
+            Op::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                data,
+                cas,
+            } => {
+                c.cmd_set += 1;
+                let exp = self.clock.expiry(exptime, now);
+                let outcome = self.store.store(mode, key, flags, exp, data, cas, now);
+                if mode == StoreMode::Cas {
+                    match outcome {
+                        StoreOutcome::Stored => self.counters.cas_hits += 1,
+                        StoreOutcome::Exists => self.counters.cas_badval += 1,
+                        StoreOutcome::NotFound => self.counters.cas_misses += 1,
+                        _ => {}
+                    }
+                }
+                out.extend_from_slice(match outcome {
+                    StoreOutcome::Stored => reply::STORED,
+                    StoreOutcome::NotStored => reply::NOT_STORED,
+                    StoreOutcome::Exists => reply::EXISTS,
+                    StoreOutcome::NotFound => reply::NOT_FOUND,
+                    StoreOutcome::OutOfMemory => {
+                        if mode == StoreMode::Set {
+                            self.store.drop_key(key, now);
+                        }
+                        reply::OUT_OF_MEMORY
+                    }
+                });
+            }
+            Op::TooLarge { mode, key } => {
+                c.cmd_set += 1;
+                if mode == StoreMode::Set {
+                    self.store.drop_key(key, now);
+                }
+                out.extend_from_slice(reply::TOO_LARGE);
+            }
+            Op::Delete { key } => {
+                if self.store.delete(key, now) {
+                    c.delete_hits += 1;
+                    out.extend_from_slice(reply::DELETED);
+                } else {
+                    c.delete_misses += 1;
+                    out.extend_from_slice(reply::NOT_FOUND);
+                }
+            }
+            Op::Arith { key, incr, delta } => match self.store.arith(key, incr, delta, now) {
+                ArithOutcome::Value(v) => {
+                    if incr {
+                        self.counters.incr_hits += 1;
+                    } else {
+                        self.counters.decr_hits += 1;
+                    }
+                    reply::number_line(out, v);
+                }
+                ArithOutcome::NotFound => {
+                    if incr {
+                        self.counters.incr_misses += 1;
+                    } else {
+                        self.counters.decr_misses += 1;
+                    }
+                    out.extend_from_slice(reply::NOT_FOUND);
+                }
+                ArithOutcome::NonNumeric => out.extend_from_slice(reply::NON_NUMERIC),
+                ArithOutcome::OutOfMemory => {
+                    out.extend_from_slice(b"SERVER_ERROR out of memory\r\n")
+                }
+            },
+            Op::Touch { key, exptime } => {
+                c.cmd_touch += 1;
+                let exp = self.clock.expiry(exptime, now);
+                if self.store.touch(key, exp, now).is_some() {
+                    self.counters.touch_hits += 1;
+                    out.extend_from_slice(reply::TOUCHED);
+                } else {
+                    self.counters.touch_misses += 1;
+                    out.extend_from_slice(reply::NOT_FOUND);
+                }
+            }
+            Op::FlushAll {
+                delay,
+                reply: answer,
+            } => {
+                if answer {
+                    c.cmd_flush += 1;
+                }
+                if !self.flush_enabled {
+                    if answer {
+                        out.extend_from_slice(reply::FLUSH_DISABLED);
+                    }
+                    return;
+                }
+                // memcached: oldest_live = realtime(delay) - 1 for a positive delay.
+                let oldest_live = (delay > 0)
+                    .then(|| self.clock.realtime(i64::from(delay), now).saturating_sub(1));
+                self.store.flush(oldest_live, now);
+                if answer {
+                    out.extend_from_slice(reply::OK);
+                }
+            }
+        }
+    }
+
+    /// Executes every op of `batch` (sent by another shard), appending replies to `out`
+    /// and the end offset of each op's reply to `ends`.
+    pub fn execute_batch(&mut self, batch: &OpBatch, out: &mut Vec<u8>, ends: &mut Vec<u32>) {
+        let now = self.clock.now();
+        for (op, noreply) in batch.iter() {
+            self.execute(&op, noreply, now, out);
+            ends.push(out.len() as u32);
+        }
+    }
+}

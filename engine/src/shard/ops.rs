@@ -1,0 +1,339 @@
+//! [`Op`]: one key-addressed operation a shard executes, and [`OpBatch`], its compact
+//! byte encoding for crossing to another shard. A connection turns each request into ops
+//! (a multi-key get becomes one op per key); local ops execute in place, borrowing the
+//! read buffer, and remote ones are copied once into the destination's batch.
+
+use crate::protocol::StoreMode;
+
+/// A single-key (or, for `FlushAll`, per-shard) operation.
+#[derive(Debug, Clone, Copy)]
+pub enum Op<'a> {
+    /// One key of get/gets/gat/gats: emits a `VALUE` block or nothing.
+    Get {
+        key: &'a [u8],
+        cas: bool,
+        touch: Option<i32>,
+    },
+    Store {
+        mode: StoreMode,
+        key: &'a [u8],
+        flags: u32,
+        exptime: i32,
+        data: &'a [u8],
+        cas: u64,
+    },
+    /// A storage command whose value was over the size limit.
+    TooLarge {
+        mode: StoreMode,
+        key: &'a [u8],
+    },
+    Delete {
+        key: &'a [u8],
+    },
+    Arith {
+        key: &'a [u8],
+        incr: bool,
+        delta: u64,
+    },
+    Touch {
+        key: &'a [u8],
+        exptime: i32,
+    },
+    /// `flush_all [delay]`; only one shard (the connection's) writes the `OK`.
+    FlushAll {
+        delay: i32,
+        reply: bool,
+    },
+}
+
+/// Ops encoded back to back: `tag, noreply, fields...` with keys as `u8 len + bytes` and
+/// data as `u32 len + bytes`, numbers little-endian.
+#[derive(Debug, Default)]
+pub struct OpBatch {
+    buf: Vec<u8>,
+    count: usize,
+}
+
+fn store_mode_tag(mode: StoreMode) -> u8 {
+    match mode {
+        StoreMode::Set => 0,
+        StoreMode::Add => 1,
+        StoreMode::Replace => 2,
+        StoreMode::Append => 3,
+        StoreMode::Prepend => 4,
+        StoreMode::Cas => 5,
+    }
+}
+
+fn store_mode(tag: u8) -> Option<StoreMode> {
+    Some(match tag {
+        0 => StoreMode::Set,
+        1 => StoreMode::Add,
+        2 => StoreMode::Replace,
+        3 => StoreMode::Append,
+        4 => StoreMode::Prepend,
+        5 => StoreMode::Cas,
+        _ => return None,
+    })
+}
+
+impl OpBatch {
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.count = 0;
+    }
+
+    /// Bytes held (used to bound a round's size).
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn key(&mut self, key: &[u8]) {
+        debug_assert!(key.len() <= usize::from(u8::MAX));
+        self.buf.push(key.len() as u8);
+        self.buf.extend_from_slice(key);
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// Appends `op`; returns its index in the batch.
+    pub fn push(&mut self, op: &Op<'_>, noreply: bool) -> usize {
+        let nr = u8::from(noreply);
+        match *op {
+            Op::Get { key, cas, touch } => {
+                self.buf
+                    .extend_from_slice(&[0, nr, u8::from(cas), u8::from(touch.is_some())]);
+                self.u32(touch.unwrap_or(0) as u32);
+                self.key(key);
+            }
+            Op::Store {
+                mode,
+                key,
+                flags,
+                exptime,
+                data,
+                cas,
+            } => {
+                self.buf.extend_from_slice(&[1, nr, store_mode_tag(mode)]);
+                self.u32(flags);
+                self.u32(exptime as u32);
+                self.u64(cas);
+                self.key(key);
+                self.u32(data.len() as u32);
+                self.buf.extend_from_slice(data);
+            }
+            Op::TooLarge { mode, key } => {
+                self.buf.extend_from_slice(&[2, nr, store_mode_tag(mode)]);
+                self.key(key);
+            }
+            Op::Delete { key } => {
+                self.buf.extend_from_slice(&[3, nr]);
+                self.key(key);
+            }
+            Op::Arith { key, incr, delta } => {
+                self.buf.extend_from_slice(&[4, nr, u8::from(incr)]);
+                self.u64(delta);
+                self.key(key);
+            }
+            Op::Touch { key, exptime } => {
+                self.buf.extend_from_slice(&[5, nr]);
+                self.u32(exptime as u32);
+                self.key(key);
+            }
+            Op::FlushAll { delay, reply } => {
+                self.buf.extend_from_slice(&[6, nr, u8::from(reply)]);
+                self.u32(delay as u32);
+            }
+        }
+        self.count += 1;
+        self.count - 1
+    }
+
+    /// Decodes the ops in order, with their `noreply` flags.
+    pub fn iter(&self) -> OpIter<'_> {
+        OpIter {
+            buf: &self.buf,
+            pos: 0,
+        }
+    }
+}
+
+/// Iterator over an [`OpBatch`].
+pub struct OpIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> OpIter<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.buf.get(self.pos..self.pos + n)?;
+        self.pos += n;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|s| s[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .and_then(|s| s.try_into().ok())
+            .map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_le_bytes)
+    }
+    fn key(&mut self) -> Option<&'a [u8]> {
+        let len = self.u8()?;
+        self.take(usize::from(len))
+    }
+
+    fn decode(&mut self) -> Option<(Op<'a>, bool)> {
+        let tag = self.u8()?;
+        let noreply = self.u8()? != 0;
+        let op = match tag {
+            0 => {
+                let cas = self.u8()? != 0;
+                let has_touch = self.u8()? != 0;
+                let exptime = self.u32()? as i32;
+                Op::Get {
+                    key: self.key()?,
+                    cas,
+                    touch: has_touch.then_some(exptime),
+                }
+            }
+            1 => {
+                let mode = store_mode(self.u8()?)?;
+                let flags = self.u32()?;
+                let exptime = self.u32()? as i32;
+                let cas = self.u64()?;
+                let key = self.key()?;
+                let len = self.u32()? as usize;
+                Op::Store {
+                    mode,
+                    key,
+                    flags,
+                    exptime,
+                    data: self.take(len)?,
+                    cas,
+                }
+            }
+            2 => Op::TooLarge {
+                mode: store_mode(self.u8()?)?,
+                key: self.key()?,
+            },
+            3 => Op::Delete { key: self.key()? },
+            4 => {
+                let incr = self.u8()? != 0;
+                let delta = self.u64()?;
+                Op::Arith {
+                    key: self.key()?,
+                    incr,
+                    delta,
+                }
+            }
+            5 => {
+                let exptime = self.u32()? as i32;
+                Op::Touch {
+                    key: self.key()?,
+                    exptime,
+                }
+            }
+            6 => {
+                let reply = self.u8()? != 0;
+                Op::FlushAll {
+                    delay: self.u32()? as i32,
+                    reply,
+                }
+            }
+            _ => return None,
+        };
+        Some((op, noreply))
+    }
+}
+
+impl<'a> Iterator for OpIter<'a> {
+    type Item = (Op<'a>, bool);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.buf.len() {
+            return None;
+        }
+        let decoded = self.decode();
+        debug_assert!(decoded.is_some(), "an OpBatch only holds what push encoded");
+        if decoded.is_none() {
+            self.pos = self.buf.len();
+        }
+        decoded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_op() {
+        let ops = [
+            Op::Get {
+                key: b"a",
+                cas: true,
+                touch: Some(-5),
+            },
+            Op::Get {
+                key: b"b",
+                cas: false,
+                touch: None,
+            },
+            Op::Store {
+                mode: StoreMode::Cas,
+                key: b"k",
+                flags: 7,
+                exptime: -1,
+                data: b"xyz",
+                cas: 99,
+            },
+            Op::TooLarge {
+                mode: StoreMode::Set,
+                key: b"big",
+            },
+            Op::Delete { key: b"d" },
+            Op::Arith {
+                key: b"n",
+                incr: false,
+                delta: u64::MAX,
+            },
+            Op::Touch {
+                key: b"t",
+                exptime: 30,
+            },
+            Op::FlushAll {
+                delay: 10,
+                reply: false,
+            },
+        ];
+        let mut batch = OpBatch::default();
+        for (i, op) in ops.iter().enumerate() {
+            assert_eq!(batch.push(op, i % 2 == 0), i);
+        }
+        let decoded: Vec<_> = batch.iter().collect();
+        assert_eq!(decoded.len(), ops.len());
+        for (i, ((op, noreply), original)) in decoded.iter().zip(ops.iter()).enumerate() {
+            assert_eq!(*noreply, i % 2 == 0);
+            assert_eq!(format!("{op:?}"), format!("{original:?}"));
+        }
+    }
+}
