@@ -316,7 +316,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
                 match parse_i32_truncating(tokens.get(1)) {
                     Some(d) => delay = d,
                     None => {
-                        return done(Request::Error(ProtocolError::BadFormat), noreply, line_end)
+                        return done(
+                            Request::Error(ProtocolError::InvalidExptime),
+                            noreply,
+                            line_end,
+                        )
                     }
                 }
             }
@@ -329,8 +333,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
                 return wrong_arity;
             }
             let noreply = tokens.noreply();
-            // memcached ignores the level's value here (it reads a possibly-absent token).
-            done(Request::Verbosity, noreply, line_end)
+            match parse_u32_truncating(tokens.get(1)) {
+                Some(_) => done(Request::Verbosity, noreply, line_end),
+                None => done(Request::Error(ProtocolError::BadFormat), noreply, line_end),
+            }
         }
         b"stats" => {
             let args = line

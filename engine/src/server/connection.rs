@@ -59,6 +59,20 @@ enum Next {
     Continue,
     Close,
     Stats,
+    /// A get named a key over 250 bytes: memcached drops every reply it has not sent
+    /// yet and answers `CLIENT_ERROR bad command line format`.
+    BadGetKey,
+}
+
+/// Where the replies memcached would already have sent end. memcached sends its queued
+/// replies after every get-type command; replies queued after that point are dropped
+/// by a get with an over-long key.
+#[derive(Debug, Clone, Copy)]
+enum SentMark {
+    /// A position in the write buffer.
+    Wbuf(usize),
+    /// The end of the first `n` pieces of the round, resolved when the round is assembled.
+    Pieces(usize),
 }
 
 /// The output side of a connection: write buffer plus the current round's state.
@@ -69,6 +83,7 @@ struct Output {
     remote: Vec<RemoteSlot>,
     waiting: Vec<(usize, oneshot::Receiver<OpsReply>)>,
     remote_pending: bool,
+    sent_mark: SentMark,
 }
 
 /// The connection broke (peer gone, or the mesh is shutting down).
@@ -83,6 +98,7 @@ impl Output {
             remote: (0..nshards).map(|_| RemoteSlot::default()).collect(),
             waiting: Vec::new(),
             remote_pending: false,
+            sent_mark: SentMark::Wbuf(0),
         }
     }
 
@@ -161,7 +177,12 @@ impl Output {
         now: u32,
     ) -> Next {
         match *request {
-            Request::Get { keys, cas, touch } => self.get(ctx, keys, cas, touch, now),
+            Request::Get { keys, cas, touch } => {
+                if keys.iter().any(|k| k.len() > KEY_MAX_LENGTH) {
+                    return Next::BadGetKey;
+                }
+                self.get(ctx, keys, cas, touch, now);
+            }
             Request::Store {
                 mode,
                 key,
@@ -228,13 +249,24 @@ impl Output {
 
     fn get(&mut self, ctx: &ShardContext, keys: Keys<'_>, cas: bool, touch: Option<i32>, now: u32) {
         for key in keys.iter() {
-            if key.len() > KEY_MAX_LENGTH {
-                self.local(reply::error(protocol::ProtocolError::BadFormat));
-                return;
-            }
             self.op(ctx, Op::Get { key, cas, touch }, key, false, now);
         }
         self.local(reply::END);
+        self.sent_mark = if self.remote_pending {
+            SentMark::Pieces(self.pieces.len())
+        } else {
+            SentMark::Wbuf(self.wbuf.len())
+        };
+    }
+
+    /// memcached's answer to a get with an over-long key (see [`Next::BadGetKey`]).
+    async fn bad_get_key(&mut self, ctx: &ShardContext) -> Result<(), Broken> {
+        self.finish_round(ctx).await?;
+        if let SentMark::Wbuf(sent) = self.sent_mark {
+            self.wbuf.truncate(sent);
+        }
+        self.local(reply::error(protocol::ProtocolError::BadFormat));
+        Ok(())
     }
 
     /// Sends the round's remote batches, waits for them, and assembles the replies in
@@ -270,7 +302,12 @@ impl Output {
                 ends: reply.ends,
             };
         }
-        for piece in self.pieces.drain(..) {
+        for (i, piece) in self.pieces.drain(..).enumerate() {
+            if let SentMark::Pieces(n) = self.sent_mark {
+                if n == i {
+                    self.sent_mark = SentMark::Wbuf(self.wbuf.len());
+                }
+            }
             match piece {
                 Piece::Local { start, end } => {
                     self.wbuf.extend_from_slice(&self.scratch[start..end])
@@ -286,6 +323,9 @@ impl Output {
                     self.wbuf.extend_from_slice(&slot.out[from..to]);
                 }
             }
+        }
+        if let SentMark::Pieces(_) = self.sent_mark {
+            self.sent_mark = SentMark::Wbuf(self.wbuf.len());
         }
         self.scratch.clear();
         for slot in &mut self.remote {
@@ -304,6 +344,7 @@ impl Output {
         stream.write_all(&self.wbuf).await.map_err(|_| Broken)?;
         ctx.shard.borrow_mut().counters.bytes_written += self.wbuf.len() as u64;
         self.wbuf.clear();
+        self.sent_mark = SentMark::Wbuf(0);
         if self.wbuf.capacity() > 4 * ROUND_OUTPUT_LIMIT {
             self.wbuf.shrink_to(16 * 1024);
         }
@@ -402,6 +443,7 @@ async fn run(stream: &mut TcpStream, ctx: &ShardContext) -> Result<(), Broken> {
                     match out.request(ctx, &request, noreply, now) {
                         Next::Continue => {}
                         Next::Close => close = true,
+                        Next::BadGetKey => out.bad_get_key(ctx).await?,
                         Next::Stats => {
                             out.finish_round(ctx).await?;
                             let args = match request {
