@@ -262,11 +262,18 @@ impl Output {
     /// memcached's answer to a get with an over-long key (see [`Next::BadGetKey`]).
     async fn bad_get_key(&mut self, ctx: &ShardContext) -> Result<(), Broken> {
         self.finish_round(ctx).await?;
+        self.drop_unsent();
+        self.local(reply::error(protocol::ProtocolError::BadFormat));
+        Ok(())
+    }
+
+    /// Drops the replies memcached would not have sent yet (see [`SentMark`]). Only
+    /// valid between rounds.
+    fn drop_unsent(&mut self) {
+        debug_assert!(!self.remote_pending);
         if let SentMark::Wbuf(sent) = self.sent_mark {
             self.wbuf.truncate(sent);
         }
-        self.local(reply::error(protocol::ProtocolError::BadFormat));
-        Ok(())
     }
 
     /// Sends the round's remote batches, waits for them, and assembles the replies in
@@ -432,6 +439,9 @@ async fn run(stream: &mut TcpStream, ctx: &ShardContext) -> Result<(), Broken> {
             match protocol::parse(&rbuf[start..end], &ctx.limits) {
                 Parse::Incomplete => break,
                 Parse::Close => {
+                    // memcached closes without sending the replies it still holds.
+                    out.finish_round(ctx).await?;
+                    out.drop_unsent();
                     close = true;
                     break;
                 }
@@ -470,7 +480,10 @@ async fn run(stream: &mut TcpStream, ctx: &ShardContext) -> Result<(), Broken> {
             }
         }
         out.finish_round(ctx).await?;
-        out.write(stream, ctx).await?;
+        // Like memcached, hold the replies while a too-large value is being swallowed.
+        if swallow == 0 || close {
+            out.write(stream, ctx).await?;
+        }
         if close {
             return Ok(());
         }

@@ -157,6 +157,20 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], ctx: &Shar
             }
         }
         b"sizes" => stat(out, "sizes_status", "disabled"),
+        b"detail" => {
+            // Per-prefix detail is not collected; accept the switches as memcached does.
+            let what = args
+                .split(|&b| b == b' ')
+                .filter(|t| !t.is_empty())
+                .nth(1)
+                .unwrap_or(&[]);
+            out.extend_from_slice(match what {
+                b"on" | b"off" => reply::OK,
+                b"dump" => reply::END,
+                _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+            });
+            return;
+        }
         b"reset" => {
             out.extend_from_slice(reply::RESET);
             return;

@@ -40,6 +40,11 @@ impl Clock {
         (self.started.elapsed().as_secs() + START_OFFSET_SECS) as u32
     }
 
+    /// Seconds since the process started.
+    pub fn uptime(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
     /// Unix time of relative time `rel`.
     pub fn to_unix(&self, rel: u32) -> i64 {
         self.process_started + i64::from(rel)
