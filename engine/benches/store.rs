@@ -1,0 +1,83 @@
+//! Store micro-benchmarks: get hit, get miss, set (overwrite) and set (new key, with
+//! eviction once full) on one shard's store, through its public interface.
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ringcache_engine::protocol::StoreMode;
+use ringcache_engine::store::{Store, StoreConfig};
+
+const KEYS: usize = 100_000;
+
+fn config(memory: usize) -> StoreConfig {
+    StoreConfig {
+        memory_limit: memory,
+        evictions: true,
+        cas_enabled: true,
+        cas_first: 1,
+        cas_stride: 1,
+        max_value_len: 1 << 20,
+    }
+}
+
+fn key(i: usize) -> [u8; 16] {
+    let mut k = *b"key:000000000000";
+    let mut n = i;
+    for b in k[4..].iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    k
+}
+
+fn filled(memory: usize) -> Store {
+    let mut store = Store::new(config(memory));
+    let value = [b'v'; 32];
+    for i in 0..KEYS {
+        store.store(StoreMode::Set, &key(i), 0, 0, &value, 0, 100);
+    }
+    store
+}
+
+fn benches(c: &mut Criterion) {
+    let value = [b'v'; 32];
+    let mut group = c.benchmark_group("store");
+    group.throughput(Throughput::Elements(1));
+
+    let mut store = filled(256 << 20);
+    let mut i = 0usize;
+    group.bench_function("get_hit_32B", |b| {
+        b.iter(|| {
+            i = (i + 7919) % KEYS;
+            black_box(store.get(&key(i), 100).map(|item| item.value.len()))
+        })
+    });
+    group.bench_function("get_miss", |b| {
+        b.iter(|| {
+            i = (i + 7919) % KEYS;
+            let mut k = key(i);
+            k[0] = b'x';
+            black_box(store.get(&k, 100).is_some())
+        })
+    });
+    group.bench_function("set_overwrite_32B", |b| {
+        b.iter(|| {
+            i = (i + 7919) % KEYS;
+            black_box(store.store(StoreMode::Set, &key(i), 0, 0, &value, 0, 100))
+        })
+    });
+    // A store too small for the key space: every set of a new key evicts.
+    group.bench_function("set_evicting_32B", |b| {
+        b.iter_batched_ref(
+            || filled(4 << 20),
+            |s| {
+                for j in 0..1000 {
+                    black_box(s.store(StoreMode::Set, &key(KEYS + j), 0, 0, &value, 0, 100));
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(store_benches, benches);
+criterion_main!(store_benches);
