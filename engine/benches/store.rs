@@ -2,7 +2,7 @@
 //! eviction once full) on one shard's store, through its public interface.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ringcache_engine::protocol::StoreMode;
+use ringcache_engine::protocol::{Limits, StoreMode};
 use ringcache_engine::store::{Store, StoreConfig};
 
 const KEYS: usize = 100_000;
@@ -14,7 +14,10 @@ fn config(memory: usize) -> StoreConfig {
         cas_enabled: true,
         cas_first: 1,
         cas_stride: 1,
-        max_value_len: 1 << 20,
+        limits: Limits {
+            max_item_size: 1 << 20,
+            cas_enabled: true,
+        },
     }
 }
 

@@ -173,7 +173,10 @@ async fn shard_main(
             cas_enabled: config.cas_enabled,
             cas_first: index as u64 + 1,
             cas_stride: nshards as u64,
-            max_value_len: config.max_item_size,
+            limits: Limits {
+                max_item_size: config.max_item_size,
+                cas_enabled: config.cas_enabled,
+            },
         }),
         clock: shared.clock,
         counters: Counters::default(),

@@ -12,7 +12,7 @@ use ahash::RandomState;
 use hashbrown::HashTable;
 
 use crate::protocol::numbers::parse_u64;
-use crate::protocol::StoreMode;
+use crate::protocol::{Limits, StoreMode};
 
 /// Fixed seeds: key placement (and so shard ownership) is stable across restarts.
 pub fn key_hasher() -> RandomState {
@@ -43,9 +43,9 @@ pub struct StoreConfig {
     /// has its own `cas_first` in `1..=stride`.
     pub cas_first: u64,
     pub cas_stride: u64,
-    /// The largest item (`-I`), as the protocol measures it; appends that would grow an
-    /// item beyond it fail.
-    pub max_value_len: usize,
+    /// The item size limit (`-I`), as memcached measures it; an append or prepend that
+    /// would grow an item beyond it is not stored.
+    pub limits: Limits,
 }
 
 #[derive(Debug)]
@@ -312,8 +312,8 @@ impl Store {
                 let old = self.entry(idx);
                 let (old_flags, old_exptime) = (old.flags, old.exptime);
                 let new_len = old.value().len() + value.len();
-                if new_len > self.config.max_value_len {
-                    return StoreOutcome::OutOfMemory;
+                if !self.config.limits.item_fits(key.len(), old_flags, new_len) {
+                    return StoreOutcome::NotStored;
                 }
                 let mut data = Vec::with_capacity(key.len() + new_len);
                 data.extend_from_slice(key);
@@ -546,7 +546,10 @@ mod tests {
             cas_enabled: true,
             cas_first: 1,
             cas_stride: 1,
-            max_value_len: 1 << 20,
+            limits: Limits {
+                max_item_size: 1 << 20,
+                cas_enabled: true,
+            },
         })
     }
 
