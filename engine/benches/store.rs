@@ -12,12 +12,13 @@ fn config(memory: usize) -> StoreConfig {
         memory_limit: memory,
         evictions: true,
         cas_enabled: true,
-        cas_first: 1,
-        cas_stride: 1,
-        limits: Limits {
-            max_item_size: 1 << 20,
-            cas_enabled: true,
-        },
+        shard: 0,
+        nshards: 1,
+        limits: Limits { max_item_size: 1 << 20, cas_enabled: true },
+        expected_items: None,
+        memory_file: None,
+        huge_pages: false,
+        clock_base_unix: 0,
     }
 }
 
@@ -32,7 +33,10 @@ fn key(i: usize) -> [u8; 16] {
 }
 
 fn filled(memory: usize) -> Store {
-    let mut store = Store::new(config(memory));
+    let mut store = match Store::new(config(memory)) {
+        Ok(s) => s,
+        Err(e) => panic!("store: {e}"),
+    };
     let value = [b'v'; 32];
     for i in 0..KEYS {
         store.store(StoreMode::Set, &key(i), 0, 0, &value, 0, 100);

@@ -9,11 +9,7 @@ use serde::Deserialize;
 /// Command-line flags. Flags memcached has that do not apply here are accepted and
 /// ignored with a warning, so scripts written for memcached start ringcache unchanged.
 #[derive(Debug, Parser)]
-#[command(
-    name = "ringcache",
-    version,
-    about = "A thread-per-core, memcached-compatible cache"
-)]
+#[command(name = "ringcache", version, about = "A thread-per-core, memcached-compatible cache")]
 pub struct Args {
     /// TCP port to listen on.
     #[arg(short = 'p', long = "port")]
@@ -45,6 +41,16 @@ pub struct Args {
     /// Verbose logging (repeat for more).
     #[arg(short = 'v', action = ArgAction::Count)]
     pub verbose: u8,
+    /// Keep item memory in this file (one per shard: PATH.shardN) so that items survive
+    /// a restart; metadata is saved on SIGUSR1 and on a graceful stop (memcached's -e).
+    #[arg(short = 'e', long = "memory-file")]
+    pub memory_file: Option<PathBuf>,
+    /// Ask for huge pages for item memory (falls back with a warning).
+    #[arg(long = "huge-pages")]
+    pub huge_pages: bool,
+    /// Expected number of items, to size the hash index up front (it grows anyway).
+    #[arg(long = "expected-items")]
+    pub expected_items: Option<usize>,
     /// TOML config file (keys as the long flag names, with underscores).
     #[arg(long = "config")]
     pub config: Option<PathBuf>,
@@ -89,6 +95,9 @@ pub struct FileConfig {
     pub disable_evictions: Option<bool>,
     pub disable_cas: Option<bool>,
     pub disable_flush_all: Option<bool>,
+    pub memory_file: Option<PathBuf>,
+    pub huge_pages: Option<bool>,
+    pub expected_items: Option<usize>,
 }
 
 /// The resolved settings the server runs with.
@@ -104,27 +113,29 @@ pub struct Config {
     pub cas_enabled: bool,
     pub flush_enabled: bool,
     pub verbose: u8,
+    pub memory_file: Option<PathBuf>,
+    pub huge_pages: bool,
+    pub expected_items: Option<usize>,
 }
 
 /// A configuration error.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("bad config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    Parse { path: PathBuf, source: toml::de::Error },
     #[error("bad item size {0:?}: expected a number with an optional k or m suffix")]
     ItemSize(String),
     #[error("item size {0} is out of range (1k to 64m)")]
     ItemSizeRange(usize),
     #[error("-t/--threads must be at least 1")]
     Threads,
+}
+
+/// memcached's `-o hashpower=N` (possibly among other comma-separated options).
+fn hashpower(option: &str) -> Option<u32> {
+    option.split(',').find_map(|o| o.strip_prefix("hashpower=")).and_then(|n| n.parse().ok())
 }
 
 /// Parses `1048576`, `512k`, `2m` (case-insensitive).
@@ -135,30 +146,26 @@ pub fn parse_size(s: &str) -> Result<usize, ConfigError> {
         Some('m' | 'M') => (&t[..t.len() - 1], 1024 * 1024),
         _ => (t, 1),
     };
-    let n: usize = digits
-        .parse()
-        .map_err(|_| ConfigError::ItemSize(s.to_string()))?;
-    n.checked_mul(mult)
-        .ok_or_else(|| ConfigError::ItemSize(s.to_string()))
+    let n: usize = digits.parse().map_err(|_| ConfigError::ItemSize(s.to_string()))?;
+    n.checked_mul(mult).ok_or_else(|| ConfigError::ItemSize(s.to_string()))
 }
 
 impl Args {
     /// Flags memcached has that ringcache ignores, as they were given.
     pub fn ignored_flags(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        let checks: [(&'static str, bool); 12] = [
+        let checks: [(&'static str, bool); 11] = [
             ("-U", self.udp_port.is_some()),
             ("-u", self.user.is_some()),
             ("-R", self.max_reqs_per_event.is_some()),
             ("-B", self.protocol.is_some()),
-            ("-o", !self.extended.is_empty()),
+            ("-o", self.extended.iter().any(|o| hashpower(o).is_none())),
             ("-b", self.listen_backlog.is_some()),
             ("-n", self.slab_min_size.is_some()),
             ("-f", self.slab_growth_factor.is_some()),
             ("-D", self.delimiter.is_some()),
             ("-P", self.pidfile.is_some()),
             ("-k", self.lock_memory),
-            ("-L", self.large_pages),
         ];
         for (flag, given) in checks {
             if given {
@@ -172,22 +179,13 @@ impl Args {
     pub fn resolve(&self) -> Result<Config, ConfigError> {
         let file = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.clone(),
-                    source,
-                })?
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source })?
             }
             None => FileConfig::default(),
         };
-        let item = self
-            .max_item_size
-            .clone()
-            .or(file.max_item_size)
-            .unwrap_or_else(|| "1m".into());
+        let item = self.max_item_size.clone().or(file.max_item_size).unwrap_or_else(|| "1m".into());
         let max_item_size = parse_size(&item)?;
         if !(1024..=64 << 20).contains(&max_item_size) {
             return Err(ConfigError::ItemSizeRange(max_item_size));
@@ -198,11 +196,7 @@ impl Args {
         }
         Ok(Config {
             port: self.port.or(file.port).unwrap_or(11211),
-            listen: self
-                .listen
-                .clone()
-                .or(file.listen)
-                .unwrap_or_else(|| "127.0.0.1".into()),
+            listen: self.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1".into()),
             memory_limit_bytes: (self.memory_limit.or(file.memory_limit).unwrap_or(64) as usize)
                 .saturating_mul(1 << 20),
             conn_limit: self.conn_limit.or(file.conn_limit).unwrap_or(1024),
@@ -212,6 +206,12 @@ impl Args {
             cas_enabled: !(self.disable_cas || file.disable_cas.unwrap_or(false)),
             flush_enabled: !(self.disable_flush_all || file.disable_flush_all.unwrap_or(false)),
             verbose: self.verbose,
+            memory_file: self.memory_file.clone().or(file.memory_file),
+            huge_pages: self.huge_pages || self.large_pages || file.huge_pages.unwrap_or(false),
+            expected_items: self
+                .expected_items
+                .or(file.expected_items)
+                .or_else(|| self.extended.iter().find_map(|o| hashpower(o)).map(|p| 1usize << p.min(40))),
         })
     }
 }
@@ -268,10 +268,7 @@ mod tests {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(
-            (c.port, c.memory_limit_bytes, c.conn_limit, c.threads),
-            (1234, 8 << 20, 10, Some(2))
-        );
+        assert_eq!((c.port, c.memory_limit_bytes, c.conn_limit, c.threads), (1234, 8 << 20, 10, Some(2)));
         assert_eq!(c.max_item_size, 2 << 20);
         assert!(!c.evictions && !c.cas_enabled && !c.flush_enabled);
         assert_eq!(c.verbose, 2);
@@ -283,23 +280,12 @@ mod tests {
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("c.toml");
         let _ = std::fs::write(&path, "port = 4000\nmemory_limit = 16\nthreads = 3\n");
-        let args = Args::try_parse_from([
-            "ringcache",
-            "--config",
-            path.to_str().unwrap_or(""),
-            "-t",
-            "1",
-        ]);
-        let c = args
-            .map_err(|e| e.to_string())
-            .and_then(|a| a.resolve().map_err(|e| e.to_string()));
+        let args = Args::try_parse_from(["ringcache", "--config", path.to_str().unwrap_or(""), "-t", "1"]);
+        let c = args.map_err(|e| e.to_string()).and_then(|a| a.resolve().map_err(|e| e.to_string()));
         let c = match c {
             Ok(c) => c,
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(
-            (c.port, c.memory_limit_bytes, c.threads),
-            (4000, 16 << 20, Some(1))
-        );
+        assert_eq!((c.port, c.memory_limit_bytes, c.threads), (4000, 16 << 20, Some(1)));
     }
 }

@@ -24,12 +24,7 @@ fn main() -> anyhow::Result<()> {
     }
     let config = args.resolve().context("invalid configuration")?;
     let plan = topology::plan(config.threads);
-    tracing::info!(
-        "listening on {}:{} with {} shards",
-        config.listen,
-        config.port,
-        plan.len()
-    );
+    tracing::info!("listening on {}:{} with {} shards", config.listen, config.port, plan.len());
     for slot in &plan {
         tracing::info!("cpu map: {slot}");
     }

@@ -22,11 +22,7 @@ pub struct ShardCpu {
 
 impl fmt::Display for ShardCpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "shard {} -> cpu {} (core {}, numa node {})",
-            self.shard, self.cpu, self.core, self.numa_node
-        )
+        write!(f, "shard {} -> cpu {} (core {}, numa node {})", self.shard, self.cpu, self.core, self.numa_node)
     }
 }
 
@@ -44,22 +40,12 @@ struct Pu {
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let ok =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }
-            == 0;
+    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
     let max = libc::CPU_SETSIZE as usize;
-    let cpus: Vec<usize> = if ok {
-        (0..max)
-            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let cpus: Vec<usize> =
+        if ok { (0..max).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect() } else { Vec::new() };
     if cpus.is_empty() {
-        (0..std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1))
-            .collect()
+        (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect()
     } else {
         cpus
     }
@@ -74,37 +60,19 @@ fn discover() -> Vec<Pu> {
             let Some(cpuset) = core.cpuset() else {
                 continue;
             };
-            let numa_node = core
-                .nodeset()
-                .and_then(|n| n.first_set())
-                .map(usize::from)
-                .unwrap_or(0);
+            let numa_node = core.nodeset().and_then(|n| n.first_set()).map(usize::from).unwrap_or(0);
             let mut rank = 0;
             for idx in cpuset.iter_set() {
                 let cpu = usize::from(idx);
                 if allowed.contains(&cpu) {
-                    pus.push(Pu {
-                        cpu,
-                        core: core.logical_index(),
-                        numa_node,
-                        sibling_rank: rank,
-                    });
+                    pus.push(Pu { cpu, core: core.logical_index(), numa_node, sibling_rank: rank });
                     rank += 1;
                 }
             }
         }
     }
     if pus.is_empty() {
-        pus = allowed
-            .iter()
-            .enumerate()
-            .map(|(i, &cpu)| Pu {
-                cpu,
-                core: i,
-                numa_node: 0,
-                sibling_rank: 0,
-            })
-            .collect();
+        pus = allowed.iter().enumerate().map(|(i, &cpu)| Pu { cpu, core: i, numa_node: 0, sibling_rank: 0 }).collect();
     }
     // First PU of each core, NUMA-node-major; then SMT siblings in the same order.
     pus.sort_by_key(|p| (p.sibling_rank, p.numa_node, p.core, p.cpu));
@@ -113,11 +81,7 @@ fn discover() -> Vec<Pu> {
 
 /// Number of physical cores among the CPUs this process may use.
 pub fn physical_cores() -> usize {
-    discover()
-        .iter()
-        .filter(|p| p.sibling_rank == 0)
-        .count()
-        .max(1)
+    discover().iter().filter(|p| p.sibling_rank == 0).count().max(1)
 }
 
 /// The CPU map for `shards` shards (None: one per physical core).
@@ -128,12 +92,7 @@ pub fn plan(shards: Option<usize>) -> Vec<ShardCpu> {
     (0..n)
         .map(|shard| {
             let pu = pus[shard % pus.len()];
-            ShardCpu {
-                shard,
-                cpu: pu.cpu,
-                core: pu.core,
-                numa_node: pu.numa_node,
-            }
+            ShardCpu { shard, cpu: pu.cpu, core: pu.core, numa_node: pu.numa_node }
         })
         .collect()
 }
@@ -149,11 +108,7 @@ mod tests {
         let mut cpus: Vec<usize> = plan.iter().map(|s| s.cpu).collect();
         cpus.sort_unstable();
         cpus.dedup();
-        assert_eq!(
-            cpus.len(),
-            plan.len(),
-            "each shard on its own CPU: {plan:?}"
-        );
+        assert_eq!(cpus.len(), plan.len(), "each shard on its own CPU: {plan:?}");
         for cpu in &cpus {
             assert!(allowed_cpus().contains(cpu));
         }

@@ -85,10 +85,7 @@ struct Step {
 
 impl Step {
     fn new() -> Self {
-        Step {
-            writes: vec![Vec::new()],
-            wait_after: None,
-        }
+        Step { writes: vec![Vec::new()], wait_after: None }
     }
 }
 
@@ -105,13 +102,7 @@ struct Case {
 
 impl Case {
     fn new(name: String, line: usize) -> Self {
-        Case {
-            name,
-            line,
-            closes: false,
-            stats: false,
-            steps: vec![Step::new()],
-        }
+        Case { name, line, closes: false, stats: false, steps: vec![Step::new()] }
     }
 
     fn current_write(&mut self) -> &mut Vec<Piece> {
@@ -147,17 +138,10 @@ fn parse_cases(text: &str) -> Result<Vec<Case>, String> {
             match words.as_slice() {
                 ["closes"] => case.closes = true,
                 ["stats"] => case.stats = true,
-                ["split"] => case
-                    .steps
-                    .last_mut()
-                    .expect("a case always has a step")
-                    .writes
-                    .push(Vec::new()),
+                ["split"] => case.steps.last_mut().expect("a case always has a step").writes.push(Vec::new()),
                 ["sync"] => case.steps.push(Step::new()),
                 ["wait", secs] => {
-                    let secs: f64 = secs
-                        .parse()
-                        .map_err(|_| err(format!("bad @wait seconds `{secs}`")))?;
+                    let secs: f64 = secs.parse().map_err(|_| err(format!("bad @wait seconds `{secs}`")))?;
                     if !(0.0..=10.0).contains(&secs) {
                         return Err(err("@wait must be between 0 and 10 seconds".into()));
                     }
@@ -183,10 +167,7 @@ fn parse_cases(text: &str) -> Result<Vec<Case>, String> {
         }
         case.steps.retain(|s| !s.writes.is_empty());
         if case.steps.is_empty() {
-            return Err(format!(
-                "case `{}` (line {}) sends nothing",
-                case.name, case.line
-            ));
+            return Err(format!("case `{}` (line {}) sends nothing", case.name, case.line));
         }
         if case.steps.last().is_some_and(|s| s.wait_after.is_some()) {
             return Err(format!(
@@ -217,8 +198,7 @@ fn parse_body_line(line: &str) -> Result<(Vec<Piece>, bool), String> {
                 i += used;
             }
             b'{' => {
-                let close = find_unescaped(bytes, i + 1, b'}')
-                    .ok_or_else(|| format!("unclosed `{{` in `{line}`"))?;
+                let close = find_unescaped(bytes, i + 1, b'}').ok_or_else(|| format!("unclosed `{{` in `{line}`"))?;
                 let expr = &line[i + 1..close];
                 match parse_expr(expr)? {
                     Piece::Bytes(b) => buf.extend(b),
@@ -275,12 +255,7 @@ fn decode_escape(s: &[u8]) -> Result<(u8, usize), String> {
                 .ok_or("`\\x` needs two hex digits")?;
             return Ok((hex, 4));
         }
-        other => {
-            return Err(format!(
-                "unknown escape `\\{}`",
-                other.map(|&b| b as char).unwrap_or(' ')
-            ))
-        }
+        other => return Err(format!("unknown escape `\\{}`", other.map(|&b| b as char).unwrap_or(' '))),
     };
     Ok((byte, 2))
 }
@@ -313,22 +288,14 @@ fn parse_expr(expr: &str) -> Result<Piece, String> {
     if let Some(rest) = expr.strip_prefix("now") {
         let offset = match rest.as_bytes().first() {
             None => 0,
-            Some(b'+') => rest[1..]
-                .parse::<i64>()
-                .map_err(|e| format!("{{{expr}}}: {e}"))?,
-            Some(b'-') => -rest[1..]
-                .parse::<i64>()
-                .map_err(|e| format!("{{{expr}}}: {e}"))?,
+            Some(b'+') => rest[1..].parse::<i64>().map_err(|e| format!("{{{expr}}}: {e}"))?,
+            Some(b'-') => -rest[1..].parse::<i64>().map_err(|e| format!("{{{expr}}}: {e}"))?,
             _ => return Err(format!("bad time expression `{{{expr}}}`")),
         };
         return Ok(Piece::Now(offset));
     }
-    let (text, count) = expr
-        .rsplit_once('*')
-        .ok_or_else(|| format!("unknown expression `{{{expr}}}`"))?;
-    let count: usize = count
-        .parse()
-        .map_err(|_| format!("bad repeat count in `{{{expr}}}`"))?;
+    let (text, count) = expr.rsplit_once('*').ok_or_else(|| format!("unknown expression `{{{expr}}}`"))?;
+    let count: usize = count.parse().map_err(|_| format!("bad repeat count in `{{{expr}}}`"))?;
     let unit = decode_plain(text)?;
     let indexed = unit.windows(2).any(|w| w == b"%d");
     let mut out = Vec::with_capacity(unit.len() * count);
@@ -394,9 +361,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn tokens(line: &[u8]) -> Vec<&[u8]> {
-    line.split(|&b| b == b' ')
-        .filter(|t| !t.is_empty())
-        .collect()
+    line.split(|&b| b == b' ').filter(|t| !t.is_empty()).collect()
 }
 
 /// For a `VALUE key flags bytes [cas]` line: the number of data bytes that follow.
@@ -412,10 +377,7 @@ fn value_data_len(line: &[u8]) -> Option<usize> {
 }
 
 fn count_version_lines(reply: &[u8]) -> usize {
-    items(reply)
-        .iter()
-        .filter(|i| matches!(i, Item::Line(l) if l.starts_with(b"VERSION ")))
-        .count()
+    items(reply).iter().filter(|i| matches!(i, Item::Line(l) if l.starts_with(b"VERSION "))).count()
 }
 
 /// How many `VERSION` lines the reply to `bytes` (plus the sentinel) must contain: one per
@@ -423,11 +385,7 @@ fn count_version_lines(reply: &[u8]) -> usize {
 fn expected_versions(bytes: &[u8]) -> usize {
     1 + bytes
         .split(|&b| b == b'\n')
-        .filter(|l| {
-            tokens(l)
-                .first()
-                .is_some_and(|t| t.strip_suffix(b"\r").unwrap_or(t) == b"version")
-        })
+        .filter(|l| tokens(l).first().is_some_and(|t| t.strip_suffix(b"\r").unwrap_or(t) == b"version"))
         .count()
 }
 
@@ -553,11 +511,7 @@ fn reset(addr: &str, out: &mut Outcome) {
 
 /// Reads into `reply` until `complete(reply)` holds, EOF, an error or the step deadline.
 /// Returns how it ended and whether the peer reset the connection.
-fn read_reply(
-    stream: &mut TcpStream,
-    reply: &mut Vec<u8>,
-    complete: impl Fn(&[u8]) -> bool,
-) -> (End, bool) {
+fn read_reply(stream: &mut TcpStream, reply: &mut Vec<u8>, complete: impl Fn(&[u8]) -> bool) -> (End, bool) {
     let deadline = Instant::now() + STEP_DEADLINE;
     let start = reply.len();
     let mut chunk = vec![0u8; 64 * 1024];
@@ -572,9 +526,7 @@ fn read_reply(
             Ok(0) => return (End::Closed, false),
             Ok(n) => reply.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return (End::TimedOut, false)
-            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return (End::TimedOut, false),
             Err(e) if e.kind() == ErrorKind::ConnectionReset => return (End::Closed, true),
             Err(e) => return (End::Failed(e), false),
         }
@@ -595,10 +547,7 @@ fn resolve(pieces: &[Piece], cas: &CasBook) -> Vec<u8> {
                 out.extend_from_slice(found.map(Vec::as_slice).unwrap_or(b"NO_CAS_SEEN"));
             }
             Piece::Now(offset) => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0);
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
                 out.extend_from_slice((now + offset).to_string().as_bytes());
             }
         }
@@ -630,9 +579,7 @@ fn send_and_read(
             Ok(())
         });
         let (end, reset) = read_reply(stream, reply, complete);
-        let sent = sender
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("writer thread panicked")));
+        let sent = sender.join().unwrap_or_else(|_| Err(io::Error::other("writer thread panicked")));
         (end, reset, sent)
     })
 }
@@ -644,8 +591,7 @@ fn run_case(addr: &str, case: &Case) -> Outcome {
         Ok(s) => s,
         Err(e) => {
             out.problems.push(format!("connect: {e}"));
-            out.reply
-                .extend_from_slice(format!("<<connect failed: {e}>>").as_bytes());
+            out.reply.extend_from_slice(format!("<<connect failed: {e}>>").as_bytes());
             return out;
         }
     };
@@ -656,10 +602,7 @@ fn run_case(addr: &str, case: &Case) -> Outcome {
         let mut writes: Vec<Vec<u8>> = step.writes.iter().map(|w| resolve(w, &cas)).collect();
         let want = expected_versions(&writes.concat());
         if !expect_close {
-            writes
-                .last_mut()
-                .expect("parser drops steps without writes")
-                .extend_from_slice(SENTINEL);
+            writes.last_mut().expect("parser drops steps without writes").extend_from_slice(SENTINEL);
         }
         out.sent.push(writes.concat());
         let step_start = out.reply.len();
@@ -692,11 +635,7 @@ fn run_case(addr: &str, case: &Case) -> Outcome {
                 out.problems.push(format!(
                     "step {}: timed out waiting for {}",
                     n + 1,
-                    if expect_close {
-                        "the server to close"
-                    } else {
-                        "the sentinel VERSION"
-                    }
+                    if expect_close { "the server to close" } else { "the sentinel VERSION" }
                 ));
                 Some("<<timeout>>".to_string())
             }
@@ -743,16 +682,8 @@ fn show(bytes: &[u8], indent: &str) -> String {
         s.push_str(indent);
         let shown = escape_run(line);
         if shown.len() > LINE_LIMIT {
-            let cut = (0..=LINE_LIMIT)
-                .rev()
-                .find(|&i| shown.is_char_boundary(i))
-                .unwrap_or(0);
-            let _ = write!(
-                s,
-                "{}... ({} bytes in this line)",
-                &shown[..cut],
-                line.len()
-            );
+            let cut = (0..=LINE_LIMIT).rev().find(|&i| shown.is_char_boundary(i)).unwrap_or(0);
+            let _ = write!(s, "{}... ({} bytes in this line)", &shown[..cut], line.len());
         } else {
             s.push_str(&shown);
         }
@@ -816,11 +747,7 @@ fn load_cases() -> Vec<Case> {
 #[test]
 fn case_file_is_well_formed() {
     let cases = load_cases();
-    assert!(
-        cases.len() >= MIN_CASES,
-        "only {} cases in cases.txt, expected at least {MIN_CASES}",
-        cases.len()
-    );
+    assert!(cases.len() >= MIN_CASES, "only {} cases in cases.txt, expected at least {MIN_CASES}", cases.len());
 }
 
 #[test]
@@ -834,24 +761,15 @@ fn normalisation_only_touches_cas_version_and_stats() {
         normalise(reply, true),
         b"VALUE k 1 5 <cas>\r\nVALUE\r\nVALUE k 1 1\r\nx\r\nSTAT <...>\r\nEND\r\nVERSION <version>\r\n"
     );
-    assert_eq!(
-        expected_versions(b"version\r\n  version x\r\nversions\r\n"),
-        3
-    );
+    assert_eq!(expected_versions(b"version\r\n  version x\r\nversions\r\n"), 3);
 }
 
 #[test]
 fn ringcache_matches_memcached() {
     let filter = std::env::var("CONFORMANCE_FILTER").unwrap_or_default();
     let verbose = std::env::var_os("CONFORMANCE_VERBOSE").is_some_and(|v| v != "0");
-    let cases: Vec<Case> = load_cases()
-        .into_iter()
-        .filter(|c| c.name.contains(&filter))
-        .collect();
-    assert!(
-        !cases.is_empty(),
-        "CONFORMANCE_FILTER={filter:?} selects no case"
-    );
+    let cases: Vec<Case> = load_cases().into_iter().filter(|c| c.name.contains(&filter)).collect();
+    assert!(!cases.is_empty(), "CONFORMANCE_FILTER={filter:?} selects no case");
 
     let reference = start_memcached(SERVER_ARGS);
     let mut subject = start_ringcache(SERVER_ARGS);
@@ -866,27 +784,14 @@ fn ringcache_matches_memcached() {
         let (expected, actual) = std::thread::scope(|s| {
             let r = s.spawn(|| run_case(&ref_addr, case));
             let a = s.spawn(|| run_case(&sub_addr, case));
-            (
-                r.join().expect("memcached runner panicked"),
-                a.join().expect("ringcache runner panicked"),
-            )
+            (r.join().expect("memcached runner panicked"), a.join().expect("ringcache runner panicked"))
         });
         run += 1;
         let want = normalise(&expected.reply, case.stats);
         let got = normalise(&actual.reply, case.stats);
-        let header = format!(
-            "[{}/{}] `{}` (cases.txt line {})",
-            n + 1,
-            cases.len(),
-            case.name,
-            case.line
-        );
+        let header = format!("[{}/{}] `{}` (cases.txt line {})", n + 1, cases.len(), case.name, case.line);
         if verbose {
-            eprintln!(
-                "{header}\n{}  memcached:\n{}\n",
-                describe_sent(&expected),
-                show(&want, "    ")
-            );
+            eprintln!("{header}\n{}  memcached:\n{}\n", describe_sent(&expected), show(&want, "    "));
         }
         if !expected.problems.is_empty() {
             failures.push(format!(
@@ -906,11 +811,7 @@ fn ringcache_matches_memcached() {
             }
             failures.push(msg);
         }
-        consecutive_timeouts = if actual.timed_out {
-            consecutive_timeouts + 1
-        } else {
-            0
-        };
+        consecutive_timeouts = if actual.timed_out { consecutive_timeouts + 1 } else { 0 };
         if consecutive_timeouts >= MAX_CONSECUTIVE_TIMEOUTS {
             failures.push(format!(
                 "ringcache timed out in {consecutive_timeouts} cases in a row, up to {header}; \
@@ -920,10 +821,7 @@ fn ringcache_matches_memcached() {
             break;
         }
         if !subject.is_running() {
-            failures.push(format!(
-                "ringcache exited during {header}; {} later case(s) not run",
-                cases.len() - n - 1
-            ));
+            failures.push(format!("ringcache exited during {header}; {} later case(s) not run", cases.len() - n - 1));
             break;
         }
     }
@@ -936,9 +834,5 @@ fn ringcache_matches_memcached() {
     for f in &failures {
         eprintln!("\n{f}");
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {run} conformance case(s) failed (details above)",
-        failures.len()
-    );
+    assert!(failures.is_empty(), "{} of {run} conformance case(s) failed (details above)", failures.len());
 }

@@ -31,11 +31,7 @@ pub struct Limits {
 impl Limits {
     /// memcached's `item_size_ok`: header + key + 1 + value + "\r\n" (+4 for flags).
     pub fn item_fits(&self, key_len: usize, flags: u32, value_len: usize) -> bool {
-        let header = if self.cas_enabled {
-            ITEM_HEADER_WITH_CAS
-        } else {
-            ITEM_HEADER_WITHOUT_CAS
-        };
+        let header = if self.cas_enabled { ITEM_HEADER_WITH_CAS } else { ITEM_HEADER_WITHOUT_CAS };
         let flags_len = if flags != 0 { 4 } else { 0 };
         header + flags_len + key_len + 1 + value_len + 2 <= self.max_item_size
     }
@@ -136,11 +132,7 @@ pub enum Parse<'a> {
     /// The protocol says to close the connection (over-long line, an HTTP request).
     Close,
     /// A request (possibly an error reply) that used `consumed` bytes of the buffer.
-    Request {
-        request: Request<'a>,
-        noreply: bool,
-        consumed: usize,
-    },
+    Request { request: Request<'a>, noreply: bool, consumed: usize },
 }
 
 const MAX_TOKENS: usize = 8;
@@ -164,10 +156,7 @@ impl<'a> Tokens<'a> {
             }
             count += 1;
         }
-        Tokens {
-            items,
-            count: count + 1,
-        }
+        Tokens { items, count: count + 1 }
     }
 
     fn get(&self, i: usize) -> &'a [u8] {
@@ -185,11 +174,7 @@ impl<'a> Tokens<'a> {
 }
 
 fn done(request: Request<'_>, noreply: bool, consumed: usize) -> Parse<'_> {
-    Parse::Request {
-        request,
-        noreply,
-        consumed,
-    }
+    Parse::Request { request, noreply, consumed }
 }
 
 /// Parses the first request in `buf`.
@@ -210,17 +195,9 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
     let tokens = Tokens::split(line);
     let command = tokens.get(0);
     if tokens.count < 2 || command.len() < 2 {
-        return done(
-            Request::Error(ProtocolError::UnknownCommand),
-            false,
-            line_end,
-        );
+        return done(Request::Error(ProtocolError::UnknownCommand), false, line_end);
     }
-    let wrong_arity = done(
-        Request::Error(ProtocolError::UnknownCommand),
-        false,
-        line_end,
-    );
+    let wrong_arity = done(Request::Error(ProtocolError::UnknownCommand), false, line_end);
     match command {
         b"get" | b"gets" | b"gat" | b"gats" | b"bget" => {
             if tokens.count < 3 {
@@ -257,11 +234,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
                 Request::Error(ProtocolError::BadFormat)
             } else {
                 match parse_u64(tokens.get(2)) {
-                    Some(delta) => Request::Arith {
-                        key,
-                        incr: command == b"incr",
-                        delta,
-                    },
+                    Some(delta) => Request::Arith { key, incr: command == b"incr", delta },
                     None => Request::Error(ProtocolError::InvalidDelta),
                 }
             };
@@ -274,14 +247,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
             let noreply = tokens.noreply();
             if tokens.count > 3 {
                 let hold_is_zero = tokens.get(2) == b"0";
-                let valid = (tokens.count == 4 && (hold_is_zero || noreply))
-                    || (tokens.count == 5 && hold_is_zero && noreply);
+                let valid =
+                    (tokens.count == 4 && (hold_is_zero || noreply)) || (tokens.count == 5 && hold_is_zero && noreply);
                 if !valid {
-                    return done(
-                        Request::Error(ProtocolError::BadDeleteFormat),
-                        noreply,
-                        line_end,
-                    );
+                    return done(Request::Error(ProtocolError::BadDeleteFormat), noreply, line_end);
                 }
             }
             let key = tokens.get(1);
@@ -315,13 +284,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
             if tokens.count != if noreply { 3 } else { 2 } {
                 match parse_i32_truncating(tokens.get(1)) {
                     Some(d) => delay = d,
-                    None => {
-                        return done(
-                            Request::Error(ProtocolError::InvalidExptime),
-                            noreply,
-                            line_end,
-                        )
-                    }
+                    None => return done(Request::Error(ProtocolError::InvalidExptime), noreply, line_end),
                 }
             }
             done(Request::FlushAll { delay }, noreply, line_end)
@@ -339,15 +302,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
             }
         }
         b"stats" => {
-            let args = line
-                .get(line.iter().position(|&b| b != b' ').unwrap_or(0) + command.len()..)
-                .unwrap_or(&[]);
+            let args = line.get(line.iter().position(|&b| b != b' ').unwrap_or(0) + command.len()..).unwrap_or(&[]);
             done(Request::Stats { args }, false, line_end)
         }
         _ => {
-            if tokens.count >= 2
-                && tokens.count - 2 < MAX_TOKENS
-                && tokens.get(tokens.count - 2).starts_with(b"HTTP/")
+            if tokens.count >= 2 && tokens.count - 2 < MAX_TOKENS && tokens.get(tokens.count - 2).starts_with(b"HTTP/")
             {
                 return Parse::Close;
             }
@@ -385,51 +344,23 @@ fn parse_get<'a>(line: &'a [u8], command: &'a [u8], line_end: usize) -> Parse<'a
         let exptime_token = parts.next().unwrap_or(&[]);
         let keys = parts.next().unwrap_or(&[]);
         return match parse_i32_truncating(exptime_token) {
-            Some(exptime) => done(
-                Request::Get {
-                    keys: Keys(keys),
-                    cas,
-                    touch: Some(exptime),
-                },
-                false,
-                line_end,
-            ),
-            None => done(
-                Request::Error(ProtocolError::InvalidExptime),
-                false,
-                line_end,
-            ),
+            Some(exptime) => done(Request::Get { keys: Keys(keys), cas, touch: Some(exptime) }, false, line_end),
+            None => done(Request::Error(ProtocolError::InvalidExptime), false, line_end),
         };
     }
-    done(
-        Request::Get {
-            keys: Keys(rest),
-            cas,
-            touch: None,
-        },
-        false,
-        line_end,
-    )
+    done(Request::Get { keys: Keys(rest), cas, touch: None }, false, line_end)
 }
 
-fn parse_store<'a>(
-    buf: &'a [u8],
-    tokens: &Tokens<'a>,
-    mode: StoreMode,
-    line_end: usize,
-    limits: &Limits,
-) -> Parse<'a> {
+fn parse_store<'a>(buf: &'a [u8], tokens: &Tokens<'a>, mode: StoreMode, line_end: usize, limits: &Limits) -> Parse<'a> {
     let noreply = tokens.noreply();
     let bad = done(Request::Error(ProtocolError::BadFormat), noreply, line_end);
     let key = tokens.get(1);
     if key.len() > KEY_MAX_LENGTH {
         return bad;
     }
-    let (Some(flags), Some(exptime), Some(vlen)) = (
-        parse_u32_truncating(tokens.get(2)),
-        parse_i32_truncating(tokens.get(3)),
-        parse_i32_truncating(tokens.get(4)),
-    ) else {
+    let (Some(flags), Some(exptime), Some(vlen)) =
+        (parse_u32_truncating(tokens.get(2)), parse_i32_truncating(tokens.get(3)), parse_i32_truncating(tokens.get(4)))
+    else {
         return bad;
     };
     let mut cas = 0;
@@ -444,40 +375,17 @@ fn parse_store<'a>(
     }
     let vlen = vlen as usize;
     if !limits.item_fits(key.len(), flags, vlen) {
-        return done(
-            Request::TooLarge {
-                mode,
-                key,
-                swallow: vlen + 2,
-            },
-            noreply,
-            line_end,
-        );
+        return done(Request::TooLarge { mode, key, swallow: vlen + 2 }, noreply, line_end);
     }
     let data_end = line_end + vlen + 2;
     if buf.len() < data_end {
         return Parse::Incomplete;
     }
     if &buf[data_end - 2..data_end] != b"\r\n" {
-        return done(
-            Request::Error(ProtocolError::BadDataChunk),
-            noreply,
-            data_end,
-        );
+        return done(Request::Error(ProtocolError::BadDataChunk), noreply, data_end);
     }
     let data = &buf[line_end..line_end + vlen];
-    done(
-        Request::Store {
-            mode,
-            key,
-            flags,
-            exptime,
-            data,
-            cas,
-        },
-        noreply,
-        data_end,
-    )
+    done(Request::Store { mode, key, flags, exptime, data, cas }, noreply, data_end)
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
@@ -488,18 +396,11 @@ fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits {
-        max_item_size: 1 << 20,
-        cas_enabled: true,
-    };
+    const LIMITS: Limits = Limits { max_item_size: 1 << 20, cas_enabled: true };
 
     fn parsed(buf: &[u8]) -> (Request<'_>, bool, usize) {
         match parse(buf, &LIMITS) {
-            Parse::Request {
-                request,
-                noreply,
-                consumed,
-            } => (request, noreply, consumed),
+            Parse::Request { request, noreply, consumed } => (request, noreply, consumed),
             other => panic!("expected a request from {buf:?}, got {other:?}"),
         }
     }
@@ -510,18 +411,8 @@ mod tests {
         assert!(!noreply);
         assert_eq!(used, 19);
         match req {
-            Request::Store {
-                mode,
-                key,
-                flags,
-                exptime,
-                data,
-                ..
-            } => {
-                assert_eq!(
-                    (mode, key, flags, exptime, data),
-                    (StoreMode::Set, &b"k"[..], 5, 10, &b"abc"[..])
-                );
+            Request::Store { mode, key, flags, exptime, data, .. } => {
+                assert_eq!((mode, key, flags, exptime, data), (StoreMode::Set, &b"k"[..], 5, 10, &b"abc"[..]));
             }
             other => panic!("{other:?}"),
         }
@@ -529,10 +420,7 @@ mod tests {
 
     #[test]
     fn partial_data_is_incomplete() {
-        assert!(matches!(
-            parse(b"set k 0 0 10\r\nabc", &LIMITS),
-            Parse::Incomplete
-        ));
+        assert!(matches!(parse(b"set k 0 0 10\r\nabc", &LIMITS), Parse::Incomplete));
         assert!(matches!(parse(b"get k", &LIMITS), Parse::Incomplete));
     }
 
@@ -546,41 +434,21 @@ mod tests {
     #[test]
     fn multiget_keys_split_on_spaces() {
         let (req, _, _) = parsed(b"get a  b c\r\n");
-        let Request::Get {
-            keys,
-            cas: false,
-            touch: None,
-        } = req
-        else {
-            panic!("{req:?}")
-        };
+        let Request::Get { keys, cas: false, touch: None } = req else { panic!("{req:?}") };
         assert_eq!(keys.iter().collect::<Vec<_>>(), vec![&b"a"[..], b"b", b"c"]);
     }
 
     #[test]
     fn gat_takes_exptime_then_keys() {
         let (req, _, _) = parsed(b"gats 100 a b\r\n");
-        let Request::Get {
-            keys,
-            cas: true,
-            touch: Some(100),
-        } = req
-        else {
-            panic!("{req:?}")
-        };
+        let Request::Get { keys, cas: true, touch: Some(100) } = req else { panic!("{req:?}") };
         assert_eq!(keys.iter().count(), 2);
     }
 
     #[test]
     fn too_large_values_are_swallowed() {
         let (req, _, used) = parsed(b"set k 0 0 2000000\r\n");
-        assert!(matches!(
-            req,
-            Request::TooLarge {
-                swallow: 2000002,
-                ..
-            }
-        ));
+        assert!(matches!(req, Request::TooLarge { swallow: 2000002, .. }));
         assert_eq!(used, 19);
     }
 
@@ -598,10 +466,7 @@ mod tests {
         let (req, noreply, _) = parsed(b"delete k noreply\r\n");
         assert!(matches!(req, Request::Delete { .. }) && noreply);
         let (req, _, _) = parsed(b"delete k 1\r\n");
-        assert!(matches!(
-            req,
-            Request::Error(ProtocolError::BadDeleteFormat)
-        ));
+        assert!(matches!(req, Request::Error(ProtocolError::BadDeleteFormat)));
         let (req, _, _) = parsed(b"incr k\r\n");
         assert!(matches!(req, Request::Error(ProtocolError::UnknownCommand)));
         let (req, _, _) = parsed(b"\r\n");

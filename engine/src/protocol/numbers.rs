@@ -37,12 +37,7 @@ fn scan(s: &[u8]) -> Scan {
         i += 1;
     }
     let end = if i == digits_start { 0 } else { i };
-    Scan {
-        negative,
-        magnitude,
-        overflow,
-        end,
-    }
+    Scan { negative, magnitude, overflow, end }
 }
 
 /// memcached's rule after the scan: the number must be followed by a C space or by the
@@ -58,11 +53,7 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
     if sc.overflow || !followed_well(s, sc.end) {
         return None;
     }
-    let value = if sc.negative {
-        sc.magnitude.wrapping_neg()
-    } else {
-        sc.magnitude
-    };
+    let value = if sc.negative { sc.magnitude.wrapping_neg() } else { sc.magnitude };
     if (value as i64) < 0 && s[..sc.end].contains(&b'-') {
         return None;
     }
@@ -83,19 +74,11 @@ pub fn parse_i32_truncating(s: &[u8]) -> Option<i32> {
         return None;
     }
     // strtol range: [-2^63, 2^63-1]; beyond it errno is ERANGE.
-    let limit = if sc.negative {
-        1u64 << 63
-    } else {
-        (1u64 << 63) - 1
-    };
+    let limit = if sc.negative { 1u64 << 63 } else { (1u64 << 63) - 1 };
     if sc.overflow || sc.magnitude > limit {
         return None;
     }
-    let value = if sc.negative {
-        (sc.magnitude as i64).wrapping_neg()
-    } else {
-        sc.magnitude as i64
-    };
+    let value = if sc.negative { (sc.magnitude as i64).wrapping_neg() } else { sc.magnitude as i64 };
     Some(value as i32)
 }
 

@@ -74,9 +74,7 @@ pub fn error(e: ProtocolError) -> &'static [u8] {
     match e {
         ProtocolError::UnknownCommand => ERROR,
         ProtocolError::BadFormat => b"CLIENT_ERROR bad command line format\r\n",
-        ProtocolError::BadDeleteFormat => {
-            b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
-        }
+        ProtocolError::BadDeleteFormat => b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
         ProtocolError::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
         ProtocolError::InvalidExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
         ProtocolError::InvalidDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
@@ -92,10 +90,7 @@ mod tests {
         let mut out = Vec::new();
         value(&mut out, b"k", 7, b"abc", None);
         value(&mut out, b"k", 0, b"", Some(18446744073709551615));
-        assert_eq!(
-            out,
-            b"VALUE k 7 3\r\nabc\r\nVALUE k 0 0 18446744073709551615\r\n\r\n"
-        );
+        assert_eq!(out, b"VALUE k 7 3\r\nabc\r\nVALUE k 0 0 18446744073709551615\r\n\r\n");
     }
 
     #[test]

@@ -103,9 +103,7 @@ impl Output {
     }
 
     fn size(&self) -> usize {
-        self.wbuf.len()
-            + self.scratch.len()
-            + self.remote.iter().map(|r| r.batch.bytes()).sum::<usize>()
+        self.wbuf.len() + self.scratch.len() + self.remote.iter().map(|r| r.batch.bytes()).sum::<usize>()
     }
 
     /// Appends reply bytes produced on this shard, keeping request order.
@@ -147,35 +145,22 @@ impl Output {
     fn execute_here(&mut self, ctx: &ShardContext, op: &Op<'_>, noreply: bool, now: u32) {
         if self.remote_pending {
             let start = self.scratch.len();
-            ctx.shard
-                .borrow_mut()
-                .execute(op, noreply, now, &mut self.scratch);
+            ctx.shard.borrow_mut().execute(op, noreply, now, &mut self.scratch);
             self.local_piece(start);
         } else {
-            ctx.shard
-                .borrow_mut()
-                .execute(op, noreply, now, &mut self.wbuf);
+            ctx.shard.borrow_mut().execute(op, noreply, now, &mut self.wbuf);
         }
     }
 
     /// Queues `op` for shard `owner`; its reply takes its place at the end of the round.
     fn send_to(&mut self, owner: usize, op: &Op<'_>, noreply: bool) {
         let index = self.remote[owner].batch.push(op, noreply);
-        self.pieces.push(Piece::Remote {
-            shard: owner,
-            index,
-        });
+        self.pieces.push(Piece::Remote { shard: owner, index });
         self.remote_pending = true;
     }
 
     /// Handles one parsed request.
-    fn request(
-        &mut self,
-        ctx: &ShardContext,
-        request: &Request<'_>,
-        noreply: bool,
-        now: u32,
-    ) -> Next {
+    fn request(&mut self, ctx: &ShardContext, request: &Request<'_>, noreply: bool, now: u32) -> Next {
         match *request {
             Request::Get { keys, cas, touch } => {
                 if keys.iter().any(|k| k.len() > KEY_MAX_LENGTH) {
@@ -183,46 +168,19 @@ impl Output {
                 }
                 self.get(ctx, keys, cas, touch, now);
             }
-            Request::Store {
-                mode,
-                key,
-                flags,
-                exptime,
-                data,
-                cas,
-            } => self.op(
-                ctx,
-                Op::Store {
-                    mode,
-                    key,
-                    flags,
-                    exptime,
-                    data,
-                    cas,
-                },
-                key,
-                noreply,
-                now,
-            ),
-            Request::TooLarge { mode, key, .. } => {
-                self.op(ctx, Op::TooLarge { mode, key }, key, noreply, now)
+            Request::Store { mode, key, flags, exptime, data, cas } => {
+                self.op(ctx, Op::Store { mode, key, flags, exptime, data, cas }, key, noreply, now)
             }
+            Request::TooLarge { mode, key, .. } => self.op(ctx, Op::TooLarge { mode, key }, key, noreply, now),
             Request::Delete { key } => self.op(ctx, Op::Delete { key }, key, noreply, now),
-            Request::Arith { key, incr, delta } => {
-                self.op(ctx, Op::Arith { key, incr, delta }, key, noreply, now)
-            }
-            Request::Touch { key, exptime } => {
-                self.op(ctx, Op::Touch { key, exptime }, key, noreply, now)
-            }
+            Request::Arith { key, incr, delta } => self.op(ctx, Op::Arith { key, incr, delta }, key, noreply, now),
+            Request::Touch { key, exptime } => self.op(ctx, Op::Touch { key, exptime }, key, noreply, now),
             Request::FlushAll { delay } => {
                 // Every shard flushes, in order with this connection's other requests;
                 // only this shard answers.
                 for shard in 0..ctx.nshards {
                     let is_local = shard == ctx.index;
-                    let op = Op::FlushAll {
-                        delay,
-                        reply: is_local,
-                    };
+                    let op = Op::FlushAll { delay, reply: is_local };
                     if is_local {
                         self.execute_here(ctx, &op, noreply, now);
                     } else {
@@ -252,11 +210,8 @@ impl Output {
             self.op(ctx, Op::Get { key, cas, touch }, key, false, now);
         }
         self.local(reply::END);
-        self.sent_mark = if self.remote_pending {
-            SentMark::Pieces(self.pieces.len())
-        } else {
-            SentMark::Wbuf(self.wbuf.len())
-        };
+        self.sent_mark =
+            if self.remote_pending { SentMark::Pieces(self.pieces.len()) } else { SentMark::Wbuf(self.wbuf.len()) };
     }
 
     /// memcached's answer to a get with an over-long key (see [`Next::BadGetKey`]).
@@ -303,11 +258,7 @@ impl Output {
         }
         for (shard, rx) in self.waiting.drain(..) {
             let reply = rx.await.map_err(|_| Broken)?;
-            self.remote[shard] = RemoteSlot {
-                batch: reply.batch,
-                out: reply.out,
-                ends: reply.ends,
-            };
+            self.remote[shard] = RemoteSlot { batch: reply.batch, out: reply.out, ends: reply.ends };
         }
         for (i, piece) in self.pieces.drain(..).enumerate() {
             if let SentMark::Pieces(n) = self.sent_mark {
@@ -316,16 +267,10 @@ impl Output {
                 }
             }
             match piece {
-                Piece::Local { start, end } => {
-                    self.wbuf.extend_from_slice(&self.scratch[start..end])
-                }
+                Piece::Local { start, end } => self.wbuf.extend_from_slice(&self.scratch[start..end]),
                 Piece::Remote { shard, index } => {
                     let slot = &self.remote[shard];
-                    let from = if index == 0 {
-                        0
-                    } else {
-                        slot.ends[index - 1] as usize
-                    };
+                    let from = if index == 0 { 0 } else { slot.ends[index - 1] as usize };
                     let to = slot.ends[index] as usize;
                     self.wbuf.extend_from_slice(&slot.out[from..to]);
                 }
@@ -362,19 +307,11 @@ impl Output {
 /// Collects every shard's report (this one directly, the others over the mesh).
 async fn collect_reports(ctx: &ShardContext, reset: bool) -> Result<Vec<ShardReport>, Broken> {
     let mut reports = Vec::with_capacity(ctx.nshards);
-    reports.push(super::mesh::report(
-        &mut ctx.shard.borrow_mut(),
-        &ctx.registry.borrow(),
-        reset,
-    ));
+    reports.push(super::mesh::report(&mut ctx.shard.borrow_mut(), &ctx.registry.borrow(), reset));
     if let Some(senders) = &ctx.senders {
         for shard in (0..ctx.nshards).filter(|&s| s != ctx.index) {
             let (tx, rx) = oneshot::channel();
-            if senders
-                .send_to(shard, MeshMsg::Stats { reset, reply: tx })
-                .await
-                .is_err()
-            {
+            if senders.send_to(shard, MeshMsg::Stats { reset, reply: tx }).await.is_err() {
                 return Err(Broken);
             }
             reports.push(rx.await.map_err(|_| Broken)?);
@@ -386,10 +323,7 @@ async fn collect_reports(ctx: &ShardContext, reset: bool) -> Result<Vec<ShardRep
 /// Serves one accepted connection until the client leaves, sends `quit`, breaks the
 /// protocol, or the server shuts down.
 pub async fn serve(mut stream: TcpStream, ctx: Rc<ShardContext>) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let id = ctx.registry.borrow_mut().add(stream.as_raw_fd(), peer);
     let _ = stream.set_nodelay(true);
     let _ = run(&mut stream, &ctx).await;
@@ -411,8 +345,7 @@ async fn run(stream: &mut TcpStream, ctx: &ShardContext) -> Result<(), Broken> {
                 end -= start;
                 start = 0;
             } else {
-                let grown =
-                    (rbuf.len() * 2).min(ctx.limits.max_item_size + protocol::MAX_MULTIGET_LINE);
+                let grown = (rbuf.len() * 2).min(ctx.limits.max_item_size + protocol::MAX_MULTIGET_LINE);
                 if grown <= rbuf.len() {
                     return Err(Broken);
                 }
@@ -445,11 +378,7 @@ async fn run(stream: &mut TcpStream, ctx: &ShardContext) -> Result<(), Broken> {
                     close = true;
                     break;
                 }
-                Parse::Request {
-                    request,
-                    noreply,
-                    consumed,
-                } => {
+                Parse::Request { request, noreply, consumed } => {
                     match out.request(ctx, &request, noreply, now) {
                         Next::Continue => {}
                         Next::Close => close = true,

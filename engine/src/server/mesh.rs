@@ -17,17 +17,9 @@ use crate::store::StoreStats;
 pub enum MeshMsg {
     /// Execute `batch` in order; reply with each op's reply bytes in `out`, ending at
     /// `ends[i]` for op `i`. `out` and `ends` arrive empty and are reused.
-    Ops {
-        batch: OpBatch,
-        out: Vec<u8>,
-        ends: Vec<u32>,
-        reply: oneshot::Sender<OpsReply>,
-    },
+    Ops { batch: OpBatch, out: Vec<u8>, ends: Vec<u32>, reply: oneshot::Sender<OpsReply> },
     /// Report counters (and reset them first if `reset`).
-    Stats {
-        reset: bool,
-        reply: oneshot::Sender<ShardReport>,
-    },
+    Stats { reset: bool, reply: oneshot::Sender<ShardReport> },
 }
 
 /// The answer to [`MeshMsg::Ops`]: the buffers back, filled.
@@ -104,15 +96,8 @@ pub async fn serve_peer(
 ) {
     while let Some(msg) = receiver.recv().await {
         match msg {
-            MeshMsg::Ops {
-                batch,
-                mut out,
-                mut ends,
-                reply,
-            } => {
-                shard
-                    .borrow_mut()
-                    .execute_batch(&batch, &mut out, &mut ends);
+            MeshMsg::Ops { batch, mut out, mut ends, reply } => {
+                shard.borrow_mut().execute_batch(&batch, &mut out, &mut ends);
                 // The requester may have gone away (connection closed); nothing to do then.
                 let _ = reply.send(OpsReply { batch, out, ends });
             }

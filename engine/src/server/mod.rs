@@ -43,6 +43,8 @@ pub struct Shared {
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
     shards_done: AtomicUsize,
+    /// Bumped by SIGUSR1: each shard saves its store's metadata when it sees a new value.
+    save_epoch: AtomicU64,
 }
 
 /// Why the server could not run.
@@ -58,19 +60,14 @@ pub enum ServerError {
 
 enum Event {
     Signal,
-    ShardExited {
-        shard: usize,
-        result: io::Result<()>,
-    },
+    Save,
+    ShardExited { shard: usize, result: io::Result<()> },
 }
 
 /// Lets the executors lock the io_uring memory they need (glommio wants at least
 /// 512 KiB per executor); harmless if the limit cannot be raised.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit reads a valid rlimit struct.
     unsafe {
         libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited);
@@ -89,6 +86,7 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
         total_connections: AtomicU64::new(0),
         rejected_connections: AtomicU64::new(0),
         shards_done: AtomicUsize::new(0),
+        save_epoch: AtomicU64::new(0),
     });
     let mesh: MeshBuilder<MeshMsg, Full> = MeshBuilder::full(nshards, 1024);
     let (events, event_rx) = mpsc::channel::<Event>();
@@ -106,34 +104,39 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
                 let result = shard_main(shard, shared, mesh, stop_rx).await;
                 let _ = events.send(Event::ShardExited { shard, result });
             })
-            .map_err(|e| ServerError::Executor {
-                shard,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| ServerError::Executor { shard, message: e.to_string() })?;
         handles.push(handle);
     }
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .map_err(ServerError::Signals)?;
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(ServerError::Signals)?;
     let signal_events = events.clone();
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            let _ = signal_events.send(Event::Signal);
+        for signal in signals.forever() {
+            let event = if signal == SIGUSR1 { Event::Save } else { Event::Signal };
+            if signal_events.send(event).is_err() {
+                return;
+            }
         }
     });
     drop(events);
 
     let mut failure = None;
-    match event_rx.recv() {
-        Ok(Event::Signal) => tracing::info!("signal received: shutting down"),
-        Ok(Event::ShardExited { shard, result }) => {
-            if let Err(source) = result {
-                failure = Some(ServerError::Shard { shard, source });
+    loop {
+        match event_rx.recv() {
+            Ok(Event::Save) => {
+                tracing::info!("SIGUSR1: saving store metadata");
+                shared.save_epoch.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
+            Ok(Event::Signal) => tracing::info!("signal received: shutting down"),
+            Ok(Event::ShardExited { shard, result }) => {
+                if let Err(source) = result {
+                    failure = Some(ServerError::Shard { shard, source });
+                }
+            }
+            Err(_) => {}
         }
-        Err(_) => {}
+        break;
     }
     for stop in stops {
         let _ = stop.send(());
@@ -143,11 +146,7 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
     }
     // Report the first shard failure, if any shard failed.
     while let Ok(event) = event_rx.try_recv() {
-        if let Event::ShardExited {
-            shard,
-            result: Err(source),
-        } = event
-        {
+        if let Event::ShardExited { shard, result: Err(source) } = event {
             failure.get_or_insert(ServerError::Shard { shard, source });
         }
     }
@@ -171,13 +170,18 @@ async fn shard_main(
             memory_limit: per_shard_memory,
             evictions: config.evictions,
             cas_enabled: config.cas_enabled,
-            cas_first: index as u64 + 1,
-            cas_stride: nshards as u64,
-            limits: Limits {
-                max_item_size: config.max_item_size,
-                cas_enabled: config.cas_enabled,
-            },
-        }),
+            shard: index,
+            nshards,
+            limits: Limits { max_item_size: config.max_item_size, cas_enabled: config.cas_enabled },
+            expected_items: config.expected_items.map(|n| n.div_ceil(nshards)),
+            memory_file: config.memory_file.as_ref().map(|p| {
+                let mut name = p.as_os_str().to_owned();
+                name.push(format!(".shard{index}"));
+                std::path::PathBuf::from(name)
+            }),
+            huge_pages: config.huge_pages,
+            clock_base_unix: shared.clock.base_unix(),
+        })?,
         clock: shared.clock,
         counters: Counters::default(),
         flush_enabled: config.flush_enabled,
@@ -187,13 +191,9 @@ async fn shard_main(
     // Bind before joining the mesh so that a bad address fails every shard quickly.
     let listener = TcpListener::bind((config.listen.as_str(), config.port))?;
     let senders = if nshards > 1 {
-        let (senders, mut receivers) = mesh
-            .join()
-            .await
-            .map_err(|_| io::Error::other("cannot join the shard mesh"))?;
+        let (senders, mut receivers) = mesh.join().await.map_err(|_| io::Error::other("cannot join the shard mesh"))?;
         for (_, receiver) in receivers.streams() {
-            glommio::spawn_local(mesh::serve_peer(receiver, shard.clone(), registry.clone()))
-                .detach();
+            glommio::spawn_local(mesh::serve_peer(receiver, shard.clone(), registry.clone())).detach();
         }
         Some(Rc::new(senders))
     } else {
@@ -206,20 +206,25 @@ async fn shard_main(
         senders,
         registry: registry.clone(),
         shared: shared.clone(),
-        limits: Limits {
-            max_item_size: config.max_item_size,
-            cas_enabled: config.cas_enabled,
-        },
+        limits: Limits { max_item_size: config.max_item_size, cas_enabled: config.cas_enabled },
     });
 
     // Background expiry: reclaim expired and flushed items a slice at a time.
+    // SIGUSR1 asks every shard to save its store's metadata (warm restart).
     let sweeper = shard.clone();
+    let saver = shared.clone();
     glommio::spawn_local(async move {
+        let mut saved_epoch = 0;
         loop {
             glommio::timer::sleep(Duration::from_millis(250)).await;
             let mut s = sweeper.borrow_mut();
             let now = s.clock.now();
-            s.store.sweep(now, 4096);
+            s.store.sweep(now, 64);
+            let epoch = saver.save_epoch.load(Ordering::Relaxed);
+            if epoch != saved_epoch {
+                saved_epoch = epoch;
+                save_store(index, &s.store);
+            }
         }
     })
     .detach();
@@ -235,7 +240,15 @@ async fn shard_main(
     while shared.shards_done.load(Ordering::SeqCst) < nshards {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+    // No shard sends ops any more: the store is quiet, save it for a warm restart.
+    save_store(index, &shard.borrow().store);
     Ok(())
+}
+
+fn save_store(shard: usize, store: &Store) {
+    if let Err(e) = store.save() {
+        tracing::error!(shard, "saving the store's metadata failed: {e}");
+    }
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>, gate: Rc<Gate>) {
@@ -258,11 +271,7 @@ async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>, gate: Rc<Gate
             continue;
         }
         shared.total_connections.fetch_add(1, Ordering::Relaxed);
-        if gate
-            .spawn(connection::serve(stream, ctx.clone()))
-            .map(|t| t.detach())
-            .is_err()
-        {
+        if gate.spawn(connection::serve(stream, ctx.clone())).map(|t| t.detach()).is_err() {
             shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
         }
     }

@@ -8,12 +8,10 @@ use super::connection::ShardContext;
 use super::mesh::ShardReport;
 use crate::protocol::reply::{self, stat};
 use crate::shard::stats::Counters;
-use crate::store::{StoreStats, ITEM_OVERHEAD};
+use crate::store::StoreStats;
 
 fn subcommand(args: &[u8]) -> &[u8] {
-    args.split(|&b| b == b' ')
-        .find(|t| !t.is_empty())
-        .unwrap_or(&[])
+    args.split(|&b| b == b' ').find(|t| !t.is_empty()).unwrap_or(&[])
 }
 
 /// True for `stats reset` (memcached looks only at the first word).
@@ -35,6 +33,11 @@ fn totals(reports: &[ShardReport]) -> (Counters, StoreStats, usize) {
         store.reclaimed += r.store.reclaimed;
         store.get_expired += r.store.get_expired;
         store.get_flushed += r.store.get_flushed;
+        store.dead_bytes += r.store.dead_bytes;
+        store.index_bytes += r.store.index_bytes;
+        store.segments_total += r.store.segments_total;
+        store.segments_free += r.store.segments_free;
+        store.segment_size = r.store.segment_size;
         limit += r.memory_limit;
     }
     (counters, store, limit)
@@ -60,32 +63,16 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], ctx: &Shar
         b"" => {
             let (user, system) = rusage();
             stat(out, "pid", std::process::id());
-            stat(
-                out,
-                "uptime",
-                now.saturating_sub(shared.clock.now().min(62)),
-            );
+            stat(out, "uptime", now.saturating_sub(shared.clock.now().min(62)));
             stat(out, "time", shared.clock.to_unix(now));
             stat(out, "version", env!("CARGO_PKG_VERSION"));
             stat(out, "pointer_size", usize::BITS);
             stat(out, "rusage_user", format_args!("{user:.6}"));
             stat(out, "rusage_system", format_args!("{system:.6}"));
             stat(out, "max_connections", config.conn_limit);
-            stat(
-                out,
-                "curr_connections",
-                shared.curr_connections.load(Ordering::Relaxed),
-            );
-            stat(
-                out,
-                "total_connections",
-                shared.total_connections.load(Ordering::Relaxed),
-            );
-            stat(
-                out,
-                "rejected_connections",
-                shared.rejected_connections.load(Ordering::Relaxed),
-            );
+            stat(out, "curr_connections", shared.curr_connections.load(Ordering::Relaxed));
+            stat(out, "total_connections", shared.total_connections.load(Ordering::Relaxed));
+            stat(out, "rejected_connections", shared.rejected_connections.load(Ordering::Relaxed));
             for (name, value) in counters.fields() {
                 if name == "total_connections" {
                     continue;
@@ -99,6 +86,7 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], ctx: &Shar
             stat(out, "limit_maxbytes", limit);
             stat(out, "threads", shared.nshards);
             stat(out, "bytes", store.bytes);
+            stat(out, "dead_bytes", store.dead_bytes);
             stat(out, "curr_items", store.curr_items);
             stat(out, "total_items", store.total_items);
             stat(out, "expired_unfetched", store.expired_unfetched);
@@ -112,41 +100,37 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], ctx: &Shar
             stat(out, "udpport", 0);
             stat(out, "inter", &config.listen);
             stat(out, "verbosity", config.verbose);
-            stat(
-                out,
-                "evictions",
-                if config.evictions { "on" } else { "off" },
-            );
+            stat(out, "evictions", if config.evictions { "on" } else { "off" });
             stat(out, "num_threads", shared.nshards);
-            stat(
-                out,
-                "cas_enabled",
-                if config.cas_enabled { "yes" } else { "no" },
-            );
+            stat(out, "cas_enabled", if config.cas_enabled { "yes" } else { "no" });
             stat(out, "item_size_max", config.max_item_size);
-            stat(
-                out,
-                "flush_enabled",
-                if config.flush_enabled { "yes" } else { "no" },
-            );
-            stat(out, "item_overhead", ITEM_OVERHEAD);
+            stat(out, "flush_enabled", if config.flush_enabled { "yes" } else { "no" });
+            stat(out, "memory_file", config.memory_file.as_ref().map_or("(null)".into(), |p| p.display().to_string()));
         }
         b"items" => {
             // One item class: the store is not slab-structured.
             if store.curr_items > 0 {
                 stat(out, "items:1:number", store.curr_items);
+                stat(out, "items:1:live_bytes", store.bytes);
+                stat(out, "items:1:dead_bytes", store.dead_bytes);
                 stat(out, "items:1:evicted", store.evictions);
                 stat(out, "items:1:expired_unfetched", store.expired_unfetched);
                 stat(out, "items:1:reclaimed", store.reclaimed);
             }
         }
         b"slabs" => {
+            // One "slab class": the segments. Live and dead bytes are reported honestly.
             if store.curr_items > 0 {
+                stat(out, "1:chunk_size", store.segment_size);
+                stat(out, "1:total_pages", store.segments_total - store.segments_free);
                 stat(out, "1:used_chunks", store.curr_items);
                 stat(out, "1:mem_requested", store.bytes);
+                stat(out, "1:dead_bytes", store.dead_bytes);
             }
             stat(out, "active_slabs", u64::from(store.curr_items > 0));
-            stat(out, "total_malloced", store.bytes);
+            stat(out, "total_malloced", (store.segments_total - store.segments_free) * store.segment_size);
+            stat(out, "segments_free", store.segments_free);
+            stat(out, "index_bytes", store.index_bytes);
         }
         b"conns" => {
             for r in reports {
@@ -159,11 +143,7 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], ctx: &Shar
         b"sizes" => stat(out, "sizes_status", "disabled"),
         b"detail" => {
             // Per-prefix detail is not collected; accept the switches as memcached does.
-            let what = args
-                .split(|&b| b == b' ')
-                .filter(|t| !t.is_empty())
-                .nth(1)
-                .unwrap_or(&[]);
+            let what = args.split(|&b| b == b' ').filter(|t| !t.is_empty()).nth(1).unwrap_or(&[]);
             out.extend_from_slice(match what {
                 b"on" | b"off" => reply::OK,
                 b"dump" => reply::END,

@@ -65,14 +65,7 @@ impl Shard {
                     None => self.counters.get_misses += 1,
                 }
             }
-            Op::Store {
-                mode,
-                key,
-                flags,
-                exptime,
-                data,
-                cas,
-            } => {
+            Op::Store { mode, key, flags, exptime, data, cas } => {
                 c.cmd_set += 1;
                 let exp = self.clock.expiry(exptime, now);
                 let outcome = self.store.store(mode, key, flags, exp, data, cas, now);
@@ -131,9 +124,7 @@ impl Shard {
                     out.extend_from_slice(reply::NOT_FOUND);
                 }
                 ArithOutcome::NonNumeric => out.extend_from_slice(reply::NON_NUMERIC),
-                ArithOutcome::OutOfMemory => {
-                    out.extend_from_slice(b"SERVER_ERROR out of memory\r\n")
-                }
+                ArithOutcome::OutOfMemory => out.extend_from_slice(b"SERVER_ERROR out of memory\r\n"),
             },
             Op::Touch { key, exptime } => {
                 c.cmd_touch += 1;
@@ -146,10 +137,7 @@ impl Shard {
                     out.extend_from_slice(reply::NOT_FOUND);
                 }
             }
-            Op::FlushAll {
-                delay,
-                reply: answer,
-            } => {
+            Op::FlushAll { delay, reply: answer } => {
                 if answer {
                     c.cmd_flush += 1;
                 }
@@ -160,8 +148,7 @@ impl Shard {
                     return;
                 }
                 // memcached: oldest_live = realtime(delay) - 1 for a positive delay.
-                let oldest_live = (delay > 0)
-                    .then(|| self.clock.realtime(i64::from(delay), now).saturating_sub(1));
+                let oldest_live = (delay > 0).then(|| self.clock.realtime(i64::from(delay), now).saturating_sub(1));
                 self.store.flush(oldest_live, now);
                 if answer {
                     out.extend_from_slice(reply::OK);

@@ -115,19 +115,11 @@ impl OpBatch {
         let nr = u8::from(noreply);
         match *op {
             Op::Get { key, cas, touch } => {
-                self.buf
-                    .extend_from_slice(&[0, nr, u8::from(cas), u8::from(touch.is_some())]);
+                self.buf.extend_from_slice(&[0, nr, u8::from(cas), u8::from(touch.is_some())]);
                 self.u32(touch.unwrap_or(0) as u32);
                 self.key(key);
             }
-            Op::Store {
-                mode,
-                key,
-                flags,
-                exptime,
-                data,
-                cas,
-            } => {
+            Op::Store { mode, key, flags, exptime, data, cas } => {
                 self.buf.extend_from_slice(&[1, nr, store_mode_tag(mode)]);
                 self.u32(flags);
                 self.u32(exptime as u32);
@@ -165,10 +157,7 @@ impl OpBatch {
 
     /// Decodes the ops in order, with their `noreply` flags.
     pub fn iter(&self) -> OpIter<'_> {
-        OpIter {
-            buf: &self.buf,
-            pos: 0,
-        }
+        OpIter { buf: &self.buf, pos: 0 }
     }
 }
 
@@ -188,14 +177,10 @@ impl<'a> OpIter<'a> {
         self.take(1).map(|s| s[0])
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .and_then(|s| s.try_into().ok())
-            .map(u32::from_le_bytes)
+        self.take(4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes)
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .and_then(|s| s.try_into().ok())
-            .map(u64::from_le_bytes)
+        self.take(8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes)
     }
     fn key(&mut self) -> Option<&'a [u8]> {
         let len = self.u8()?;
@@ -210,11 +195,7 @@ impl<'a> OpIter<'a> {
                 let cas = self.u8()? != 0;
                 let has_touch = self.u8()? != 0;
                 let exptime = self.u32()? as i32;
-                Op::Get {
-                    key: self.key()?,
-                    cas,
-                    touch: has_touch.then_some(exptime),
-                }
+                Op::Get { key: self.key()?, cas, touch: has_touch.then_some(exptime) }
             }
             1 => {
                 let mode = store_mode(self.u8()?)?;
@@ -223,42 +204,22 @@ impl<'a> OpIter<'a> {
                 let cas = self.u64()?;
                 let key = self.key()?;
                 let len = self.u32()? as usize;
-                Op::Store {
-                    mode,
-                    key,
-                    flags,
-                    exptime,
-                    data: self.take(len)?,
-                    cas,
-                }
+                Op::Store { mode, key, flags, exptime, data: self.take(len)?, cas }
             }
-            2 => Op::TooLarge {
-                mode: store_mode(self.u8()?)?,
-                key: self.key()?,
-            },
+            2 => Op::TooLarge { mode: store_mode(self.u8()?)?, key: self.key()? },
             3 => Op::Delete { key: self.key()? },
             4 => {
                 let incr = self.u8()? != 0;
                 let delta = self.u64()?;
-                Op::Arith {
-                    key: self.key()?,
-                    incr,
-                    delta,
-                }
+                Op::Arith { key: self.key()?, incr, delta }
             }
             5 => {
                 let exptime = self.u32()? as i32;
-                Op::Touch {
-                    key: self.key()?,
-                    exptime,
-                }
+                Op::Touch { key: self.key()?, exptime }
             }
             6 => {
                 let reply = self.u8()? != 0;
-                Op::FlushAll {
-                    delay: self.u32()? as i32,
-                    reply,
-                }
+                Op::FlushAll { delay: self.u32()? as i32, reply }
             }
             _ => return None,
         };
@@ -288,42 +249,14 @@ mod tests {
     #[test]
     fn round_trips_every_op() {
         let ops = [
-            Op::Get {
-                key: b"a",
-                cas: true,
-                touch: Some(-5),
-            },
-            Op::Get {
-                key: b"b",
-                cas: false,
-                touch: None,
-            },
-            Op::Store {
-                mode: StoreMode::Cas,
-                key: b"k",
-                flags: 7,
-                exptime: -1,
-                data: b"xyz",
-                cas: 99,
-            },
-            Op::TooLarge {
-                mode: StoreMode::Set,
-                key: b"big",
-            },
+            Op::Get { key: b"a", cas: true, touch: Some(-5) },
+            Op::Get { key: b"b", cas: false, touch: None },
+            Op::Store { mode: StoreMode::Cas, key: b"k", flags: 7, exptime: -1, data: b"xyz", cas: 99 },
+            Op::TooLarge { mode: StoreMode::Set, key: b"big" },
             Op::Delete { key: b"d" },
-            Op::Arith {
-                key: b"n",
-                incr: false,
-                delta: u64::MAX,
-            },
-            Op::Touch {
-                key: b"t",
-                exptime: 30,
-            },
-            Op::FlushAll {
-                delay: 10,
-                reply: false,
-            },
+            Op::Arith { key: b"n", incr: false, delta: u64::MAX },
+            Op::Touch { key: b"t", exptime: 30 },
+            Op::FlushAll { delay: 10, reply: false },
         ];
         let mut batch = OpBatch::default();
         for (i, op) in ops.iter().enumerate() {

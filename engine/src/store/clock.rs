@@ -25,19 +25,18 @@ impl Default for Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        Clock {
-            started: Instant::now(),
-            process_started: unix - START_OFFSET_SECS as i64,
-        }
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        Clock { started: Instant::now(), process_started: unix - START_OFFSET_SECS as i64 }
     }
 
     /// memcached's `current_time`: relative seconds, never 0 (0 means "never expires").
     pub fn now(&self) -> u32 {
         (self.started.elapsed().as_secs() + START_OFFSET_SECS) as u32
+    }
+
+    /// Unix time of relative time 0.
+    pub fn base_unix(&self) -> i64 {
+        self.process_started
     }
 
     /// Seconds since the process started.
@@ -53,11 +52,7 @@ impl Clock {
     /// memcached's `realtime(EXPTIME_TO_POSITIVE_TIME(exptime))`: 0 stays 0 (never),
     /// a negative exptime becomes relative time 1 (already expired).
     pub fn expiry(&self, exptime: i32, now: u32) -> u32 {
-        let exptime = if exptime < 0 {
-            REALTIME_MAXDELTA + 1
-        } else {
-            i64::from(exptime)
-        };
+        let exptime = if exptime < 0 { REALTIME_MAXDELTA + 1 } else { i64::from(exptime) };
         self.realtime(exptime, now)
     }
 

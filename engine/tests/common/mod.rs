@@ -42,10 +42,7 @@ impl Drop for Server {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("pick a free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("pick a free port")
 }
 
 fn wait_until_accepting(server: &mut Server, what: &str) {
@@ -57,10 +54,7 @@ fn wait_until_accepting(server: &mut Server, what: &str) {
         if !server.is_running() {
             panic!("{what} exited before accepting connections");
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start accepting within 30 s"
-        );
+        assert!(Instant::now() < deadline, "{what} did not start accepting within 30 s");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -86,16 +80,7 @@ pub fn start_ringcache(extra: &[&str]) -> Server {
 pub fn start_memcached(extra: &[&str]) -> Server {
     let port = free_port();
     let child = Command::new("memcached")
-        .args([
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-u",
-            "root",
-        ])
+        .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-u", "root"])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

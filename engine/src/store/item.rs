@@ -1,0 +1,228 @@
+//! The on-segment item layout, byte-packed (no alignment padding):
+//!
+//! ```text
+//! key_len: u8 | bits: u8 | value_len: LEB128 (1-4 bytes) | [exptime: u32] | [flags: u32] | [cas: u64] | key | value
+//! ```
+//!
+//! `bits` says which optional fields are present (each omitted when zero) and holds a
+//! 2-bit access frequency used by eviction. A 16-byte key with a 32-byte value therefore
+//! costs 3 bytes of header. The CAS is normally not stored: it is derived from the item's
+//! location and its segment's generation. Only an item the store moves without changing
+//! its version (compaction, or a `touch` that needs room for an expiry) carries its CAS
+//! explicitly.
+
+/// The item has a 4-byte exptime field.
+const HAS_EXPTIME: u8 = 0x01;
+/// The item has a 4-byte flags field.
+const HAS_FLAGS: u8 = 0x02;
+/// The item has an 8-byte CAS field.
+const HAS_CAS: u8 = 0x10;
+const FREQ_SHIFT: u32 = 2;
+const FREQ_MASK: u8 = 0x0c;
+/// Highest access frequency an item records.
+pub const MAX_FREQ: u8 = 3;
+
+fn varint_len(mut v: u32) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Bytes an item takes in a segment (`cas` 0: derived from the location, not stored).
+pub fn size(key_len: usize, value_len: usize, exptime: u32, flags: u32, cas: u64) -> usize {
+    2 + varint_len(value_len as u32)
+        + if exptime != 0 { 4 } else { 0 }
+        + if flags != 0 { 4 } else { 0 }
+        + if cas != 0 { 8 } else { 0 }
+        + key_len
+        + value_len
+}
+
+/// Header bytes of an item (everything before the key).
+pub fn header_size(value_len: usize, exptime: u32, flags: u32, cas: u64) -> usize {
+    size(0, value_len, exptime, flags, cas) - value_len
+}
+
+/// A decoded item header: field values and where key and value sit in the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub key_len: usize,
+    pub value_len: usize,
+    pub exptime: u32,
+    pub flags: u32,
+    /// The stored CAS, 0 when it is derived from the location.
+    pub cas: u64,
+    pub freq: u8,
+    /// Offset of the exptime field, if the item has one.
+    pub exptime_at: Option<usize>,
+    /// Offset of the key (the value follows it).
+    pub key_at: usize,
+}
+
+impl Header {
+    pub fn total(&self) -> usize {
+        self.key_at + self.key_len + self.value_len
+    }
+    pub fn value_at(&self) -> usize {
+        self.key_at + self.key_len
+    }
+}
+
+/// Decodes the header of the item starting at `buf[0]`. None if the bytes are not a
+/// well-formed item that fits in `buf` (a corrupt segment).
+pub fn decode(buf: &[u8]) -> Option<Header> {
+    let key_len = usize::from(*buf.first()?);
+    let bits = *buf.get(1)?;
+    let mut at = 2;
+    let mut value_len: u32 = 0;
+    let mut shift = 0;
+    loop {
+        let b = *buf.get(at)?;
+        at += 1;
+        value_len |= u32::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 28 {
+            return None;
+        }
+    }
+    let read_u32 =
+        |at: usize| -> Option<u32> { buf.get(at..at + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes) };
+    let mut exptime = 0;
+    let mut exptime_at = None;
+    if bits & HAS_EXPTIME != 0 {
+        exptime = read_u32(at)?;
+        exptime_at = Some(at);
+        at += 4;
+    }
+    let mut flags = 0;
+    if bits & HAS_FLAGS != 0 {
+        flags = read_u32(at)?;
+        at += 4;
+    }
+    let mut cas = 0;
+    if bits & HAS_CAS != 0 {
+        cas = buf.get(at..at + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes)?;
+        at += 8;
+    }
+    let header = Header {
+        key_len,
+        value_len: value_len as usize,
+        exptime,
+        flags,
+        cas,
+        freq: (bits & FREQ_MASK) >> FREQ_SHIFT,
+        exptime_at,
+        key_at: at,
+    };
+    if key_len == 0 || header.total() > buf.len() {
+        return None;
+    }
+    Some(header)
+}
+
+/// Writes the header and key of an item with a `value_len`-byte value at `buf[0]`;
+/// returns the offset where the value goes.
+pub fn encode_header(buf: &mut [u8], key: &[u8], value_len: usize, exptime: u32, flags: u32, cas: u64) -> usize {
+    debug_assert!(!key.is_empty() && key.len() <= usize::from(u8::MAX));
+    buf[0] = key.len() as u8;
+    buf[1] = if exptime != 0 { HAS_EXPTIME } else { 0 }
+        | if flags != 0 { HAS_FLAGS } else { 0 }
+        | if cas != 0 { HAS_CAS } else { 0 };
+    let mut at = 2;
+    let mut v = value_len as u32;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            buf[at] = byte;
+            at += 1;
+            break;
+        }
+        buf[at] = byte | 0x80;
+        at += 1;
+    }
+    if exptime != 0 {
+        buf[at..at + 4].copy_from_slice(&exptime.to_le_bytes());
+        at += 4;
+    }
+    if flags != 0 {
+        buf[at..at + 4].copy_from_slice(&flags.to_le_bytes());
+        at += 4;
+    }
+    if cas != 0 {
+        buf[at..at + 8].copy_from_slice(&cas.to_le_bytes());
+        at += 8;
+    }
+    buf[at..at + key.len()].copy_from_slice(key);
+    at + key.len()
+}
+
+/// Writes an item whose value is the concatenation of `value_parts` at `buf[0]`;
+/// `buf` must be exactly [`size`] bytes.
+pub fn encode(buf: &mut [u8], key: &[u8], value_parts: &[&[u8]], exptime: u32, flags: u32, cas: u64) {
+    let value_len: usize = value_parts.iter().map(|p| p.len()).sum();
+    debug_assert_eq!(buf.len(), size(key.len(), value_len, exptime, flags, cas));
+    let mut at = encode_header(buf, key, value_len, exptime, flags, cas);
+    for part in value_parts {
+        buf[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+}
+
+/// Sets the access frequency of the item at `buf[0]`.
+pub fn set_freq(buf: &mut [u8], freq: u8) {
+    buf[1] = (buf[1] & !FREQ_MASK) | ((freq.min(MAX_FREQ) << FREQ_SHIFT) & FREQ_MASK);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_and_without_optional_fields() {
+        for (exptime, flags, cas, vlen) in [(0, 0, 0, 32), (1234, 0, 0, 127), (0, 7, 9, 128), (99, u32::MAX, 1, 70_000)]
+        {
+            let value = vec![b'v'; vlen];
+            let n = size(5, vlen, exptime, flags, cas);
+            let mut buf = vec![0u8; n + 3];
+            encode(&mut buf[..n], b"hello", &[&value[..vlen / 2], &value[vlen / 2..]], exptime, flags, cas);
+            let h = decode(&buf).expect("decodes");
+            assert_eq!((h.key_len, h.value_len, h.exptime, h.flags, h.cas, h.freq), (5, vlen, exptime, flags, cas, 0));
+            assert_eq!(h.total(), n);
+            assert_eq!(&buf[h.key_at..h.key_at + 5], b"hello");
+            assert_eq!(&buf[h.value_at()..h.total()], &value[..]);
+        }
+    }
+
+    #[test]
+    fn small_items_have_a_three_byte_header() {
+        assert_eq!(header_size(32, 0, 0, 0), 3);
+        assert_eq!(header_size(100, 0, 0, 0), 3);
+        assert_eq!(header_size(200, 10, 0, 0), 8);
+        assert_eq!(header_size(200, 10, 0, 5), 16);
+    }
+
+    #[test]
+    fn frequency_saturates_and_keeps_other_bits() {
+        let n = size(1, 1, 5, 0, 0);
+        let mut buf = vec![0u8; n];
+        encode(&mut buf, b"k", &[b"v"], 5, 0, 0);
+        set_freq(&mut buf, 9);
+        let h = decode(&buf).expect("decodes");
+        assert_eq!((h.freq, h.exptime), (MAX_FREQ, 5));
+    }
+
+    #[test]
+    fn corrupt_bytes_do_not_decode_past_the_buffer() {
+        assert!(decode(&[]).is_none());
+        assert!(decode(&[0, 0, 1, b'v']).is_none(), "zero-length key");
+        assert!(decode(&[3, 0, 0xff, 0xff, 0xff, 0xff, 0xff]).is_none());
+        assert!(decode(&[3, 0, 10, b'a', b'b', b'c']).is_none(), "value past the end");
+    }
+}

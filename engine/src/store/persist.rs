@@ -1,0 +1,233 @@
+//! Warm restart for file-backed stores (`--memory-file`). The segments already live in
+//! the file; [`save`] (on SIGUSR1 or a graceful stop) writes next to it a metadata file:
+//! the settings it was made with, the clock base, each segment's state, generation and a
+//! CRC32 of its used bytes, and every indexed item location, with a CRC32 of the whole.
+//!
+//! [`Store::recover`] trusts nothing it cannot verify: a missing, torn or foreign
+//! metadata file, or different settings, means starting empty; a segment whose CRC does
+//! not match (changed after the save, e.g. before a kill -9) is dropped with its items.
+//! The metadata file is removed once read, so a crash later can only fall back to an
+//! older verified state or to empty, never to unverified bytes.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::segments::{SegState, TTL_CLASSES};
+use super::{item, Store};
+
+const MAGIC: &[u8; 8] = b"RCSEGv01";
+
+fn meta_path(data: &Path) -> PathBuf {
+    let mut p = data.as_os_str().to_owned();
+    p.push(".meta");
+    PathBuf::from(p)
+}
+
+fn state_code(s: SegState) -> u8 {
+    match s {
+        SegState::Free => 0,
+        SegState::Active => 1,
+        SegState::Sealed => 2,
+    }
+}
+
+/// The settings a metadata file must match to be used.
+fn settings(store: &Store) -> [u64; 6] {
+    [
+        store.arena.seg_size() as u64,
+        store.arena.nsegs() as u64,
+        store.config.shard as u64,
+        store.config.nshards as u64,
+        store.config.limits.max_item_size as u64,
+        u64::from(store.config.cas_enabled),
+    ]
+}
+
+/// Writes the metadata that lets a restart find the items again.
+pub(super) fn save(store: &Store, clock_base_unix: i64) -> io::Result<()> {
+    let Some(data_path) = &store.config.memory_file else { return Ok(()) };
+    store.arena.sync()?;
+    let mut out = Vec::with_capacity(64 + store.segs.meta.len() * 32 + store.index.len() * 8);
+    out.extend_from_slice(MAGIC);
+    for v in settings(store) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&clock_base_unix.to_le_bytes());
+    out.extend_from_slice(&store.oldest_live.unwrap_or(0).to_le_bytes());
+    for (seg, m) in store.segs.meta.iter().enumerate() {
+        out.push(state_code(m.state));
+        out.push(m.class);
+        out.push(u8::from(m.never_expires));
+        for v in [m.write_at, m.gen, m.created, m.max_expiry] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        let used = &store.arena.segment(seg)[..m.write_at as usize];
+        out.extend_from_slice(&crc32fast::hash(used).to_le_bytes());
+    }
+    let mut locations: Vec<u64> = store.index.locations().collect();
+    locations.sort_unstable();
+    out.extend_from_slice(&(locations.len() as u64).to_le_bytes());
+    for loc in locations {
+        out.extend_from_slice(&loc.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    let path = meta_path(data_path);
+    let tmp = path.with_extension("meta.tmp");
+    std::fs::write(&tmp, &out)?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// A little-endian reader over the metadata bytes.
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let s = self.buf.get(self.at..self.at + N)?;
+        self.at += N;
+        s.try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take().map(u64::from_le_bytes)
+    }
+}
+
+/// What recovery found, for the log line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub items: usize,
+    pub segments: usize,
+    pub segments_dropped: usize,
+}
+
+impl Store {
+    /// Restores the items of a previous run from the memory file, if its metadata
+    /// verifies; otherwise leaves the store empty. Logs which happened.
+    pub(super) fn recover(&mut self) {
+        let Some(data_path) = self.config.memory_file.clone() else { return };
+        let path = meta_path(&data_path);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(_) => {
+                tracing::info!(
+                    shard = self.config.shard,
+                    "no saved metadata for {}: starting empty",
+                    data_path.display()
+                );
+                return;
+            }
+        };
+        // Whatever happens next, this metadata must not be trusted again.
+        let _ = std::fs::remove_file(&path);
+        match self.restore_from(&bytes) {
+            Some(r) => tracing::info!(
+                shard = self.config.shard,
+                "recovered {} items in {} segments from {} ({} segments failed verification and were dropped)",
+                r.items,
+                r.segments,
+                data_path.display(),
+                r.segments_dropped
+            ),
+            None => {
+                self.clear();
+                tracing::warn!(
+                    shard = self.config.shard,
+                    "metadata for {} is damaged or from other settings: starting empty",
+                    data_path.display()
+                );
+            }
+        }
+    }
+
+    fn restore_from(&mut self, bytes: &[u8]) -> Option<Recovered> {
+        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+        if crc32fast::hash(body).to_le_bytes() != crc || !body.starts_with(MAGIC) {
+            return None;
+        }
+        let mut r = Reader { buf: body, at: MAGIC.len() };
+        for expected in settings(self) {
+            if r.u64()? != expected {
+                return None;
+            }
+        }
+        let old_base = r.u64()? as i64;
+        let oldest_live = r.u32()?;
+        let new_base = self.config.clock_base_unix;
+        // Relative times of the old run, moved onto this run's clock.
+        let shift = |t: u32| -> u32 {
+            if t == 0 {
+                return 0;
+            }
+            (i64::from(t) + old_base - new_base).clamp(1, i64::from(u32::MAX)) as u32
+        };
+        let nsegs = self.segs.meta.len();
+        let mut verified = vec![false; nsegs];
+        let mut result = Recovered::default();
+        let mut restored = Vec::with_capacity(nsegs);
+        for (seg, ok) in verified.iter_mut().enumerate() {
+            let state = r.u8()?;
+            let class = r.u8()?;
+            let never = r.u8()? != 0;
+            let (write_at, gen, created, max_expiry) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
+            let crc = r.u32()?;
+            if state == 0 || usize::from(class) >= TTL_CLASSES || write_at as usize > self.arena.seg_size() {
+                continue;
+            }
+            let used = &self.arena.segment(seg)[..write_at as usize];
+            if crc32fast::hash(used) != crc {
+                result.segments_dropped += 1;
+                continue;
+            }
+            *ok = true;
+            result.segments += 1;
+            restored.push((seg, class, write_at, gen, shift(created), shift(max_expiry), never));
+        }
+        let count = r.u64()? as usize;
+        let mut locations = Vec::with_capacity(count.min(bytes.len() / 8));
+        for _ in 0..count {
+            locations.push(r.u64()?);
+        }
+        self.segs.restore(&restored);
+        self.oldest_live = (oldest_live != 0).then(|| shift(oldest_live));
+        let seg_size = self.arena.seg_size();
+        for loc in locations {
+            let seg = loc as usize / seg_size;
+            if seg >= nsegs || !verified[seg] {
+                continue;
+            }
+            let end = seg * seg_size + self.segs.meta[seg].write_at as usize;
+            let at = loc as usize;
+            let Some(h) = item::decode(self.arena.bytes().get(at..end)?) else { continue };
+            if let Some(e) = h.exptime_at {
+                let moved = shift(h.exptime);
+                self.arena.bytes_mut()[at + e..at + e + 4].copy_from_slice(&moved.to_le_bytes());
+            }
+            let hash = self.hasher.hash_one(&self.arena.bytes()[at + h.key_at..at + h.key_at + h.key_len]);
+            if self.find_at_hash(hash, at).is_some() {
+                continue;
+            }
+            let (arena, hasher) = (&self.arena, &self.hasher);
+            self.index.insert(hash, loc, |l| super::hash_at(arena, hasher, l));
+            self.segs.count_live(seg, h.total());
+            result.items += 1;
+        }
+        Some(result)
+    }
+
+    /// True if the index already has an item with the same key as the one at `at`.
+    fn find_at_hash(&self, hash: u64, at: usize) -> Option<()> {
+        let bytes = self.arena.bytes();
+        let h = item::decode(&bytes[at..])?;
+        let key = &bytes[at + h.key_at..at + h.key_at + h.key_len];
+        self.find(key, hash).map(|_| ())
+    }
+}

@@ -1,0 +1,294 @@
+//! Segment bookkeeping: each segment's fill, live bytes, generation and expiry range,
+//! which segment each TTL class is appending to, the free list, and the FIFO of sealed
+//! segments that eviction takes its victims from. No item bytes live here (see `arena`).
+//!
+//! Items are grouped by TTL class (`ttl_class`: powers of two of the remaining TTL), so a
+//! segment's items expire at about the same time and a whole segment can be reclaimed
+//! once its last item has expired, without scanning items one by one.
+
+use std::collections::VecDeque;
+
+/// Number of TTL classes: 0 for items that never expire, then one per power of two of
+/// the remaining TTL in seconds.
+pub const TTL_CLASSES: usize = 33;
+pub const NONE: u32 = u32::MAX;
+
+/// The TTL class of an item expiring at relative time `exptime` (0 = never).
+pub fn ttl_class(exptime: u32, now: u32) -> usize {
+    if exptime == 0 {
+        return 0;
+    }
+    let ttl = exptime.saturating_sub(now).max(1);
+    (u32::BITS - ttl.leading_zeros()) as usize
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegState {
+    Free,
+    Active,
+    Sealed,
+}
+
+/// One segment's metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    /// Append position: bytes used, live or dead.
+    pub write_at: u32,
+    pub live_items: u32,
+    pub live_bytes: u32,
+    /// Bumped whenever the segment's contents are rewritten; part of every CAS.
+    pub gen: u32,
+    pub created: u32,
+    /// Latest expiry among its items (relative time).
+    pub max_expiry: u32,
+    /// Some item in it never expires.
+    pub never_expires: bool,
+    pub class: u8,
+    pub state: SegState,
+    seal_seq: u64,
+}
+
+impl Segment {
+    /// Every item in the segment has expired by `now`.
+    pub fn expired(&self, now: u32) -> bool {
+        !self.never_expires && self.max_expiry != 0 && self.max_expiry <= now
+    }
+}
+
+pub struct Segments {
+    pub meta: Vec<Segment>,
+    free: Vec<u32>,
+    /// The segment each TTL class appends to (or NONE).
+    pub active: [u32; TTL_CLASSES],
+    sealed: VecDeque<(u32, u64)>,
+    seal_seq: u64,
+    gen_mask: u32,
+}
+
+impl Segments {
+    /// `gen_bits`: how many bits of the generation go into a CAS.
+    pub fn new(nsegs: usize, gen_bits: u32) -> Self {
+        let gen_mask = if gen_bits >= 32 { u32::MAX } else { (1u32 << gen_bits) - 1 };
+        let fresh = Segment {
+            write_at: 0,
+            live_items: 0,
+            live_bytes: 0,
+            gen: 1,
+            created: 0,
+            max_expiry: 0,
+            never_expires: false,
+            class: 0,
+            state: SegState::Free,
+            seal_seq: 0,
+        };
+        Segments {
+            meta: vec![fresh; nsegs],
+            free: (0..nsegs as u32).rev().collect(),
+            active: [NONE; TTL_CLASSES],
+            sealed: VecDeque::new(),
+            seal_seq: 0,
+            gen_mask,
+        }
+    }
+
+    /// The generation as it appears in a CAS (never 0).
+    pub fn cas_gen(&self, seg: usize) -> u64 {
+        u64::from(self.meta[seg].gen & self.gen_mask)
+    }
+
+    /// Starts a new generation of `seg` (its old CAS values can never come back).
+    pub fn bump_gen(&mut self, seg: usize) {
+        let m = &mut self.meta[seg];
+        m.gen = m.gen.wrapping_add(1);
+        if m.gen & self.gen_mask == 0 {
+            m.gen = m.gen.wrapping_add(1);
+        }
+    }
+
+    pub fn take_free(&mut self) -> Option<u32> {
+        self.free.pop()
+    }
+
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Makes `seg` (free or just emptied) the appending segment of `class`.
+    pub fn activate(&mut self, seg: u32, class: usize, now: u32) {
+        self.bump_gen(seg as usize);
+        let m = &mut self.meta[seg as usize];
+        m.write_at = 0;
+        m.live_items = 0;
+        m.live_bytes = 0;
+        m.created = now;
+        m.max_expiry = 0;
+        m.never_expires = false;
+        m.class = class as u8;
+        m.state = SegState::Active;
+        self.active[class] = seg;
+    }
+
+    /// Makes a compacted segment, which still holds items, the appending segment of its
+    /// class if that class has none, or queues it as sealed again.
+    pub fn reuse_compacted(&mut self, seg: u32) {
+        let class = usize::from(self.meta[seg as usize].class);
+        if self.active[class] == NONE {
+            self.meta[seg as usize].state = SegState::Active;
+            self.active[class] = seg;
+        } else {
+            self.seal(seg);
+        }
+    }
+
+    /// Stops appending to `seg` and queues it for eviction (oldest first).
+    pub fn seal(&mut self, seg: u32) {
+        let m = &mut self.meta[seg as usize];
+        if m.state == SegState::Active && self.active[usize::from(m.class)] == seg {
+            self.active[usize::from(m.class)] = NONE;
+        }
+        self.seal_seq += 1;
+        m.state = SegState::Sealed;
+        m.seal_seq = self.seal_seq;
+        self.sealed.push_back((seg, self.seal_seq));
+    }
+
+    /// Returns an emptied segment to the free list.
+    pub fn release(&mut self, seg: u32) {
+        let class = usize::from(self.meta[seg as usize].class);
+        if self.active[class] == seg {
+            self.active[class] = NONE;
+        }
+        self.bump_gen(seg as usize);
+        let m = &mut self.meta[seg as usize];
+        m.state = SegState::Free;
+        m.write_at = 0;
+        m.live_items = 0;
+        m.live_bytes = 0;
+        m.never_expires = false;
+        m.max_expiry = 0;
+        self.free.push(seg);
+    }
+
+    /// The oldest sealed segment, taken out of the queue.
+    pub fn pop_oldest_sealed(&mut self) -> Option<u32> {
+        while let Some((seg, seq)) = self.sealed.pop_front() {
+            let m = &self.meta[seg as usize];
+            if m.state == SegState::Sealed && m.seal_seq == seq {
+                return Some(seg);
+            }
+        }
+        None
+    }
+
+    /// Records an item of `size` bytes appended to `seg`.
+    pub fn note_write(&mut self, seg: usize, size: usize, exptime: u32) {
+        let m = &mut self.meta[seg];
+        m.write_at += size as u32;
+        m.live_items += 1;
+        m.live_bytes += size as u32;
+        m.note_expiry(exptime);
+    }
+
+    /// Records that an item of `size` bytes in `seg` is no longer live.
+    pub fn note_dead(&mut self, seg: usize, size: usize) {
+        let m = &mut self.meta[seg];
+        m.live_items -= 1;
+        m.live_bytes -= size as u32;
+    }
+
+    /// Rebuilds the bookkeeping from a saved state: `(segment, class, write_at, gen,
+    /// created, max_expiry, never_expires)` for each segment that verified; every other
+    /// segment is free. Live counts start at zero (see [`Segments::count_live`]).
+    pub fn restore(&mut self, saved: &[(usize, u8, u32, u32, u32, u32, bool)]) {
+        self.reset();
+        self.free.clear();
+        let mut in_use = vec![false; self.meta.len()];
+        let mut order: Vec<_> = saved.to_vec();
+        order.sort_by_key(|s| s.4);
+        for &(seg, class, write_at, gen, created, max_expiry, never_expires) in &order {
+            in_use[seg] = true;
+            let m = &mut self.meta[seg];
+            m.class = class;
+            m.write_at = write_at;
+            m.gen = gen;
+            m.created = created;
+            m.max_expiry = max_expiry;
+            m.never_expires = never_expires;
+            m.live_items = 0;
+            m.live_bytes = 0;
+            m.state = SegState::Active;
+            self.seal(seg as u32);
+        }
+        self.free = (0..self.meta.len() as u32).rev().filter(|&s| !in_use[s as usize]).collect();
+    }
+
+    /// Counts a recovered live item of `size` bytes in `seg`.
+    pub fn count_live(&mut self, seg: usize, size: usize) {
+        self.meta[seg].live_items += 1;
+        self.meta[seg].live_bytes += size as u32;
+    }
+
+    /// Frees everything (flush_all).
+    pub fn reset(&mut self) {
+        for seg in 0..self.meta.len() as u32 {
+            if self.meta[seg as usize].state != SegState::Free {
+                self.release(seg);
+            }
+        }
+        self.sealed.clear();
+    }
+}
+
+impl Segment {
+    /// Widens the segment's expiry range to cover an item expiring at `exptime`.
+    pub fn note_expiry(&mut self, exptime: u32) {
+        if exptime == 0 {
+            self.never_expires = true;
+        } else {
+            self.max_expiry = self.max_expiry.max(exptime);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_classes_are_powers_of_two() {
+        assert_eq!(ttl_class(0, 100), 0);
+        assert_eq!(ttl_class(101, 100), 1);
+        assert_eq!(ttl_class(102, 100), 2);
+        assert_eq!(ttl_class(103, 100), 2);
+        assert_eq!(ttl_class(104, 100), 3);
+        assert_eq!(ttl_class(50, 100), 1, "already expired: shortest class");
+        assert_eq!(ttl_class(u32::MAX, 0), 32);
+    }
+
+    #[test]
+    fn fifo_skips_segments_that_left_the_queue() {
+        let mut s = Segments::new(4, 16);
+        let a = s.take_free().expect("free");
+        s.activate(a, 0, 1);
+        s.seal(a);
+        let b = s.take_free().expect("free");
+        s.activate(b, 1, 1);
+        s.seal(b);
+        s.release(a);
+        assert_eq!(s.pop_oldest_sealed(), Some(b));
+        assert_eq!(s.pop_oldest_sealed(), None);
+    }
+
+    #[test]
+    fn generations_change_and_never_show_as_zero() {
+        let mut s = Segments::new(1, 2);
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let g = s.cas_gen(0);
+            assert_ne!(g, 0);
+            seen.push(g);
+            s.bump_gen(0);
+        }
+        assert!(seen.windows(2).all(|w| w[0] != w[1]));
+    }
+}

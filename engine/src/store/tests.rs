@@ -1,0 +1,435 @@
+//! Store tests: memcached semantics, segment eviction and expiry, warm restart, and a
+//! property test against a plain model (a HashMap with expiry).
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn config(memory: usize) -> StoreConfig {
+    StoreConfig {
+        memory_limit: memory,
+        evictions: true,
+        cas_enabled: true,
+        shard: 0,
+        nshards: 1,
+        limits: Limits { max_item_size: 1 << 20, cas_enabled: true },
+        expected_items: None,
+        memory_file: None,
+        huge_pages: false,
+        clock_base_unix: 1_000_000,
+    }
+}
+
+fn store(memory: usize) -> Store {
+    match Store::new(config(memory)) {
+        Ok(s) => s,
+        Err(e) => panic!("store: {e}"),
+    }
+}
+
+fn value(s: &mut Store, key: &[u8], now: u32) -> Option<Vec<u8>> {
+    s.get(key, now).map(|i| i.value.to_vec())
+}
+
+#[test]
+fn set_get_delete() {
+    let mut s = store(4 << 20);
+    assert_eq!(s.store(StoreMode::Set, b"k", 3, 0, b"v", 0, 100), StoreOutcome::Stored);
+    let item = s.get(b"k", 100).map(|i| (i.flags, i.value.to_vec()));
+    assert_eq!(item, Some((3, b"v".to_vec())));
+    assert!(s.delete(b"k", 100));
+    assert!(s.get(b"k", 100).is_none());
+    assert!(!s.delete(b"k", 100));
+}
+
+#[test]
+fn cas_add_replace_append_rules() {
+    let mut s = store(4 << 20);
+    assert_eq!(s.store(StoreMode::Replace, b"k", 0, 0, b"a", 0, 1), StoreOutcome::NotStored);
+    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"a", 1, 1), StoreOutcome::NotFound);
+    assert_eq!(s.store(StoreMode::Add, b"k", 0, 0, b"a", 0, 1), StoreOutcome::Stored);
+    assert_eq!(s.store(StoreMode::Add, b"k", 0, 0, b"b", 0, 1), StoreOutcome::NotStored);
+    let cas = s.get(b"k", 1).map(|i| i.cas).unwrap_or(0);
+    assert_ne!(cas, 0);
+    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"c", cas + 1, 1), StoreOutcome::Exists);
+    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"c", cas, 1), StoreOutcome::Stored);
+    let new_cas = s.get(b"k", 1).map(|i| i.cas).unwrap_or(0);
+    assert_ne!(new_cas, cas, "a new version has a new CAS");
+    assert_eq!(s.store(StoreMode::Append, b"k", 9, 0, b"d", 0, 1), StoreOutcome::Stored);
+    assert_eq!(s.store(StoreMode::Prepend, b"k", 9, 0, b"b", 0, 1), StoreOutcome::Stored);
+    let item = s.get(b"k", 1).map(|i| (i.flags, i.value.to_vec()));
+    assert_eq!(item, Some((0, b"bcd".to_vec())));
+}
+
+#[test]
+fn arith_pads_shorter_results() {
+    let mut s = store(4 << 20);
+    s.store(StoreMode::Set, b"n", 5, 0, b"100", 0, 1);
+    assert_eq!(s.arith(b"n", false, 1, 1), ArithOutcome::Value(99));
+    assert_eq!(value(&mut s, b"n", 1), Some(b"99 ".to_vec()));
+    assert_eq!(s.arith(b"n", true, 1000, 1), ArithOutcome::Value(1099));
+    assert_eq!(value(&mut s, b"n", 1), Some(b"1099".to_vec()));
+    assert_eq!(s.get(b"n", 1).map(|i| i.flags), Some(5));
+    assert_eq!(s.arith(b"n", false, 5000, 1), ArithOutcome::Value(0));
+    s.store(StoreMode::Set, b"m", 0, 0, b"18446744073709551615", 0, 1);
+    assert_eq!(s.arith(b"m", true, 2, 1), ArithOutcome::Value(1));
+    s.store(StoreMode::Set, b"x", 0, 0, b"abc", 0, 1);
+    assert_eq!(s.arith(b"x", true, 1, 1), ArithOutcome::NonNumeric);
+    assert_eq!(s.arith(b"y", true, 1, 1), ArithOutcome::NotFound);
+}
+
+#[test]
+fn touch_keeps_the_cas_when_the_item_has_an_expiry() {
+    let mut s = store(4 << 20);
+    s.store(StoreMode::Set, b"t", 0, 200, b"v", 0, 100);
+    let cas = s.get(b"t", 100).map(|i| i.cas);
+    assert_eq!(s.touch(b"t", 300, 100).map(|i| i.cas), cas);
+    assert!(s.get(b"t", 250).is_some(), "touch extended the expiry");
+    assert!(s.get(b"t", 300).is_none());
+    // No expiry field yet: the item is rewritten with one, keeping its CAS.
+    s.store(StoreMode::Set, b"u", 0, 0, b"v", 0, 100);
+    let cas = s.get(b"u", 100).map(|i| i.cas);
+    assert_eq!(s.touch(b"u", 150, 100).map(|i| i.cas), cas);
+    assert_eq!(s.get(b"u", 100).map(|i| i.cas), cas);
+    assert_eq!(value(&mut s, b"u", 149), Some(b"v".to_vec()));
+    assert!(s.get(b"u", 150).is_none());
+}
+
+#[test]
+fn expiry_and_delayed_flush() {
+    let mut s = store(4 << 20);
+    s.store(StoreMode::Set, b"a", 0, 105, b"v", 0, 100);
+    assert!(s.get(b"a", 104).is_some());
+    assert!(s.get(b"a", 105).is_none());
+    s.store(StoreMode::Set, b"b", 0, 0, b"v", 0, 100);
+    s.flush(Some(110), 100);
+    assert!(s.get(b"b", 109).is_some());
+    assert!(s.get(b"b", 110).is_none());
+}
+
+#[test]
+fn expired_segments_are_reclaimed_whole_by_the_sweep() {
+    let mut s = store(8 << 20);
+    let v = [b'x'; 1000];
+    for i in 0..3000u32 {
+        s.store(StoreMode::Set, format!("ttl{i}").as_bytes(), 0, 110, &v, 0, 100);
+    }
+    let used = s.stats().segments_total - s.stats().segments_free;
+    assert!(used >= 3, "items span several segments: {used}");
+    assert_eq!(s.sweep(105, 100), 0, "nothing expired yet");
+    let reclaimed = s.sweep(200, 100);
+    assert!(reclaimed >= 2, "sealed expired segments reclaimed: {reclaimed}");
+    assert!(s.stats().curr_items < 3000);
+    assert!(s.get(b"ttl5", 200).is_none());
+}
+
+#[test]
+fn eviction_keeps_recently_read_items() {
+    // 4 segments of 1 MiB; write 10 MiB of items while reading a hot set.
+    let mut s = store(4 << 20);
+    let v = [b'x'; 500];
+    let hot: Vec<String> = (0..200).map(|i| format!("hot{i}")).collect();
+    for h in &hot {
+        s.store(StoreMode::Set, h.as_bytes(), 0, 0, &v, 0, 1);
+    }
+    for i in 0..20_000u32 {
+        s.store(StoreMode::Set, format!("cold{i}").as_bytes(), 0, 0, &v, 0, 1);
+        let h = &hot[i as usize % hot.len()];
+        s.get(h.as_bytes(), 1);
+    }
+    let cas_before: Vec<_> = hot.iter().map(|h| s.get(h.as_bytes(), 1).map(|i| i.cas)).collect();
+    for i in 20_000..30_000u32 {
+        s.store(StoreMode::Set, format!("cold{i}").as_bytes(), 0, 0, &v, 0, 1);
+        s.get(hot[i as usize % hot.len()].as_bytes(), 1);
+    }
+    let cas_after: Vec<_> = hot.iter().map(|h| s.get(h.as_bytes(), 1).map(|i| i.cas)).collect();
+    let same = cas_before.iter().zip(&cas_after).filter(|(a, b)| a.is_some() && a == b).count();
+    assert!(same >= 190, "items moved by compaction keep their CAS: {same}/200");
+    let hot_left = hot.iter().filter(|h| s.get(h.as_bytes(), 1).is_some()).count();
+    let cold_left = (0..30_000u32).filter(|i| s.get(format!("cold{i}").as_bytes(), 1).is_some()).count();
+    assert!(hot_left >= 190, "hot items survive eviction: {hot_left}/200");
+    assert!(cold_left < 8_000, "memory is bounded: {cold_left} cold items left");
+    assert!(s.stats().evictions > 0);
+}
+
+#[test]
+fn without_evictions_a_full_store_refuses() {
+    let mut cfg = config(2 << 20);
+    cfg.evictions = false;
+    let mut s = Store::new(cfg).expect("store");
+    let v = vec![b'x'; 100_000];
+    let mut stored = 0;
+    for i in 0..100u32 {
+        match s.store(StoreMode::Set, format!("k{i}").as_bytes(), 0, 0, &v, 0, 1) {
+            StoreOutcome::Stored => stored += 1,
+            StoreOutcome::OutOfMemory => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!((15..=21).contains(&stored), "2 MiB holds about 20 items of 100 KB: {stored}");
+    assert_eq!(s.store(StoreMode::Set, b"one-more", 0, 0, &v, 0, 1), StoreOutcome::OutOfMemory);
+    assert!(s.get(b"k0", 1).is_some(), "nothing was evicted");
+}
+
+#[test]
+fn cas_values_are_unique_across_shards() {
+    let mut a = Store::new(StoreConfig { shard: 0, nshards: 2, ..config(2 << 20) }).expect("store");
+    let mut b = Store::new(StoreConfig { shard: 1, nshards: 2, ..config(2 << 20) }).expect("store");
+    a.store(StoreMode::Set, b"k", 0, 0, b"v", 0, 1);
+    b.store(StoreMode::Set, b"k", 0, 0, b"v", 0, 1);
+    assert_ne!(a.get(b"k", 1).map(|i| i.cas), b.get(b"k", 1).map(|i| i.cas));
+}
+
+#[test]
+fn small_items_cost_three_header_bytes() {
+    let mut s = store(4 << 20);
+    let key = [b'k'; 16];
+    s.store(StoreMode::Set, &key, 0, 0, &[b'v'; 32], 0, 1);
+    assert_eq!(s.stats().bytes, 16 + 32 + 3);
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringcache-store-{}-{name}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir.join("segments")
+}
+
+fn file_config(path: &Path, base: i64) -> StoreConfig {
+    StoreConfig { memory_file: Some(path.to_path_buf()), clock_base_unix: base, ..config(4 << 20) }
+}
+
+use std::path::Path;
+
+#[test]
+fn warm_restart_brings_back_items_with_flags_cas_and_ttl() {
+    let path = temp_path("restart");
+    let _ = std::fs::remove_file(&path);
+    let mut s = Store::new(file_config(&path, 1_000_000)).expect("store");
+    for i in 0..1000u32 {
+        s.store(
+            StoreMode::Set,
+            format!("k{i}").as_bytes(),
+            i,
+            if i % 2 == 0 { 0 } else { 500 },
+            format!("v{i}").as_bytes(),
+            0,
+            100,
+        );
+    }
+    s.store(StoreMode::Set, b"k7", 7, 500, b"newer", 0, 100);
+    let cas7 = s.get(b"k7", 100).map(|i| i.cas);
+    s.save().expect("save");
+    drop(s);
+    // The new run's clock starts 50 s later: relative times shift by 50.
+    let mut r = Store::new(file_config(&path, 1_000_050)).expect("store");
+    assert_eq!(r.stats().curr_items, 1000);
+    let k7 = r.get(b"k7", 100).map(|i| (i.flags, i.cas, i.value.to_vec()));
+    assert_eq!(k7, Some((7, cas7.unwrap_or(0), b"newer".to_vec())));
+    assert_eq!(value(&mut r, b"k2", 100), Some(b"v2".to_vec()));
+    assert!(r.get(b"k3", 449).is_some());
+    assert!(r.get(b"k3", 450).is_none(), "TTL carried over on the new clock");
+    assert!(r.get(b"k4", 10_000).is_some(), "no TTL stays without TTL");
+}
+
+#[test]
+fn restart_without_a_fresh_save_starts_empty_or_verified() {
+    let path = temp_path("crash");
+    let _ = std::fs::remove_file(&path);
+    let mut s = Store::new(file_config(&path, 1_000_000)).expect("store");
+    for i in 0..100u32 {
+        s.store(StoreMode::Set, format!("k{i}").as_bytes(), 0, 0, b"before", 0, 100);
+    }
+    s.save().expect("save");
+    // Changes after the save (then a crash): the changed segment must not verify.
+    for i in 0..100u32 {
+        s.store(StoreMode::Set, format!("k{i}").as_bytes(), 0, 0, b"after!", 0, 100);
+    }
+    drop(s);
+    let mut r = Store::new(file_config(&path, 1_000_000)).expect("store");
+    for i in 0..100u32 {
+        let v = value(&mut r, format!("k{i}").as_bytes(), 100);
+        assert!(v.is_none() || v == Some(b"before".to_vec()), "k{i}: {v:?}");
+    }
+    drop(r);
+    // The metadata was consumed: another restart starts empty.
+    let r = Store::new(file_config(&path, 1_000_000)).expect("store");
+    assert_eq!(r.stats().curr_items, 0);
+}
+
+#[test]
+fn damaged_metadata_or_other_settings_start_empty() {
+    let path = temp_path("damaged");
+    let _ = std::fs::remove_file(&path);
+    let mut s = Store::new(file_config(&path, 1_000_000)).expect("store");
+    s.store(StoreMode::Set, b"k", 0, 0, b"v", 0, 100);
+    s.save().expect("save");
+    drop(s);
+    let meta = persist_meta_path(&path);
+    let mut bytes = std::fs::read(&meta).expect("meta");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&meta, &bytes).expect("write");
+    let r = Store::new(file_config(&path, 1_000_000)).expect("store");
+    assert_eq!(r.stats().curr_items, 0);
+    drop(r);
+    let mut s = Store::new(file_config(&path, 1_000_000)).expect("store");
+    s.store(StoreMode::Set, b"k", 0, 0, b"v", 0, 100);
+    s.save().expect("save");
+    drop(s);
+    let other = StoreConfig { nshards: 2, shard: 1, ..file_config(&path, 1_000_000) };
+    let r = Store::new(other).expect("store");
+    assert_eq!(r.stats().curr_items, 0);
+}
+
+fn persist_meta_path(data: &Path) -> PathBuf {
+    let mut p = data.as_os_str().to_owned();
+    p.push(".meta");
+    PathBuf::from(p)
+}
+
+/// One step of the property test.
+#[derive(Debug, Clone)]
+enum Step {
+    Set(u8, u8, u8, u16),
+    Add(u8, u8),
+    Replace(u8, u8),
+    Append(u8, u8),
+    Prepend(u8, u8),
+    Delete(u8),
+    Get(u8),
+    Incr(u8, u8),
+    Touch(u8, u8),
+    Advance(u8),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (any::<u8>(), any::<u8>(), 0u8..4, 0u16..3000).prop_map(|(k, v, t, l)| Step::Set(k, v, t, l)),
+        (any::<u8>(), any::<u8>()).prop_map(|(k, v)| Step::Add(k, v)),
+        (any::<u8>(), any::<u8>()).prop_map(|(k, v)| Step::Replace(k, v)),
+        (any::<u8>(), any::<u8>()).prop_map(|(k, v)| Step::Append(k, v)),
+        (any::<u8>(), any::<u8>()).prop_map(|(k, v)| Step::Prepend(k, v)),
+        any::<u8>().prop_map(Step::Delete),
+        any::<u8>().prop_map(Step::Get),
+        (any::<u8>(), any::<u8>()).prop_map(|(k, d)| Step::Incr(k, d)),
+        (any::<u8>(), 0u8..4).prop_map(|(k, t)| Step::Touch(k, t)),
+        (0u8..3).prop_map(Step::Advance),
+    ]
+}
+
+/// The model: key -> (value, flags, expiry).
+type Model = HashMap<Vec<u8>, (Vec<u8>, u32, u32)>;
+
+fn model_live<'m>(m: &'m Model, k: &[u8], now: u32) -> Option<&'m (Vec<u8>, u32, u32)> {
+    m.get(k).filter(|(_, _, e)| *e == 0 || *e > now)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Without memory pressure the store agrees with the model exactly.
+    #[test]
+    fn agrees_with_a_model_without_eviction(steps in proptest::collection::vec(step(), 1..400)) {
+        let mut s = store(64 << 20);
+        let mut m: Model = HashMap::new();
+        let mut now = 100u32;
+        let exp = |t: u8, now: u32| if t == 0 { 0 } else { now + u32::from(t) };
+        for st in steps {
+            match st {
+                Step::Set(k, v, t, len) => {
+                    let key = vec![b'k', k % 64];
+                    let val = vec![v; usize::from(len)];
+                    prop_assert_eq!(s.store(StoreMode::Set, &key, u32::from(v), exp(t, now), &val, 0, now), StoreOutcome::Stored);
+                    m.insert(key, (val, u32::from(v), exp(t, now)));
+                }
+                Step::Add(k, v) | Step::Replace(k, v) | Step::Append(k, v) | Step::Prepend(k, v) => {
+                    let key = vec![b'k', k % 64];
+                    let live = model_live(&m, &key, now).cloned();
+                    let (mode, expect) = match st {
+                        Step::Add(..) => (StoreMode::Add, live.is_none()),
+                        Step::Replace(..) => (StoreMode::Replace, live.is_some()),
+                        Step::Append(..) => (StoreMode::Append, live.is_some()),
+                        _ => (StoreMode::Prepend, live.is_some()),
+                    };
+                    let got = s.store(mode, &key, 1, 0, &[v], 0, now);
+                    prop_assert_eq!(got == StoreOutcome::Stored, expect, "{:?} {:?}", mode, got);
+                    if expect {
+                        let new = match (mode, live) {
+                            (StoreMode::Append, Some((old, f, e))) => ([old, vec![v]].concat(), f, e),
+                            (StoreMode::Prepend, Some((old, f, e))) => ([vec![v], old].concat(), f, e),
+                            _ => (vec![v], 1, 0),
+                        };
+                        m.insert(key, new);
+                    }
+                }
+                Step::Delete(k) => {
+                    let key = vec![b'k', k % 64];
+                    let expect = model_live(&m, &key, now).is_some();
+                    prop_assert_eq!(s.delete(&key, now), expect);
+                    m.remove(&key);
+                }
+                Step::Get(k) => {
+                    let key = vec![b'k', k % 64];
+                    let got = s.get(&key, now).map(|i| (i.value.to_vec(), i.flags));
+                    let want = model_live(&m, &key, now).map(|(v, f, _)| (v.clone(), *f));
+                    prop_assert_eq!(got, want);
+                }
+                Step::Incr(k, d) => {
+                    let key = vec![b'k', k % 64];
+                    let got = s.arith(&key, true, u64::from(d), now);
+                    match model_live(&m, &key, now).cloned() {
+                        None => prop_assert_eq!(got, ArithOutcome::NotFound),
+                        Some((old, f, e)) => match if old.is_empty() { None } else { parse_u64(&old) } {
+                            None => prop_assert_eq!(got, ArithOutcome::NonNumeric),
+                            Some(n) => {
+                                let r = n.wrapping_add(u64::from(d));
+                                prop_assert_eq!(got, ArithOutcome::Value(r));
+                                let mut digits = r.to_string().into_bytes();
+                                if digits.len() <= old.len() {
+                                    digits.resize(old.len(), b' ');
+                                }
+                                m.insert(key, (digits, f, e));
+                            }
+                        },
+                    }
+                }
+                Step::Touch(k, t) => {
+                    let key = vec![b'k', k % 64];
+                    let live = model_live(&m, &key, now).is_some();
+                    prop_assert_eq!(s.touch(&key, exp(t, now), now).is_some(), live);
+                    if live {
+                        if let Some(entry) = m.get_mut(&key) {
+                            entry.2 = exp(t, now);
+                        }
+                    }
+                }
+                Step::Advance(secs) => now += u32::from(secs),
+            }
+        }
+        for k in 0..64u8 {
+            let key = vec![b'k', k];
+            let got = s.get(&key, now).map(|i| i.value.to_vec());
+            prop_assert_eq!(got, model_live(&m, &key, now).map(|(v, _, _)| v.clone()));
+        }
+    }
+
+    /// Under memory pressure the store may forget items, but never returns a value that
+    /// was not the latest one written for that key.
+    #[test]
+    fn under_pressure_only_forgets(steps in proptest::collection::vec((any::<u16>(), 1u16..20_000), 1..600)) {
+        let mut s = store(2 << 20);
+        let mut latest: HashMap<u16, Vec<u8>> = HashMap::new();
+        for (i, (k, len)) in steps.into_iter().enumerate() {
+            let key = format!("key{}", k % 500);
+            let val = vec![(i % 251) as u8; usize::from(len)];
+            s.store(StoreMode::Set, key.as_bytes(), 0, 0, &val, 0, 1);
+            latest.insert(k % 500, val);
+            let probe = (k.wrapping_mul(7)) % 500;
+            if let Some(got) = s.get(format!("key{probe}").as_bytes(), 1) {
+                prop_assert_eq!(Some(got.value), latest.get(&probe).map(|v| v.as_slice()));
+            }
+        }
+    }
+}
