@@ -1,0 +1,285 @@
+//! Whole-process lifecycle tests for `ringcache` (2 shards), matching memcached 1.6.18:
+//!
+//! * `sigterm_answers_in_flight_request_then_exits_zero`: requests written before SIGTERM
+//!   (a set and 40 gets of its 100 KB value, ~4 MB of replies) are answered in full, then
+//!   the process exits with status 0 within a deadline, even with an idle client
+//!   connection still open, and its connections are closed.
+//! * `connections_beyond_dash_c_get_error_line_and_close`: with `-c 32`, connections well
+//!   within the limit work; once the limit is reached, each new connection receives
+//!   exactly `ERROR Too many open connections\r\n` unprompted and is closed, while the
+//!   accepted ones keep working; after they close, new connections are accepted again.
+//!   (memcached keeps some of `-c` for its own descriptors, so the first rejection may
+//!   come earlier than the 33rd connection; the test only pins down connections 1-8 as
+//!   accepted and the 33rd and later as rejected.)
+//! * `listens_only_on_the_given_address_and_port`: `-l 127.0.0.1 -p <port>` (passed by
+//!   `start_ringcache`) is honoured: the port answers on 127.0.0.1 and is closed on
+//!   127.0.0.2, which a wildcard bind would answer.
+//! * `accepts_memcached_flags_that_do_not_apply`: `-U 0 -u root -R 20 -B ascii -o modern`
+//!   are accepted and the server serves.
+
+mod common;
+mod support;
+
+use common::{start_ringcache, Server};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::Conn;
+
+/// The server under test, with `extra` flags after the 2-shard setting.
+fn start_server(extra: &[&str]) -> Server {
+    let mut args = vec!["-t", "2"];
+    args.extend_from_slice(extra);
+    start_ringcache(&args)
+}
+
+/// Polls until the process exits; `None` if it is still running at the deadline.
+fn wait_for_exit(server: &mut Server, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = server.child.try_wait().expect("poll server process") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Checks that the peer closes the connection (EOF or reset) without sending anything
+/// more; panics on unexpected bytes or a timeout.
+fn expect_closed(stream: &mut TcpStream, what: &str) {
+    let mut buf = [0u8; 1024];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!(
+            "{what}: expected the server to close the connection, got {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("{what}: expected the server to close the connection: {e}"),
+    }
+}
+
+/// Gets of a 100 KB value pipelined before SIGTERM.
+const IN_FLIGHT_GETS: usize = 40;
+
+#[test]
+fn sigterm_answers_in_flight_request_then_exits_zero() {
+    let mut server = start_server(&[]);
+    let pid = server.child.id().to_string();
+
+    // An idle connection: the server must not wait for it to go away.
+    let mut idle = Conn::open(&server, "idle connection");
+    idle.send(b"version\r\n");
+    let version = idle.line();
+    assert!(version.starts_with(b"VERSION "), "version: {version:?}");
+
+    // Requests fully written before the signal, whose ~4 MB of replies cannot all fit in
+    // socket buffers, so the server is still answering when the signal arrives; they
+    // are read after it.
+    let mut busy = Conn::open(&server, "in-flight connection");
+    let value: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let mut request = format!("set lifecycle:k 9 0 {}\r\n", value.len()).into_bytes();
+    request.extend_from_slice(&value);
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(&b"get lifecycle:k\r\n".repeat(IN_FLIGHT_GETS));
+    busy.send(&request);
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(kill.success(), "kill -TERM {pid} failed: {kill}");
+
+    busy.expect_line("STORED", "set sent before SIGTERM");
+    for i in 0..IN_FLIGHT_GETS {
+        let blocks = busy.value_blocks(&format!("get {i} of {IN_FLIGHT_GETS} sent before SIGTERM"));
+        assert!(
+            blocks.len() == 1
+                && blocks[0].0 == "lifecycle:k"
+                && blocks[0].1 == 9
+                && blocks[0].3 == value,
+            "get {i} sent before SIGTERM: want the 100,000-byte value just set, got {} blocks",
+            blocks.len()
+        );
+    }
+
+    let status = wait_for_exit(&mut server, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("server still running 10 s after SIGTERM"));
+    assert!(
+        status.success(),
+        "server exit status after SIGTERM: {status}, want 0"
+    );
+    // Its connections are gone with it.
+    expect_closed(idle.reader.get_mut(), "idle connection after exit");
+    expect_closed(busy.reader.get_mut(), "in-flight connection after exit");
+}
+
+const LIMIT: usize = 32;
+/// Connections that must be accepted under `-c 32` whatever the server reserves.
+const SURELY_ACCEPTED: usize = 8;
+/// Connections opened beyond the limit.
+const BEYOND: usize = 8;
+const TOO_MANY: &[u8] = b"ERROR Too many open connections\r\n";
+
+fn connect(server: &Server) -> TcpStream {
+    let s = server.connect();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// True if `stream` is served (answers `version`); false if it was rejected: it got the
+/// exact rejection line and was closed, or it was reset before anything arrived (the
+/// server's close can race with our `version` and turn into a reset that discards the
+/// line; memcached's own t/maxconns.t tolerates that too). Anything else fails the test.
+fn probe(stream: &mut TcpStream, what: &str) -> bool {
+    stream.write_all(b"version\r\n").expect("send version");
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while !line.ends_with(b"\r\n") {
+        match stream.read(&mut byte) {
+            Ok(0) if line.is_empty() => return false,
+            Err(e) if line.is_empty() && e.kind() == ErrorKind::ConnectionReset => return false,
+            Ok(0) => panic!(
+                "{what}: connection closed after {:?}",
+                String::from_utf8_lossy(&line)
+            ),
+            Ok(_) => line.push(byte[0]),
+            Err(e) => panic!(
+                "{what}: {e} after receiving {:?}",
+                String::from_utf8_lossy(&line)
+            ),
+        }
+        assert!(line.len() <= 200, "{what}: runaway line {line:?}");
+    }
+    if line.starts_with(b"VERSION ") {
+        return true;
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&line),
+        String::from_utf8_lossy(TOO_MANY),
+        "{what}: neither a VERSION reply nor the connection-limit error"
+    );
+    expect_closed(stream, what);
+    false
+}
+
+#[test]
+fn connections_beyond_dash_c_get_error_line_and_close() {
+    let server = start_server(&["-c", &LIMIT.to_string()]);
+    let mut open = Vec::new();
+    for i in 1..=SURELY_ACCEPTED {
+        let mut s = connect(&server);
+        assert!(
+            probe(&mut s, &format!("connection {i} of -c {LIMIT}")),
+            "connection {i} was rejected or reset although -c is {LIMIT}"
+        );
+        open.push(s);
+    }
+
+    // Up to the limit: accepted until the first rejection, rejected from then on (no
+    // accepted connection closes meanwhile).
+    let mut first_rejected = None;
+    for i in SURELY_ACCEPTED + 1..=LIMIT {
+        let mut s = connect(&server);
+        let what = format!("connection {i} of -c {LIMIT}");
+        if probe(&mut s, &what) {
+            assert!(
+                first_rejected.is_none(),
+                "{what} was accepted after connection {first_rejected:?} was rejected"
+            );
+            open.push(s);
+        } else {
+            first_rejected.get_or_insert(i);
+        }
+    }
+
+    // Beyond the limit: the rejection line arrives unprompted, then the server closes.
+    for i in LIMIT + 1..=LIMIT + BEYOND {
+        let mut s = connect(&server);
+        let what = format!("connection {i} with {} open and -c {LIMIT}", open.len());
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while got.len() < TOO_MANY.len() {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!(
+                    "{what}: no `ERROR Too many open connections` line ({e}); got {:?}",
+                    String::from_utf8_lossy(&got)
+                ),
+            }
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(TOO_MANY),
+            "{what}: what the server sends to a connection over the limit"
+        );
+        expect_closed(&mut s, &what);
+    }
+
+    // The accepted connections were not disturbed.
+    for (i, s) in open.iter_mut().enumerate() {
+        assert!(
+            probe(
+                s,
+                &format!("accepted connection {} after rejections", i + 1)
+            ),
+            "accepted connection {} was rejected later",
+            i + 1
+        );
+    }
+
+    // Closing them frees the slots: a new connection is served again (the server notices
+    // the closes asynchronously, hence the polling).
+    let accepted = open.len();
+    drop(open);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = connect(&server);
+        if probe(&mut s, "connection after the others closed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new connections still rejected 10 s after all {accepted} accepted ones closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn listens_only_on_the_given_address_and_port() {
+    let server = start_server(&[]);
+    let mut conn = Conn::open(&server, "connection to -l 127.0.0.1 -p <port>");
+    conn.send(b"set lifecycle:l 0 0 2\r\nok\r\nget lifecycle:l\r\n");
+    conn.expect_line("STORED", "set");
+    assert_eq!(conn.value_blocks("get").len(), 1, "get after set");
+
+    // 127.0.0.2 is also loopback on Linux: a server bound to 0.0.0.0 would answer there.
+    let other: SocketAddr = format!("127.0.0.2:{}", server.port).parse().unwrap();
+    match TcpStream::connect_timeout(&other, Duration::from_secs(5)) {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+        Err(e) => panic!("connecting to {other}: expected refusal, got {e}"),
+        Ok(_) => panic!("server started with -l 127.0.0.1 also accepts connections on {other}"),
+    }
+}
+
+#[test]
+fn accepts_memcached_flags_that_do_not_apply() {
+    let mut server = start_server(&[
+        "-U", "0", "-u", "root", "-R", "20", "-B", "ascii", "-o", "modern",
+    ]);
+    let mut conn = Conn::open(&server, "connection");
+    conn.send(b"set lifecycle:f 1 0 5\r\nhello\r\nget lifecycle:f\r\n");
+    conn.expect_line("STORED", "set");
+    assert_eq!(
+        conn.value_blocks("get"),
+        vec![("lifecycle:f".to_string(), 1, None, b"hello".to_vec())],
+        "get after set"
+    );
+    assert!(server.is_running(), "server exited");
+}
