@@ -24,10 +24,7 @@ const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
 #[test]
 fn pymemcache_client_suite_passes() {
     let mut server = start_server();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/pymemcache_client.py"
-    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/pymemcache_client.py");
 
     let mut child = Command::new("python3")
         .arg(script)
@@ -79,8 +76,5 @@ fn pymemcache_client_suite_passes() {
             server.port
         ),
     }
-    assert!(
-        server.is_running(),
-        "server exited during the pymemcache run\n{transcript}"
-    );
+    assert!(server.is_running(), "server exited during the pymemcache run\n{transcript}");
 }

@@ -56,11 +56,7 @@ fn body(key: &str, writer: u64, seq: u64, len: usize) -> Vec<u8> {
 
 /// `key|writer|seq|len|<len bytes>|<checksum hex>`; flags are derived from the checksum.
 fn make_value(key: &str, writer: u64, seq: u64, rng: &mut Rng) -> (u32, Vec<u8>) {
-    let len = if rng.chance(3) {
-        20_000 + rng.below(60_000) as usize
-    } else {
-        rng.below(3_000) as usize
-    };
+    let len = if rng.chance(3) { 20_000 + rng.below(60_000) as usize } else { rng.below(3_000) as usize };
     let header = format!("{key}|{writer}|{seq}|{len}|");
     let data = body(key, writer, seq, len);
     let sum = fnv1a(&[header.as_bytes(), &data]);
@@ -79,34 +75,17 @@ fn flags_of(sum: u64) -> u32 {
 fn verify_value(key: &str, flags: u32, value: &[u8]) -> Result<(u64, u64), String> {
     let show = |v: &[u8]| String::from_utf8_lossy(&v[..v.len().min(80)]).into_owned();
     let mut fields = value.splitn(5, |&b| b == b'|');
-    let (Some(k), Some(w), Some(s), Some(l), Some(rest)) = (
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-    ) else {
-        return Err(format!(
-            "value for {key} is not in the written format: {:?}",
-            show(value)
-        ));
+    let (Some(k), Some(w), Some(s), Some(l), Some(rest)) =
+        (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err(format!("value for {key} is not in the written format: {:?}", show(value)));
     };
     if k != key.as_bytes() {
-        return Err(format!(
-            "value read for key {key} was written for key {:?}",
-            String::from_utf8_lossy(k)
-        ));
+        return Err(format!("value read for key {key} was written for key {:?}", String::from_utf8_lossy(k)));
     }
-    let parse = |f: &[u8]| {
-        std::str::from_utf8(f)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-    };
+    let parse = |f: &[u8]| std::str::from_utf8(f).ok().and_then(|s| s.parse::<u64>().ok());
     let (Some(writer), Some(seq), Some(len)) = (parse(w), parse(s), parse(l)) else {
-        return Err(format!(
-            "value for {key} has a garbled header: {:?}",
-            show(value)
-        ));
+        return Err(format!("value for {key} has a garbled header: {:?}", show(value)));
     };
     let len = len as usize;
     if rest.len() != len + 17 {
@@ -125,9 +104,7 @@ fn verify_value(key: &str, flags: u32, value: &[u8]) -> Result<(u64, u64), Strin
         ));
     }
     if data != body(key, writer, seq, len) {
-        return Err(format!(
-            "value for {key} (writer {writer}, seq {seq}) has the wrong body"
-        ));
+        return Err(format!("value for {key} (writer {writer}, seq {seq}) has the wrong body"));
     }
     if flags != flags_of(sum) {
         return Err(format!(
@@ -153,19 +130,11 @@ struct History {
 
 impl History {
     fn new(me: u64, name: String) -> History {
-        History {
-            me,
-            name,
-            seen: HashMap::new(),
-            mine: HashMap::new(),
-            unacked: HashMap::new(),
-            values_checked: 0,
-        }
+        History { me, name, seen: HashMap::new(), mine: HashMap::new(), unacked: HashMap::new(), values_checked: 0 }
     }
 
     fn observe(&mut self, key: &str, flags: u32, value: &[u8]) {
-        let (writer, seq) =
-            verify_value(key, flags, value).unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        let (writer, seq) = verify_value(key, flags, value).unwrap_or_else(|e| panic!("{}: {e}", self.name));
         self.values_checked += 1;
         let last = self.seen.entry((key.to_string(), writer)).or_insert(0);
         assert!(
@@ -177,10 +146,7 @@ impl History {
         *last = seq;
         if writer == self.me {
             let acked = self.mine.get(key).copied();
-            let pending = self
-                .unacked
-                .get(key)
-                .is_some_and(|seqs| seqs.contains(&seq));
+            let pending = self.unacked.get(key).is_some_and(|seqs| seqs.contains(&seq));
             assert!(
                 acked == Some(seq) || pending,
                 "{}: read my own value of {key} with seq {seq}, but my last acknowledged \
@@ -256,9 +222,7 @@ fn random_worker(server: &Server, me: u64) -> u64 {
             check_multi_get(&mut hist, std::slice::from_ref(&key), &blocks);
         } else if dice < 82 {
             let n = 2 + rng.below(12) as usize;
-            let keys: Vec<String> = (0..n)
-                .map(|_| key_name(rng.below(KEYS as u64) as usize))
-                .collect();
+            let keys: Vec<String> = (0..n).map(|_| key_name(rng.below(KEYS as u64) as usize)).collect();
             let cmd = if rng.chance(50) { "get" } else { "gets" };
             conn.send(format!("{cmd} {}\r\n", keys.join(" ")).as_bytes());
             let blocks = conn.value_blocks(&format!("op {op}: {cmd} of {n} keys"));
@@ -271,22 +235,12 @@ fn random_worker(server: &Server, me: u64) -> u64 {
                 let cas = cas.unwrap_or_else(|| panic!("{}: gets without a cas value", conn.name));
                 seq += 1;
                 let (flags, value) = make_value(&key, me, seq, &mut rng);
-                conn.send(&storage_command(
-                    "cas",
-                    &key,
-                    flags,
-                    &value,
-                    &format!(" {cas}"),
-                ));
+                conn.send(&storage_command("cas", &key, flags, &value, &format!(" {cas}")));
                 let reply = conn.line();
                 match reply.as_slice() {
                     b"STORED" => hist.stored(&key, seq),
                     b"EXISTS" | b"NOT_FOUND" => {}
-                    other => panic!(
-                        "{}: op {op}: cas {key} replied {:?}",
-                        conn.name,
-                        String::from_utf8_lossy(other)
-                    ),
+                    other => panic!("{}: op {op}: cas {key} replied {:?}", conn.name, String::from_utf8_lossy(other)),
                 }
             }
         } else if dice < 96 {
@@ -297,11 +251,7 @@ fn random_worker(server: &Server, me: u64) -> u64 {
             match reply.as_slice() {
                 b"STORED" => hist.stored(&key, seq),
                 b"NOT_STORED" => {}
-                other => panic!(
-                    "{}: op {op}: add {key} replied {:?}",
-                    conn.name,
-                    String::from_utf8_lossy(other)
-                ),
+                other => panic!("{}: op {op}: add {key} replied {:?}", conn.name, String::from_utf8_lossy(other)),
             }
         } else {
             conn.send(format!("delete {key}\r\n").as_bytes());
@@ -320,25 +270,13 @@ fn random_worker(server: &Server, me: u64) -> u64 {
 
 /// What the reply to one pipelined command must look like.
 enum Expect {
-    Stored {
-        key: String,
-        seq: u64,
-    },
-    StoredOrNotStored {
-        key: String,
-        seq: u64,
-    },
-    DeletedOrNotFound {
-        key: String,
-    },
+    Stored { key: String, seq: u64 },
+    StoredOrNotStored { key: String, seq: u64 },
+    DeletedOrNotFound { key: String },
     TouchedOrNotFound,
     Counter(u64),
     Values(Vec<String>),
-    Exact {
-        key: String,
-        flags: u32,
-        value: Vec<u8>,
-    },
+    Exact { key: String, flags: u32, value: Vec<u8> },
     Version,
 }
 
@@ -377,9 +315,8 @@ fn pipeline_worker(server: &Server, me: u64) -> u64 {
                     expects.push(Expect::Values(vec![key]));
                 }
                 55..=64 => {
-                    let keys: Vec<String> = (0..2 + rng.below(8))
-                        .map(|_| key_name(rng.below(KEYS as u64) as usize))
-                        .collect();
+                    let keys: Vec<String> =
+                        (0..2 + rng.below(8)).map(|_| key_name(rng.below(KEYS as u64) as usize)).collect();
                     batch.extend(format!("gets {}\r\n", keys.join(" ")).as_bytes());
                     expects.push(Expect::Values(keys));
                 }
@@ -407,16 +344,9 @@ fn pipeline_worker(server: &Server, me: u64) -> u64 {
                     let flags = rng.next() as u32;
                     let value: Vec<u8> = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
                     batch.extend(storage_command("set", &private_key, flags, &value, ""));
-                    expects.push(Expect::Stored {
-                        key: private_key.clone(),
-                        seq: 0,
-                    });
+                    expects.push(Expect::Stored { key: private_key.clone(), seq: 0 });
                     batch.extend(format!("get {private_key}\r\n").as_bytes());
-                    expects.push(Expect::Exact {
-                        key: private_key.clone(),
-                        flags,
-                        value,
-                    });
+                    expects.push(Expect::Exact { key: private_key.clone(), flags, value });
                 }
                 _ => {
                     batch.extend(b"version\r\n");
@@ -476,10 +406,7 @@ fn pipeline_worker(server: &Server, me: u64) -> u64 {
                         );
                     }
                     Expect::Counter(want) => {
-                        conn.expect_line(
-                            &want.to_string(),
-                            &format!("{context}: incr private counter"),
-                        );
+                        conn.expect_line(&want.to_string(), &format!("{context}: incr private counter"));
                     }
                     Expect::Values(keys) => {
                         let blocks = conn.value_blocks(&context);
@@ -488,17 +415,11 @@ fn pipeline_worker(server: &Server, me: u64) -> u64 {
                     Expect::Exact { key, flags, value } => {
                         let blocks = conn.value_blocks(&context);
                         assert!(
-                            blocks.len() == 1
-                                && blocks[0].0 == key
-                                && blocks[0].1 == flags
-                                && blocks[0].3 == value,
+                            blocks.len() == 1 && blocks[0].0 == key && blocks[0].1 == flags && blocks[0].3 == value,
                             "{}: {context}: get {key} right after setting it in the same batch \
                              returned {:?}, want flags {flags} and {} bytes {:?}",
                             conn.name,
-                            blocks
-                                .iter()
-                                .map(|b| (&b.0, b.1, String::from_utf8_lossy(&b.3)))
-                                .collect::<Vec<_>>(),
+                            blocks.iter().map(|b| (&b.0, b.1, String::from_utf8_lossy(&b.3))).collect::<Vec<_>>(),
                             value.len(),
                             String::from_utf8_lossy(&value)
                         );
@@ -528,11 +449,8 @@ fn overlapping_keys_never_show_torn_or_foreign_values() {
         for me in 0..RANDOM_THREADS + PIPELINE_THREADS {
             let checked = checked.clone();
             s.spawn(move || {
-                let n = if me < RANDOM_THREADS {
-                    random_worker(server, me + 1)
-                } else {
-                    pipeline_worker(server, me + 1)
-                };
+                let n =
+                    if me < RANDOM_THREADS { random_worker(server, me + 1) } else { pipeline_worker(server, me + 1) };
                 checked.fetch_add(n, Ordering::Relaxed);
             });
         }
@@ -552,10 +470,7 @@ fn overlapping_keys_never_show_torn_or_foreign_values() {
     );
 
     let checked = checked.load(Ordering::Relaxed);
-    assert!(
-        checked > 5_000,
-        "only {checked} values were read and verified; the test did not exercise reads"
-    );
+    assert!(checked > 5_000, "only {checked} values were read and verified; the test did not exercise reads");
     assert!(server.is_running(), "server exited during the test");
 }
 
@@ -589,31 +504,19 @@ fn cas_retry_loops_lose_no_increment() {
                         assert_eq!(blocks.len(), 1, "{}: counter vanished", conn.name);
                         let (_, _, cas, data) = &blocks[0];
                         let cas = cas.expect("gets returns a cas value");
-                        let current: u64 = std::str::from_utf8(data)
-                            .ok()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or_else(|| {
-                                panic!(
-                                    "{}: counter is not a decimal: {:?}",
-                                    conn.name,
-                                    String::from_utf8_lossy(data)
-                                )
+                        let current: u64 =
+                            std::str::from_utf8(data).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+                                panic!("{}: counter is not a decimal: {:?}", conn.name, String::from_utf8_lossy(data))
                             });
                         let next = (current + 1).to_string();
-                        conn.send(
-                            format!("cas {key} 0 0 {} {cas}\r\n{next}\r\n", next.len()).as_bytes(),
-                        );
+                        conn.send(format!("cas {key} 0 0 {} {cas}\r\n{next}\r\n", next.len()).as_bytes());
                         let reply = conn.line();
                         match reply.as_slice() {
                             b"STORED" => written.push(current + 1),
                             b"EXISTS" => {
                                 conflicts.fetch_add(1, Ordering::Relaxed);
                             }
-                            other => panic!(
-                                "{}: cas replied {:?}",
-                                conn.name,
-                                String::from_utf8_lossy(other)
-                            ),
+                            other => panic!("{}: cas replied {:?}", conn.name, String::from_utf8_lossy(other)),
                         }
                     }
                     written
@@ -628,12 +531,7 @@ fn cas_retry_loops_lose_no_increment() {
     all.sort_unstable();
     let expected: Vec<u64> = (1..=total).collect();
     if all != expected {
-        let dups: Vec<_> = all
-            .windows(2)
-            .filter(|w| w[0] == w[1])
-            .map(|w| w[0])
-            .take(10)
-            .collect();
+        let dups: Vec<_> = all.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).take(10).collect();
         panic!(
             "successful cas operations did not write each of 1..={total} exactly once \
              (a cas with a stale token was accepted?); duplicates include {dups:?}"
@@ -649,10 +547,7 @@ fn cas_retry_loops_lose_no_increment() {
     );
     // Conflicts are what this test is about, but whether they happen depends on
     // scheduling, so they are reported rather than required.
-    eprintln!(
-        "cas test: {total} successful cas, {} EXISTS conflicts retried",
-        conflicts.load(Ordering::Relaxed)
-    );
+    eprintln!("cas test: {total} successful cas, {} EXISTS conflicts retried", conflicts.load(Ordering::Relaxed));
     assert!(server.is_running(), "server exited during the test");
 }
 
@@ -682,15 +577,9 @@ fn concurrent_incr_sums_exactly() {
                         let delta = 1 + (me + i) % 5;
                         conn.send(format!("incr {key} {delta}\r\n").as_bytes());
                         let reply = conn.line();
-                        let value: u64 = std::str::from_utf8(&reply)
-                            .ok()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or_else(|| {
-                                panic!(
-                                    "{}: incr replied {:?}",
-                                    conn.name,
-                                    String::from_utf8_lossy(&reply)
-                                )
+                        let value: u64 =
+                            std::str::from_utf8(&reply).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+                                panic!("{}: incr replied {:?}", conn.name, String::from_utf8_lossy(&reply))
                             });
                         if let Some(&prev) = seen.last() {
                             assert!(
@@ -708,23 +597,13 @@ fn concurrent_incr_sums_exactly() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
 
-    let sum: u64 = (0..INCR_THREADS)
-        .flat_map(|me| (0..INCRS_PER_THREAD).map(move |i| 1 + (me + i) % 5))
-        .sum();
+    let sum: u64 = (0..INCR_THREADS).flat_map(|me| (0..INCRS_PER_THREAD).map(move |i| 1 + (me + i) % 5)).sum();
     let mut all: Vec<u64> = returned.into_iter().flatten().collect();
     all.sort_unstable();
     let before = all.len();
     all.dedup();
-    assert_eq!(
-        all.len(),
-        before,
-        "two incr operations returned the same value: an increment was lost"
-    );
-    assert_eq!(
-        all.last().copied(),
-        Some(sum),
-        "largest value returned by incr"
-    );
+    assert_eq!(all.len(), before, "two incr operations returned the same value: an increment was lost");
+    assert_eq!(all.last().copied(), Some(sum), "largest value returned by incr");
 
     setup.send(format!("get {key}\r\n").as_bytes());
     let blocks = setup.value_blocks("final get of counter");

@@ -54,10 +54,9 @@ fn expect_closed(stream: &mut TcpStream, what: &str) {
     let mut buf = [0u8; 1024];
     match stream.read(&mut buf) {
         Ok(0) => {}
-        Ok(n) => panic!(
-            "{what}: expected the server to close the connection, got {:?}",
-            String::from_utf8_lossy(&buf[..n])
-        ),
+        Ok(n) => {
+            panic!("{what}: expected the server to close the connection, got {:?}", String::from_utf8_lossy(&buf[..n]))
+        }
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         Err(e) => panic!("{what}: expected the server to close the connection: {e}"),
     }
@@ -88,20 +87,14 @@ fn sigterm_answers_in_flight_request_then_exits_zero() {
     request.extend_from_slice(&b"get lifecycle:k\r\n".repeat(IN_FLIGHT_GETS));
     busy.send(&request);
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
     assert!(kill.success(), "kill -TERM {pid} failed: {kill}");
 
     busy.expect_line("STORED", "set sent before SIGTERM");
     for i in 0..IN_FLIGHT_GETS {
         let blocks = busy.value_blocks(&format!("get {i} of {IN_FLIGHT_GETS} sent before SIGTERM"));
         assert!(
-            blocks.len() == 1
-                && blocks[0].0 == "lifecycle:k"
-                && blocks[0].1 == 9
-                && blocks[0].3 == value,
+            blocks.len() == 1 && blocks[0].0 == "lifecycle:k" && blocks[0].1 == 9 && blocks[0].3 == value,
             "get {i} sent before SIGTERM: want the 100,000-byte value just set, got {} blocks",
             blocks.len()
         );
@@ -109,10 +102,7 @@ fn sigterm_answers_in_flight_request_then_exits_zero() {
 
     let status = wait_for_exit(&mut server, Duration::from_secs(10))
         .unwrap_or_else(|| panic!("server still running 10 s after SIGTERM"));
-    assert!(
-        status.success(),
-        "server exit status after SIGTERM: {status}, want 0"
-    );
+    assert!(status.success(), "server exit status after SIGTERM: {status}, want 0");
     // Its connections are gone with it.
     expect_closed(idle.reader.get_mut(), "idle connection after exit");
     expect_closed(busy.reader.get_mut(), "in-flight connection after exit");
@@ -143,15 +133,9 @@ fn probe(stream: &mut TcpStream, what: &str) -> bool {
         match stream.read(&mut byte) {
             Ok(0) if line.is_empty() => return false,
             Err(e) if line.is_empty() && e.kind() == ErrorKind::ConnectionReset => return false,
-            Ok(0) => panic!(
-                "{what}: connection closed after {:?}",
-                String::from_utf8_lossy(&line)
-            ),
+            Ok(0) => panic!("{what}: connection closed after {:?}", String::from_utf8_lossy(&line)),
             Ok(_) => line.push(byte[0]),
-            Err(e) => panic!(
-                "{what}: {e} after receiving {:?}",
-                String::from_utf8_lossy(&line)
-            ),
+            Err(e) => panic!("{what}: {e} after receiving {:?}", String::from_utf8_lossy(&line)),
         }
         assert!(line.len() <= 200, "{what}: runaway line {line:?}");
     }
@@ -187,10 +171,7 @@ fn connections_beyond_dash_c_get_error_line_and_close() {
         let mut s = connect(&server);
         let what = format!("connection {i} of -c {LIMIT}");
         if probe(&mut s, &what) {
-            assert!(
-                first_rejected.is_none(),
-                "{what} was accepted after connection {first_rejected:?} was rejected"
-            );
+            assert!(first_rejected.is_none(), "{what} was accepted after connection {first_rejected:?} was rejected");
             open.push(s);
         } else {
             first_rejected.get_or_insert(i);
@@ -224,10 +205,7 @@ fn connections_beyond_dash_c_get_error_line_and_close() {
     // The accepted connections were not disturbed.
     for (i, s) in open.iter_mut().enumerate() {
         assert!(
-            probe(
-                s,
-                &format!("accepted connection {} after rejections", i + 1)
-            ),
+            probe(s, &format!("accepted connection {} after rejections", i + 1)),
             "accepted connection {} was rejected later",
             i + 1
         );
@@ -270,9 +248,7 @@ fn listens_only_on_the_given_address_and_port() {
 
 #[test]
 fn accepts_memcached_flags_that_do_not_apply() {
-    let mut server = start_server(&[
-        "-U", "0", "-u", "root", "-R", "20", "-B", "ascii", "-o", "modern",
-    ]);
+    let mut server = start_server(&["-U", "0", "-u", "root", "-R", "20", "-B", "ascii", "-o", "modern"]);
     let mut conn = Conn::open(&server, "connection");
     conn.send(b"set lifecycle:f 1 0 5\r\nhello\r\nget lifecycle:f\r\n");
     conn.expect_line("STORED", "set");

@@ -239,9 +239,7 @@ fn pipelined_junk(server: &Server) {
         for (i, line) in lines.iter().enumerate() {
             let reply = conn.line();
             assert!(
-                reply.starts_with(b"ERROR")
-                    || reply.starts_with(b"CLIENT_ERROR")
-                    || reply.starts_with(b"SERVER_ERROR"),
+                reply.starts_with(b"ERROR") || reply.starts_with(b"CLIENT_ERROR") || reply.starts_with(b"SERVER_ERROR"),
                 "pipelined junk line {i} {:?} got reply {:?}; every malformed line must get \
                  exactly one error line",
                 String::from_utf8_lossy(line),
@@ -267,56 +265,26 @@ fn long_lines(addr: &str) {
     let mut line = vec![b'y'; 100_000];
     line.extend_from_slice(b"\r\nversion\r\n");
     blast(addr, &[line]);
-    blast(
-        addr,
-        &[format!("get {}\r\nversion\r\n", "a".repeat(3000)).into_bytes()],
-    );
-    blast(
-        addr,
-        &[format!("{}\r\nversion\r\n", " ".repeat(5000)).into_bytes()],
-    );
+    blast(addr, &[format!("get {}\r\nversion\r\n", "a".repeat(3000)).into_bytes()]);
+    blast(addr, &[format!("{}\r\nversion\r\n", " ".repeat(5000)).into_bytes()]);
 }
 
 /// Keys written by malformed storage commands; none of them may exist afterwards.
-const MUST_NOT_EXIST: &[&str] = &[
-    "robust:truncated",
-    "robust:truncated-2",
-    "robust:overlong",
-    "robust:negative",
-    "robust:huge",
-];
+const MUST_NOT_EXIST: &[&str] =
+    &["robust:truncated", "robust:truncated-2", "robust:overlong", "robust:negative", "robust:huge"];
 
 /// Data blocks that are truncated, longer than declared, or of impossible length.
 fn bad_data_blocks(addr: &str) {
     // Truncated, then the client goes away.
-    hit_and_run(
-        addr,
-        &[b"set robust:truncated 0 0 100\r\n" as &[u8], &[b'z'; 50]].concat(),
-    );
+    hit_and_run(addr, &[b"set robust:truncated 0 0 100\r\n" as &[u8], &[b'z'; 50]].concat());
     // Truncated, then a half-close.
-    blast(
-        addr,
-        &[b"set robust:truncated-2 0 0 100000\r\npartial".to_vec()],
-    );
+    blast(addr, &[b"set robust:truncated-2 0 0 100000\r\npartial".to_vec()]);
     // Longer than declared: must not store "hello" (memcached: CLIENT_ERROR bad data chunk).
-    blast(
-        addr,
-        &[b"set robust:overlong 0 0 5\r\nhelloworld\r\nversion\r\n".to_vec()],
-    );
+    blast(addr, &[b"set robust:overlong 0 0 5\r\nhelloworld\r\nversion\r\n".to_vec()]);
     // Negative length, then what looks like a data block.
-    blast(
-        addr,
-        &[b"set robust:negative 0 0 -1\r\nhello\r\nversion\r\n".to_vec()],
-    );
+    blast(addr, &[b"set robust:negative 0 0 -1\r\nhello\r\nversion\r\n".to_vec()]);
     // A length far beyond any item size, followed by some of that data.
-    blast(
-        addr,
-        &[
-            b"set robust:huge 0 0 4294967295\r\n".to_vec(),
-            vec![b'h'; 100_000],
-            b"\r\nversion\r\n".to_vec(),
-        ],
-    );
+    blast(addr, &[b"set robust:huge 0 0 4294967295\r\n".to_vec(), vec![b'h'; 100_000], b"\r\nversion\r\n".to_vec()]);
 }
 
 /// Prefixes of valid commands, then a disconnect (some by drop, some by half-close).
@@ -389,14 +357,7 @@ fn huge_get(server: &Server) {
     let blocks = conn.value_blocks("get of 10,000 keys");
     let want: Vec<_> = present
         .iter()
-        .map(|&i| {
-            (
-                format!("robust:many:{i}"),
-                i as u32,
-                None,
-                format!("many-{i}").into_bytes(),
-            )
-        })
+        .map(|&i| (format!("robust:many:{i}"), i as u32, None, format!("many-{i}").into_bytes()))
         .collect();
     assert_eq!(blocks, want, "reply to a get of 10,000 keys (10 present)");
 }
@@ -418,17 +379,8 @@ fn unread_replies(server: &Server) {
     let _ = stuck.write_all(&b"get robust:bulk\r\n".repeat(4_000));
     for i in 0..20 {
         let v = format!("still-served-{i}");
-        other.send(
-            format!(
-                "set robust:beside 0 0 {}\r\n{v}\r\nget robust:beside\r\n",
-                v.len()
-            )
-            .as_bytes(),
-        );
-        other.expect_line(
-            "STORED",
-            "set while another client does not read its replies",
-        );
+        other.send(format!("set robust:beside 0 0 {}\r\n{v}\r\nget robust:beside\r\n", v.len()).as_bytes());
+        other.expect_line("STORED", "set while another client does not read its replies");
         let blocks = other.value_blocks("get while another client does not read its replies");
         assert_eq!(
             blocks,
@@ -456,12 +408,7 @@ fn checker(server: &Server, stop: &AtomicBool, ops: &AtomicU64) {
             blocks,
             vec![
                 (key.clone(), i as u32, None, value.into_bytes()),
-                (
-                    SENTINEL_KEY.to_string(),
-                    SENTINEL_FLAGS,
-                    None,
-                    sentinel.clone()
-                ),
+                (SENTINEL_KEY.to_string(), SENTINEL_FLAGS, None, sentinel.clone()),
             ],
             "checker get #{i} during the abuse"
         );
@@ -477,13 +424,7 @@ fn survives_garbage_and_misbehaving_clients() {
 
     let mut setup = Conn::open(&server, "setup");
     let sentinel = sentinel_value();
-    setup.send(
-        format!(
-            "set {SENTINEL_KEY} {SENTINEL_FLAGS} 0 {}\r\n",
-            sentinel.len()
-        )
-        .as_bytes(),
-    );
+    setup.send(format!("set {SENTINEL_KEY} {SENTINEL_FLAGS} 0 {}\r\n", sentinel.len()).as_bytes());
     setup.send(&sentinel);
     setup.send(b"\r\n");
     setup.expect_line("STORED", "set sentinel");
@@ -498,29 +439,14 @@ fn survives_garbage_and_misbehaving_clients() {
             let seed = 100 * round;
             let (addr, server) = (&addr, &server);
             let abusers = vec![
-                (
-                    "random garbage",
-                    s.spawn(move || random_garbage(addr, seed + 1)),
-                ),
-                (
-                    "random garbage",
-                    s.spawn(move || random_garbage(addr, seed + 2)),
-                ),
-                (
-                    "random garbage",
-                    s.spawn(move || random_garbage(addr, seed + 3)),
-                ),
+                ("random garbage", s.spawn(move || random_garbage(addr, seed + 1))),
+                ("random garbage", s.spawn(move || random_garbage(addr, seed + 2))),
+                ("random garbage", s.spawn(move || random_garbage(addr, seed + 3))),
                 ("pipelined junk", s.spawn(move || pipelined_junk(server))),
                 ("long lines", s.spawn(move || long_lines(addr))),
                 ("bad data blocks", s.spawn(move || bad_data_blocks(addr))),
-                (
-                    "partial commands",
-                    s.spawn(move || partial_commands(addr, seed + 4)),
-                ),
-                (
-                    "partial commands",
-                    s.spawn(move || partial_commands(addr, seed + 5)),
-                ),
+                ("partial commands", s.spawn(move || partial_commands(addr, seed + 4))),
+                ("partial commands", s.spawn(move || partial_commands(addr, seed + 5))),
                 ("abrupt closes", s.spawn(move || abrupt_closes(addr))),
                 ("abrupt closes", s.spawn(move || abrupt_closes(addr))),
                 ("slow client", s.spawn(move || slow_client(server))),
@@ -543,11 +469,7 @@ fn survives_garbage_and_misbehaving_clients() {
         if checker_thread.join().is_err() {
             failures.push("the well-behaved checker failed (see its panic above)".into());
         }
-        assert!(
-            failures.is_empty(),
-            "while under abuse:\n{}",
-            failures.join("\n")
-        );
+        assert!(failures.is_empty(), "while under abuse:\n{}", failures.join("\n"));
         during
     });
     assert!(
@@ -562,11 +484,7 @@ fn survives_garbage_and_misbehaving_clients() {
     let mut fresh = Conn::open(&server, "fresh connection after the abuse");
     fresh.send(b"version\r\n");
     let version = fresh.line();
-    assert!(
-        version.starts_with(b"VERSION "),
-        "version after the abuse: {:?}",
-        String::from_utf8_lossy(&version)
-    );
+    assert!(version.starts_with(b"VERSION "), "version after the abuse: {:?}", String::from_utf8_lossy(&version));
     fresh.send(b"set robust:final 3 0 5\r\nfinal\r\n");
     fresh.expect_line("STORED", "set after the abuse");
     fresh.send(format!("get robust:final {SENTINEL_KEY}\r\n").as_bytes());
@@ -579,15 +497,9 @@ fn survives_garbage_and_misbehaving_clients() {
         "get after the abuse"
     );
     fresh.send(format!("get {}\r\n", MUST_NOT_EXIST.join(" ")).as_bytes());
-    let stored: Vec<String> = fresh
-        .value_blocks("get of keys written only by malformed commands")
-        .into_iter()
-        .map(|b| b.0)
-        .collect();
-    assert!(
-        stored.is_empty(),
-        "truncated, over-long or impossible data blocks stored something: {stored:?}"
-    );
+    let stored: Vec<String> =
+        fresh.value_blocks("get of keys written only by malformed commands").into_iter().map(|b| b.0).collect();
+    assert!(stored.is_empty(), "truncated, over-long or impossible data blocks stored something: {stored:?}");
     assert!(server.is_running(), "server exited after the abuse");
     eprintln!(
         "robustness: {} checker rounds, {ops_during_abuse} during the abuse, {:?} in all",

@@ -48,11 +48,13 @@ pub fn free_port() -> u16 {
 fn wait_until_accepting(server: &mut Server, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if TcpStream::connect(server.addr()).is_ok() {
-            return;
-        }
+        // Check our own process first: if it failed to bind (someone else took the port),
+        // a successful connect would be to the wrong server.
         if !server.is_running() {
             panic!("{what} exited before accepting connections");
+        }
+        if TcpStream::connect(server.addr()).is_ok() && server.is_running() {
+            return;
         }
         assert!(Instant::now() < deadline, "{what} did not start accepting within 30 s");
         std::thread::sleep(Duration::from_millis(10));

@@ -51,9 +51,7 @@ pub struct Conn {
 impl Conn {
     pub fn open(server: &Server, name: impl Into<String>) -> Conn {
         let stream = server.connect();
-        stream
-            .set_write_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
         Conn {
             writer: stream.try_clone().expect("clone socket"),
             reader: BufReader::with_capacity(64 * 1024, stream),
@@ -73,11 +71,9 @@ impl Conn {
         match self.reader.read_until(b'\n', &mut line) {
             Ok(0) => panic!("{}: connection closed while waiting for a reply", self.name),
             Ok(_) => {}
-            Err(e) => panic!(
-                "{}: reading a reply line: {e}; partial line {:?}",
-                self.name,
-                String::from_utf8_lossy(&line)
-            ),
+            Err(e) => {
+                panic!("{}: reading a reply line: {e}; partial line {:?}", self.name, String::from_utf8_lossy(&line))
+            }
         }
         assert!(
             line.ends_with(b"\r\n"),
@@ -91,12 +87,7 @@ impl Conn {
 
     pub fn expect_line(&mut self, want: &str, context: &str) {
         let got = self.line();
-        assert_eq!(
-            String::from_utf8_lossy(&got),
-            want,
-            "{}: reply to {context}",
-            self.name
-        );
+        assert_eq!(String::from_utf8_lossy(&got), want, "{}: reply to {context}", self.name);
     }
 
     /// Reads `VALUE` blocks up to `END`: (key, flags, cas, data) per block.
@@ -114,22 +105,14 @@ impl Conn {
                 "{}: expected VALUE or END in reply to {context}, got {text:?}",
                 self.name
             );
-            let flags: u32 = fields[2]
-                .parse()
-                .unwrap_or_else(|_| panic!("{}: bad flags in {text:?}", self.name));
-            let len: usize = fields[3]
-                .parse()
-                .unwrap_or_else(|_| panic!("{}: bad length in {text:?}", self.name));
-            let cas = fields.get(4).map(|c| {
-                c.parse::<u64>()
-                    .unwrap_or_else(|_| panic!("{}: bad cas in {text:?}", self.name))
-            });
+            let flags: u32 = fields[2].parse().unwrap_or_else(|_| panic!("{}: bad flags in {text:?}", self.name));
+            let len: usize = fields[3].parse().unwrap_or_else(|_| panic!("{}: bad length in {text:?}", self.name));
+            let cas = fields
+                .get(4)
+                .map(|c| c.parse::<u64>().unwrap_or_else(|_| panic!("{}: bad cas in {text:?}", self.name)));
             let mut data = vec![0u8; len + 2];
             if let Err(e) = self.reader.read_exact(&mut data) {
-                panic!(
-                    "{}: reading {len}-byte data block after {text:?} ({context}): {e}",
-                    self.name
-                );
+                panic!("{}: reading {len}-byte data block after {text:?} ({context}): {e}", self.name);
             }
             assert_eq!(
                 &data[len..],
