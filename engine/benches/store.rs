@@ -17,7 +17,7 @@ fn config(memory: usize) -> StoreConfig {
         limits: Limits { max_item_size: 1 << 20, cas_enabled: true },
         expected_items: None,
         memory_file: None,
-        huge_pages: false,
+        huge_pages: std::env::var_os("RINGCACHE_BENCH_HUGE_PAGES").is_some(),
         clock_base_unix: 0,
     }
 }
@@ -30,6 +30,15 @@ fn key(i: usize) -> [u8; 16] {
         n /= 10;
     }
     k
+}
+
+/// A pseudo-random walk over the key space (no stride a prefetcher could follow).
+fn next(i: &mut usize) -> usize {
+    let mut x = *i as u64 + 0x9e37_79b9_7f4a_7c15;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    *i = x as usize;
+    (x % KEYS as u64) as usize
 }
 
 fn filled(memory: usize) -> Store {
@@ -52,24 +61,17 @@ fn benches(c: &mut Criterion) {
     let mut store = filled(256 << 20);
     let mut i = 0usize;
     group.bench_function("get_hit_32B", |b| {
-        b.iter(|| {
-            i = (i + 7919) % KEYS;
-            black_box(store.get(&key(i), 100).map(|item| item.value.len()))
-        })
+        b.iter(|| black_box(store.get(&key(next(&mut i)), 100).map(|item| item.value.len())))
     });
     group.bench_function("get_miss", |b| {
         b.iter(|| {
-            i = (i + 7919) % KEYS;
-            let mut k = key(i);
+            let mut k = key(next(&mut i));
             k[0] = b'x';
             black_box(store.get(&k, 100).is_some())
         })
     });
     group.bench_function("set_overwrite_32B", |b| {
-        b.iter(|| {
-            i = (i + 7919) % KEYS;
-            black_box(store.store(StoreMode::Set, &key(i), 0, 0, &value, 0, 100))
-        })
+        b.iter(|| black_box(store.store(StoreMode::Set, &key(next(&mut i)), 0, 0, &value, 0, 100)))
     });
     // A store too small for the key space: every set of a new key evicts.
     group.bench_function("set_evicting_32B", |b| {

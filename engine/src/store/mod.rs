@@ -37,8 +37,8 @@ pub fn key_hasher() -> RandomState {
 
 /// Smallest segment; segments grow (in powers of two) to hold the largest item.
 pub const MIN_SEGMENT_SIZE: usize = 1 << 20;
-/// Without a hint, the index is sized for items of about this many bytes.
-const ASSUMED_ITEM_SIZE: usize = 96;
+/// Without a hint, the index starts sized for this many items (it grows incrementally).
+const INITIAL_EXPECTED_ITEMS: usize = 64 * 1024;
 /// Victims compacted (keeping hot items) before eviction drops a segment whole.
 const COMPACTIONS_PER_ALLOCATION: usize = 4;
 
@@ -187,7 +187,7 @@ impl Store {
         let loc_bits = bits_for(arena_len);
         let shard_bits = bits_for(config.nshards as u64);
         let gen_bits = u64::BITS - loc_bits - shard_bits;
-        let expected = config.expected_items.unwrap_or(seg_size * nsegs / ASSUMED_ITEM_SIZE);
+        let expected = config.expected_items.unwrap_or(INITIAL_EXPECTED_ITEMS);
         let (arena, reusable) = match &config.memory_file {
             Some(path) => Arena::file_backed(path, seg_size, nsegs, config.huge_pages)?,
             None => (Arena::anonymous(seg_size, nsegs, config.huge_pages)?, false),
