@@ -191,6 +191,9 @@ pub fn run_worker(index: usize, cfg: Arc<Config>, shared: Arc<Shared>) -> Thread
             return result;
         }
     }
+    // Open-loop sends wake on timers; the default 50 us timer slack would delay them.
+    // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
     let mut w = match Worker::new(index, Arc::clone(&cfg), Arc::clone(&shared)) {
         Ok(w) => w,
         Err(e) => {
