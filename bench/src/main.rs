@@ -1,6 +1,7 @@
 //! `ringcache-bench` entry point: parses the command line, installs the Ctrl-C handler, runs
 //! the benchmark and prints/writes the report. Exit status: 0 success, 1 verification
-//! mismatches, 2 the run failed (bad arguments, connection refused, server went away, ...).
+//! mismatches, 2 the run failed (bad arguments, connection refused, server went away, ...),
+//! 130 interrupted by SIGINT/SIGTERM (the partial report is still printed).
 
 use anyhow::Context;
 use clap::Parser;
@@ -48,6 +49,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
     if mismatches > 0 {
         eprintln!("ringcache-bench: {mismatches} value(s) failed verification");
         return Ok(ExitCode::from(1));
+    }
+    if outcome.interrupted {
+        return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -173,9 +173,12 @@ impl Report {
             Some(m) => {
                 let k = &m.counters;
                 let _ = writeln!(s);
+                let target = c
+                    .rate
+                    .map_or(String::new(), |r| format!(", target {r} ops/s"));
                 let _ = writeln!(
                     s,
-                    "throughput  {:.1} ops/s  ({} ops in {:.2} s)",
+                    "throughput  {:.1} ops/s  ({} ops in {:.2} s{target})",
                     m.ops_per_sec, m.ops, m.seconds
                 );
                 let hit = m
@@ -203,16 +206,23 @@ impl Report {
                         String::new()
                     }
                 );
+                if k.unsent > 0 {
+                    let _ = writeln!(
+                        s,
+                        "warning: {} requests due before the end were never sent: the target rate was not reached",
+                        k.unsent
+                    );
+                }
                 let _ = writeln!(s);
                 let _ = writeln!(
                     s,
-                    "{:<34}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+                    "{:<34}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}{:>11}",
                     "latency (us)", "p50", "p90", "p99", "p99.9", "p99.99", "max", "mean"
                 );
                 let row = |s: &mut String, name: &str, l: &LatencySummary| {
                     let _ = writeln!(
                         s,
-                        "{:<34}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>10.1}{:>10.1}",
+                        "{:<34} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
                         name,
                         l.p50_us,
                         l.p90_us,

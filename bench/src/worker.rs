@@ -44,6 +44,9 @@ const RBUF_MAX: usize = 64 * 1024 * 1024;
 /// With requests outstanding and no byte received for this many timeouts, the run fails.
 const UNRESPONSIVE_TIMEOUTS: u64 = 10;
 
+/// Client flags stored with every set (checked by `--verify`).
+const SET_FLAGS: u32 = 0;
+
 const TAG_RECV: u64 = 1;
 const TAG_SEND: u64 = 2;
 
@@ -176,6 +179,26 @@ struct Phase {
     last_measured_done: Option<u64>,
     interrupted: bool,
     rr: usize,
+}
+
+/// Open loop with a deadline: measured operations scheduled before the deadline that were
+/// never sent (the backlog when sending stopped).
+fn unsent(p: &Phase) -> u64 {
+    let (Some(o), Some(d)) = (&p.open, p.deadline) else {
+        return 0;
+    };
+    // First index scheduled at or after `t`.
+    let first_at = |t: u64| {
+        let mut i = (t.saturating_sub(o.start) as f64 / o.interval_ns).ceil() as u64;
+        while i > 0 && o.due(i - 1) >= t {
+            i -= 1;
+        }
+        while o.due(i) < t {
+            i += 1;
+        }
+        i
+    };
+    first_at(d).saturating_sub(o.next.max(first_at(p.measure_start)))
 }
 
 /// Runs one worker thread to completion.
@@ -617,13 +640,13 @@ impl Worker {
         }
     }
 
-    /// True while new operations may still start.
-    fn may_issue(&self, p: &Phase, intended: u64) -> bool {
+    /// True while an operation scheduled for `intended` may still start at `now`.
+    fn may_issue(&self, p: &Phase, intended: u64, now: u64) -> bool {
         if p.quota == Some(0) && intended >= p.measure_start {
             return false;
         }
         if let Some(d) = p.deadline {
-            if intended >= d {
+            if intended >= d || now >= d {
                 return false;
             }
         }
@@ -633,21 +656,11 @@ impl Worker {
         }
     }
 
-    fn backlog(&self, p: &Phase, now: u64) -> bool {
-        match &p.open {
-            Some(o) => {
-                let due = o.due(o.next);
-                due <= now && self.may_issue(p, due)
-            }
-            None => false,
-        }
-    }
-
     fn wait_ns(&self, p: &Phase, now: u64, next_tick: u64) -> u64 {
         let mut until = next_tick;
         if let Some(o) = &p.open {
             let due = o.due(o.next);
-            if self.may_issue(p, due) && self.groups.iter().any(|g| g.busy < p.depth) {
+            if self.may_issue(p, due, now) && self.groups.iter().any(|g| g.busy < p.depth) {
                 until = until.min(due);
             }
         }
@@ -665,6 +678,8 @@ impl Worker {
         until.saturating_sub(now)
     }
 
+    /// Once nothing more may be issued, waits for outstanding replies (at most the drain
+    /// limit), then closes the phase's books.
     fn phase_over(&mut self, p: &mut Phase, now: u64) -> bool {
         if p.tag == PhaseTag::Warmup && now >= p.measure_start {
             p.tag = PhaseTag::Measure;
@@ -673,26 +688,26 @@ impl Worker {
             Some(o) => o.due(o.next),
             None => now,
         };
-        if self.may_issue(p, next_intended) {
+        if self.may_issue(p, next_intended, now) {
             return false;
         }
         let ds = *p.drain_start.get_or_insert(now);
-        let busy = self.busy_slots();
-        let backlog = self.backlog(p, now);
-        if busy == 0 && !backlog {
-            return true;
+        let over = if self.busy_slots() == 0 {
+            true
+        } else if p.drain_limit.is_some_and(|lim| now >= ds + lim) {
+            self.give_up_outstanding(p);
+            true
+        } else {
+            false
+        };
+        if over {
+            p.rec.counters.unsent += unsent(p);
         }
-        if let Some(lim) = p.drain_limit {
-            if now >= ds + lim {
-                self.give_up_outstanding(p, now);
-                return true;
-            }
-        }
-        false
+        over
     }
 
-    /// At the end of the drain: outstanding requests count as timeouts, unsent ones as unsent.
-    fn give_up_outstanding(&mut self, p: &mut Phase, now: u64) {
+    /// At the end of the drain, requests still outstanding count as timeouts.
+    fn give_up_outstanding(&mut self, p: &mut Phase) {
         for g in &mut self.groups {
             for s in &mut g.slots {
                 if s.busy && !s.timed_out {
@@ -702,21 +717,6 @@ impl Worker {
                     }
                 }
             }
-        }
-        if let Some(o) = &p.open {
-            let mut i = o.next;
-            let mut unsent = 0u64;
-            while unsent < 1 << 40 {
-                let due = o.due(i);
-                if due > now || !self.may_issue(p, due) {
-                    break;
-                }
-                if due >= p.measure_start {
-                    unsent += 1;
-                }
-                i += 1;
-            }
-            p.rec.counters.unsent += unsent;
         }
     }
 
@@ -779,7 +779,7 @@ impl Worker {
         loop {
             let Some(o) = &p.open else { return };
             let due = o.due(o.next);
-            if due > now || !self.may_issue(p, due) {
+            if due > now || !self.may_issue(p, due, now) {
                 return;
             }
             let Some(g) = (0..n)
@@ -800,7 +800,7 @@ impl Worker {
 
     /// Starts one operation on group `g`; false if the phase has nothing left to issue.
     fn issue_op(&mut self, p: &mut Phase, g: usize, intended: u64, now: u64) -> bool {
-        if !self.may_issue(p, intended) {
+        if !self.may_issue(p, intended, now) {
             return false;
         }
         let measured = intended >= p.measure_start;
@@ -879,7 +879,7 @@ impl Worker {
                 OpKind::Set => {
                     self.keys.write_key(slot.keys[i].1, key);
                     let size = self.gen.next_value_size();
-                    protocol::set_header(out, key, 0, ttl, size);
+                    protocol::set_header(out, key, SET_FLAGS, ttl, size);
                     if verify_values {
                         let start = out.len();
                         out.resize(start + size, 0);
@@ -1036,7 +1036,7 @@ impl Worker {
                 OpKind::Get => match protocol::parse_get_item(buf).map_err(proto)? {
                     Parsed::Incomplete { need } => return Ok(need),
                     Parsed::Done { consumed, item } => match item {
-                        GetItem::Value { key, data, .. } => {
+                        GetItem::Value { key, flags, data } => {
                             slot.hits += 1;
                             if verify_values {
                                 let asked = keys.parse_key(key).is_some_and(|k| {
@@ -1044,7 +1044,10 @@ impl Worker {
                                         .iter()
                                         .any(|e| e.1 == k)
                                 });
-                                if !asked || verify::check_value(key, data).is_err() {
+                                if !asked
+                                    || flags != SET_FLAGS
+                                    || verify::check_value(key, data).is_err()
+                                {
                                     p.rec.counters.verify_mismatches += 1;
                                     interval.counters.verify_mismatches += 1;
                                 }
