@@ -1130,3 +1130,63 @@ impl Drop for Worker {
 pub fn counters_of(r: &Option<PhaseResult>) -> Counters {
     r.as_ref().map(|p| p.rec.counters).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_phase(
+        start: u64,
+        interval_ns: f64,
+        next: u64,
+        measure_start: u64,
+        deadline: u64,
+    ) -> Phase {
+        Phase {
+            tag: PhaseTag::Measure,
+            source: Source::Workload,
+            depth: 1,
+            open: Some(OpenLoop {
+                start,
+                interval_ns,
+                next,
+            }),
+            measure_start,
+            deadline: Some(deadline),
+            quota: None,
+            drain_limit: None,
+            drain_start: None,
+            rec: Recorder::default(),
+            last_measured_done: None,
+            interrupted: false,
+            rr: 0,
+        }
+    }
+
+    #[test]
+    fn schedule_is_evenly_spaced_from_the_start() {
+        let o = OpenLoop {
+            start: 1_000,
+            interval_ns: 250.5,
+            next: 0,
+        };
+        assert_eq!(o.due(0), 1_000);
+        assert_eq!(o.due(2), 1_501);
+        assert_eq!(o.due(1_000), 251_500);
+    }
+
+    #[test]
+    fn unsent_counts_the_measured_backlog_before_the_deadline() {
+        // One request per 1000 ns from t=0; measured from t=10_000; deadline t=100_000, so
+        // requests 10..=99 are measured ones.
+        assert_eq!(unsent(&open_phase(0, 1000.0, 100, 10_000, 100_000)), 0);
+        assert_eq!(unsent(&open_phase(0, 1000.0, 60, 10_000, 100_000)), 40);
+        // Backlog reaching into the warmup only counts the measured part.
+        assert_eq!(unsent(&open_phase(0, 1000.0, 5, 10_000, 100_000)), 90);
+        // A deadline between two scheduled times.
+        assert_eq!(unsent(&open_phase(0, 1000.0, 0, 0, 99_500)), 100);
+        let mut closed = open_phase(0, 1000.0, 0, 0, 100_000);
+        closed.open = None;
+        assert_eq!(unsent(&closed), 0);
+    }
+}
