@@ -575,6 +575,17 @@ impl Worker {
         }
     }
 
+    /// Records that the operation `ud` is no longer in flight, without acting on its result.
+    fn mark_completed(&mut self, ud: u64) {
+        if let Some(s) = self.socks.get_mut((ud >> 2) as usize) {
+            match ud & 3 {
+                TAG_RECV => s.recv_inflight = false,
+                TAG_SEND => s.send_inflight = false,
+                _ => {}
+            }
+        }
+    }
+
     fn server_name(&self, si: usize) -> String {
         self.cfg.servers[self.socks[si].server].name()
     }
@@ -611,14 +622,16 @@ impl Worker {
             let mut r = Ok(());
             for &(ud, res) in &cqes {
                 let si = (ud >> 2) as usize;
+                if r.is_err() {
+                    // Failing anyway: only keep the in-flight bookkeeping right for `Drop`.
+                    self.mark_completed(ud);
+                    continue;
+                }
                 r = match ud & 3 {
                     TAG_RECV => self.on_recv(p, si, res, now),
                     TAG_SEND => self.on_send(si, res),
                     _ => Ok(()),
                 };
-                if r.is_err() {
-                    break;
-                }
             }
             self.cqes = cqes;
             r?;
@@ -1110,14 +1123,7 @@ impl Drop for Worker {
             }
             self.collect_cqes();
             for i in 0..self.cqes.len() {
-                let (ud, _) = self.cqes[i];
-                if let Some(s) = self.socks.get_mut((ud >> 2) as usize) {
-                    match ud & 3 {
-                        TAG_RECV => s.recv_inflight = false,
-                        TAG_SEND => s.send_inflight = false,
-                        _ => {}
-                    }
-                }
+                self.mark_completed(self.cqes[i].0);
             }
         }
         if inflight(self) {
