@@ -1,7 +1,9 @@
 //! One load thread: owns its connections and drives them with io_uring.
 //!
-//! I/O model: one io_uring per thread (single issuer, deferred task running when the kernel
-//! supports it). Every socket always has one `recv` in flight into its own receive buffer and at
+//! I/O model: io_uring used directly (chosen over epoll so that all of a loop turn's sends and
+//! receive re-arms go to the kernel in one system call): one ring per thread (single issuer,
+//! deferred task running when the kernel supports it), sockets registered as fixed files. Every
+//! socket always has one `recv` in flight into its own receive buffer and at
 //! most one `send` in flight from its own send buffer; requests made while a send is in flight
 //! collect in a second buffer that is swapped in when the send completes. All buffers, slots and
 //! queues are allocated when the thread starts and reused, so issuing a request and handling its
@@ -21,7 +23,7 @@ use crate::affinity::{self, AffinityError};
 use crate::config::{Config, StopAt};
 use crate::ketama::Continuum;
 use crate::protocol::{self, GetItem, Parsed, ProtocolError, StoreReply};
-use crate::stats::{Counters, Recorder};
+use crate::stats::Recorder;
 use crate::sync::{PhaseTag, Shared};
 use crate::verify;
 use crate::workload::{Generator, KeySpace, OpKind, WorkloadError, MAX_KEY_LEN};
@@ -1140,11 +1142,6 @@ impl Drop for Worker {
             std::mem::forget(std::mem::take(&mut self.socks));
         }
     }
-}
-
-/// Sums a thread's counters for phases that may be missing.
-pub fn counters_of(r: &Option<PhaseResult>) -> Counters {
-    r.as_ref().map(|p| p.rec.counters).unwrap_or_default()
 }
 
 #[cfg(test)]
