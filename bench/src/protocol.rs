@@ -1,0 +1,395 @@
+//! memcached text protocol: request encoding into reusable buffers and incremental,
+//! allocation-free reply parsing that copes with replies split across reads.
+//!
+//! Parsers take the unread part of the receive buffer and return [`Parsed::Incomplete`] until a
+//! whole unit (one line, or one `VALUE` header plus its data block) is there; the caller keeps
+//! the bytes and calls again after the next read. A GET reply is consumed one unit at a time
+//! (`VALUE` blocks, then `END`), so a large multiget never has to be rescanned from its start.
+
+/// Longest reply line accepted before the stream is declared garbage (memcached's are short).
+pub const MAX_LINE: usize = 8192;
+
+/// A reply that cannot be a memcached text-protocol reply to what was sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("unexpected reply line {0:?}")]
+    UnexpectedLine(String),
+    #[error("malformed VALUE line {0:?}")]
+    BadValueLine(String),
+    #[error("VALUE data block not terminated by \\r\\n")]
+    BadDataTerminator,
+    #[error("reply line longer than {MAX_LINE} bytes without \\r\\n")]
+    LineTooLong,
+}
+
+/// Result of trying to parse one unit from the front of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed<T> {
+    /// Not enough bytes yet; `need` is the total length required when already known.
+    Incomplete { need: Option<usize> },
+    /// A unit of `consumed` bytes.
+    Done { consumed: usize, item: T },
+}
+
+/// Server error replies, which end the reply to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorReply {
+    /// `ERROR` (unknown command).
+    Error,
+    /// `CLIENT_ERROR <msg>`.
+    Client,
+    /// `SERVER_ERROR <msg>`.
+    Server,
+}
+
+/// One unit of a GET reply.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GetItem<'a> {
+    Value {
+        key: &'a [u8],
+        flags: u32,
+        data: &'a [u8],
+    },
+    End,
+    Error(ErrorReply),
+}
+
+/// The reply to a storage command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreReply {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+    Error(ErrorReply),
+}
+
+fn lossy(line: &[u8]) -> String {
+    String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned()
+}
+
+/// Finds the first line; returns (line without \r\n, bytes including \r\n).
+fn line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ProtocolError> {
+    match memchr::memchr(b'\n', buf) {
+        Some(nl) => {
+            let end = if nl > 0 && buf[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
+            Ok(Some((&buf[..end], nl + 1)))
+        }
+        None if buf.len() > MAX_LINE => Err(ProtocolError::LineTooLong),
+        None => Ok(None),
+    }
+}
+
+fn error_reply(line: &[u8]) -> Option<ErrorReply> {
+    if line == b"ERROR" || line.starts_with(b"ERROR ") {
+        Some(ErrorReply::Error)
+    } else if line.starts_with(b"CLIENT_ERROR") {
+        Some(ErrorReply::Client)
+    } else if line.starts_with(b"SERVER_ERROR") {
+        Some(ErrorReply::Server)
+    } else {
+        None
+    }
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(v)
+}
+
+/// Parses the next unit of a GET/GETS reply.
+pub fn parse_get_item(buf: &[u8]) -> Result<Parsed<GetItem<'_>>, ProtocolError> {
+    let Some((l, header_len)) = line(buf)? else {
+        return Ok(Parsed::Incomplete { need: None });
+    };
+    if l == b"END" {
+        return Ok(Parsed::Done {
+            consumed: header_len,
+            item: GetItem::End,
+        });
+    }
+    if let Some(e) = error_reply(l) {
+        return Ok(Parsed::Done {
+            consumed: header_len,
+            item: GetItem::Error(e),
+        });
+    }
+    let Some(rest) = l.strip_prefix(b"VALUE ") else {
+        return Err(ProtocolError::UnexpectedLine(lossy(l)));
+    };
+    let mut fields = rest.split(|&b| b == b' ').filter(|f| !f.is_empty());
+    let bad = || ProtocolError::BadValueLine(lossy(l));
+    let key = fields.next().ok_or_else(bad)?;
+    let flags = fields
+        .next()
+        .and_then(parse_u64)
+        .and_then(|f| u32::try_from(f).ok())
+        .ok_or_else(bad)?;
+    let len = fields
+        .next()
+        .and_then(parse_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(bad)?;
+    // An optional CAS unique may follow; anything after that is malformed.
+    if let Some(cas) = fields.next() {
+        parse_u64(cas).ok_or_else(bad)?;
+    }
+    if fields.next().is_some() {
+        return Err(bad());
+    }
+    let total = header_len
+        .checked_add(len)
+        .and_then(|n| n.checked_add(2))
+        .ok_or_else(bad)?;
+    if buf.len() < total {
+        return Ok(Parsed::Incomplete { need: Some(total) });
+    }
+    if &buf[total - 2..total] != b"\r\n" {
+        return Err(ProtocolError::BadDataTerminator);
+    }
+    Ok(Parsed::Done {
+        consumed: total,
+        item: GetItem::Value {
+            key,
+            flags,
+            data: &buf[header_len..header_len + len],
+        },
+    })
+}
+
+/// Parses the reply to a storage command (set/add/replace/...).
+pub fn parse_store_reply(buf: &[u8]) -> Result<Parsed<StoreReply>, ProtocolError> {
+    let Some((l, consumed)) = line(buf)? else {
+        return Ok(Parsed::Incomplete { need: None });
+    };
+    let item = match l {
+        b"STORED" => StoreReply::Stored,
+        b"NOT_STORED" => StoreReply::NotStored,
+        b"EXISTS" => StoreReply::Exists,
+        b"NOT_FOUND" => StoreReply::NotFound,
+        _ => match error_reply(l) {
+            Some(e) => StoreReply::Error(e),
+            None => return Err(ProtocolError::UnexpectedLine(lossy(l))),
+        },
+    };
+    Ok(Parsed::Done { consumed, item })
+}
+
+/// Appends the decimal form of `v`.
+pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+/// Starts a `get` request; add keys with [`push_get_key`] and finish with [`end_line`].
+pub fn begin_get(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"get");
+}
+
+/// Appends one key to a `get` started with [`begin_get`].
+pub fn push_get_key(out: &mut Vec<u8>, key: &[u8]) {
+    out.push(b' ');
+    out.extend_from_slice(key);
+}
+
+/// Ends a command line or a data block.
+pub fn end_line(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `set <key> <flags> <ttl> <len>\r\n`; the caller appends `len` data bytes and then
+/// [`end_line`].
+pub fn set_header(out: &mut Vec<u8>, key: &[u8], flags: u32, ttl: u32, len: usize) {
+    out.extend_from_slice(b"set ");
+    out.extend_from_slice(key);
+    out.push(b' ');
+    push_u64(out, u64::from(flags));
+    out.push(b' ');
+    push_u64(out, u64::from(ttl));
+    out.push(b' ');
+    push_u64(out, len as u64);
+    end_line(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_requests() {
+        let mut out = Vec::new();
+        begin_get(&mut out);
+        push_get_key(&mut out, b"a");
+        push_get_key(&mut out, b"bb");
+        end_line(&mut out);
+        set_header(&mut out, b"k", 0, 3600, 5);
+        out.extend_from_slice(b"hello");
+        end_line(&mut out);
+        assert_eq!(out, b"get a bb\r\nset k 0 3600 5\r\nhello\r\n");
+        let mut n = Vec::new();
+        push_u64(&mut n, 0);
+        push_u64(&mut n, u64::MAX);
+        assert_eq!(n, b"018446744073709551615");
+    }
+
+    /// (key, flags, data) of one VALUE block.
+    type OwnedValue = (Vec<u8>, u32, Vec<u8>);
+
+    /// Walks a full GET reply the way the worker does, returning the values and the terminator.
+    fn walk(buf: &[u8]) -> (Vec<OwnedValue>, GetItemOwned, usize) {
+        let mut at = 0;
+        let mut values = Vec::new();
+        loop {
+            match parse_get_item(&buf[at..]).unwrap() {
+                Parsed::Incomplete { .. } => panic!("incomplete at {at}"),
+                Parsed::Done { consumed, item } => {
+                    at += consumed;
+                    match item {
+                        GetItem::Value { key, flags, data } => {
+                            values.push((key.to_vec(), flags, data.to_vec()))
+                        }
+                        GetItem::End => return (values, GetItemOwned::End, at),
+                        GetItem::Error(e) => return (values, GetItemOwned::Error(e), at),
+                    }
+                }
+            }
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum GetItemOwned {
+        End,
+        Error(ErrorReply),
+    }
+
+    #[test]
+    fn parses_value_blocks_and_end() {
+        let reply = b"VALUE k1 5 3\r\nabc\r\nVALUE k2 0 4 99\r\na\r\nb\r\nEND\r\nSTORED\r\n";
+        let (values, end, used) = walk(reply);
+        assert_eq!(end, GetItemOwned::End);
+        assert_eq!(
+            values,
+            vec![
+                (b"k1".to_vec(), 5, b"abc".to_vec()),
+                (b"k2".to_vec(), 0, b"a\r\nb".to_vec()),
+            ]
+        );
+        assert_eq!(&reply[used..], b"STORED\r\n", "stops at the reply's end");
+    }
+
+    #[test]
+    fn every_split_point_is_incomplete_until_the_unit_is_whole() {
+        let unit = b"VALUE key:000001 0 10\r\n0123456789\r\n";
+        for cut in 0..unit.len() {
+            match parse_get_item(&unit[..cut]).unwrap() {
+                Parsed::Incomplete { need } => {
+                    if let Some(n) = need {
+                        assert_eq!(n, unit.len());
+                    }
+                }
+                Parsed::Done { .. } => panic!("done with only {cut} bytes"),
+            }
+        }
+        assert!(matches!(
+            parse_get_item(unit).unwrap(),
+            Parsed::Done { consumed, .. } if consumed == unit.len()
+        ));
+        assert_eq!(
+            parse_get_item(b"EN").unwrap(),
+            Parsed::Incomplete { need: None }
+        );
+        assert_eq!(
+            parse_store_reply(b"STOR").unwrap(),
+            Parsed::Incomplete { need: None }
+        );
+    }
+
+    #[test]
+    fn error_lines_end_a_reply() {
+        let (v, end, _) = walk(b"VALUE a 0 1\r\nx\r\nSERVER_ERROR out of memory\r\n");
+        assert_eq!(v.len(), 1);
+        assert_eq!(end, GetItemOwned::Error(ErrorReply::Server));
+        assert_eq!(walk(b"ERROR\r\n").1, GetItemOwned::Error(ErrorReply::Error));
+        assert_eq!(
+            walk(b"CLIENT_ERROR bad command line format\r\n").1,
+            GetItemOwned::Error(ErrorReply::Client)
+        );
+        for (line, want) in [
+            (&b"STORED\r\n"[..], StoreReply::Stored),
+            (b"NOT_STORED\r\n", StoreReply::NotStored),
+            (b"EXISTS\r\n", StoreReply::Exists),
+            (b"NOT_FOUND\r\n", StoreReply::NotFound),
+            (
+                b"SERVER_ERROR object too large for cache\r\n",
+                StoreReply::Error(ErrorReply::Server),
+            ),
+            (
+                b"CLIENT_ERROR bad data chunk\r\n",
+                StoreReply::Error(ErrorReply::Client),
+            ),
+            (b"ERROR\r\n", StoreReply::Error(ErrorReply::Error)),
+        ] {
+            assert_eq!(
+                parse_store_reply(line).unwrap(),
+                Parsed::Done {
+                    consumed: line.len(),
+                    item: want
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(matches!(
+            parse_get_item(b"HELLO\r\n"),
+            Err(ProtocolError::UnexpectedLine(_))
+        ));
+        assert!(matches!(
+            parse_store_reply(b"END\r\n"),
+            Err(ProtocolError::UnexpectedLine(_))
+        ));
+        for bad in [
+            &b"VALUE k\r\n"[..],
+            b"VALUE k x 3\r\n",
+            b"VALUE k 0 -3\r\n",
+            b"VALUE k 0 3 cas!\r\n",
+            b"VALUE k 0 3 1 2\r\n",
+            b"VALUE k 99999999999 3\r\n",
+        ] {
+            assert!(
+                matches!(parse_get_item(bad), Err(ProtocolError::BadValueLine(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            parse_get_item(b"VALUE k 0 3\r\nabcXY"),
+            Err(ProtocolError::BadDataTerminator)
+        );
+        let long = vec![b'x'; MAX_LINE + 1];
+        assert_eq!(parse_get_item(&long), Err(ProtocolError::LineTooLong));
+    }
+}

@@ -1,0 +1,160 @@
+//! Runs a benchmark: starts one worker thread per configured CPU, prints the once-a-second
+//! progress line while they run, and merges their results into an [`Outcome`].
+
+use crate::config::Config;
+use crate::stats::{Counters, LatencySummary, Recorder};
+use crate::sync::{PhaseTag, Shared};
+use crate::worker::{self, ThreadResult, WorkerError};
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Merged result of one phase over all threads.
+#[derive(Debug, Clone)]
+pub struct PhaseTotals {
+    pub rec: Recorder,
+    /// The longest per-thread measured time.
+    pub elapsed: Duration,
+}
+
+impl PhaseTotals {
+    pub fn ops_per_sec(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.rec.counters.ops as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Everything a run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub prefill: Option<PhaseTotals>,
+    pub measure: Option<PhaseTotals>,
+    /// The first failure of any thread (the others were stopped because of it).
+    pub error: Option<WorkerError>,
+    /// Stopped early by the stop flag (Ctrl-C) rather than by a failure.
+    pub interrupted: bool,
+}
+
+impl Outcome {
+    pub fn counters(&self) -> Counters {
+        self.measure
+            .as_ref()
+            .map(|m| m.rec.counters)
+            .unwrap_or_default()
+    }
+}
+
+fn merge(phases: impl Iterator<Item = worker::PhaseResult>) -> Option<PhaseTotals> {
+    let mut out: Option<PhaseTotals> = None;
+    for p in phases {
+        let t = out.get_or_insert_with(|| PhaseTotals {
+            rec: Recorder::default(),
+            elapsed: Duration::ZERO,
+        });
+        t.rec.merge(&p.rec);
+        t.elapsed = t.elapsed.max(p.elapsed);
+    }
+    out
+}
+
+/// Runs the benchmark described by `cfg`. `stop` ends it early when set (e.g. by Ctrl-C).
+/// With `progress`, a status line on stderr is rewritten every second.
+pub fn run(cfg: Arc<Config>, stop: Arc<AtomicBool>, progress: bool) -> Outcome {
+    let threads = cfg.threads();
+    let shared = Arc::new(Shared::new(threads, stop));
+    let mut handles = Vec::with_capacity(threads);
+    let mut spawn_error = None;
+    for i in 0..threads {
+        let (c, s) = (Arc::clone(&cfg), Arc::clone(&shared));
+        match std::thread::Builder::new()
+            .name(format!("bench-{i}"))
+            .spawn(move || worker::run_worker(i, c, s))
+        {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                shared.request_stop();
+                spawn_error = Some(WorkerError::Ring(e));
+                break;
+            }
+        }
+    }
+
+    let started = Instant::now();
+    let mut last = started;
+    let mut printed = false;
+    while !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = Instant::now();
+        if now.duration_since(last) >= Duration::from_secs(1) {
+            let (rec, phase) = shared.take_interval();
+            if progress {
+                print_progress(&rec, phase, now.duration_since(last), started.elapsed());
+                printed = true;
+            }
+            last = now;
+        }
+    }
+    if printed {
+        eprintln!();
+    }
+
+    let mut results: Vec<ThreadResult> = Vec::with_capacity(threads);
+    for h in handles {
+        match h.join() {
+            Ok(r) => results.push(r),
+            Err(_) => {
+                results.push(ThreadResult {
+                    error: Some(WorkerError::Ring(std::io::Error::other(
+                        "a worker thread panicked",
+                    ))),
+                    ..ThreadResult::default()
+                });
+            }
+        }
+    }
+    let mut error = spawn_error;
+    for r in &mut results {
+        if error.is_none() {
+            error = r.error.take();
+        }
+    }
+    let interrupted = error.is_none() && shared.stopped();
+    Outcome {
+        prefill: merge(results.iter_mut().filter_map(|r| r.prefill.take())),
+        measure: merge(results.iter_mut().filter_map(|r| r.measure.take())),
+        error,
+        interrupted,
+    }
+}
+
+fn print_progress(rec: &Recorder, phase: PhaseTag, dt: Duration, total: Duration) {
+    let c = &rec.counters;
+    let l = LatencySummary::of(&rec.latency);
+    let label = match phase {
+        PhaseTag::Connecting => "connect",
+        PhaseTag::Prefill => "prefill",
+        PhaseTag::Warmup => "warmup",
+        PhaseTag::Measure => "measure",
+    };
+    let hit = c
+        .hit_ratio()
+        .map_or_else(|| "   -  ".to_string(), |h| format!("{:5.1}%", h * 100.0));
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r[{:>4.0}s {label:>7}] {:>10.0} ops/s  hit {hit}  p50 {:>8.1}us  p99 {:>8.1}us  errors {}  timeouts {}  mismatches {}\x1b[K",
+        total.as_secs_f64(),
+        c.ops as f64 / dt.as_secs_f64().max(1e-9),
+        l.p50_us,
+        l.p99_us,
+        c.errors,
+        c.timeouts,
+        c.verify_mismatches,
+    );
+    let _ = err.flush();
+}
