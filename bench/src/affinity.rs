@@ -22,10 +22,9 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, AffinityError> {
             return Err(bad());
         }
         let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (
-                a.trim().parse::<usize>().map_err(|_| bad())?,
-                b.trim().parse::<usize>().map_err(|_| bad())?,
-            ),
+            Some((a, b)) => {
+                (a.trim().parse::<usize>().map_err(|_| bad())?, b.trim().parse::<usize>().map_err(|_| bad())?)
+            }
             None => {
                 let c = part.parse::<usize>().map_err(|_| bad())?;
                 (c, c)
@@ -47,10 +46,7 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, AffinityError> {
 /// Pins the calling thread to `cpu`.
 pub fn pin_current_thread(cpu: usize) -> Result<(), AffinityError> {
     if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(AffinityError::Pin {
-            cpu,
-            reason: "beyond CPU_SETSIZE".into(),
-        });
+        return Err(AffinityError::Pin { cpu, reason: "beyond CPU_SETSIZE".into() });
     }
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it (cpu checked
     // above), and sched_setaffinity reads exactly size_of::<cpu_set_t>() bytes from it.
@@ -61,10 +57,7 @@ pub fn pin_current_thread(cpu: usize) -> Result<(), AffinityError> {
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
     };
     if rc != 0 {
-        return Err(AffinityError::Pin {
-            cpu,
-            reason: std::io::Error::last_os_error().to_string(),
-        });
+        return Err(AffinityError::Pin { cpu, reason: std::io::Error::last_os_error().to_string() });
     }
     Ok(())
 }
@@ -87,9 +80,6 @@ mod tests {
 
     #[test]
     fn pins_to_cpu_zero() {
-        std::thread::spawn(|| pin_current_thread(0))
-            .join()
-            .expect("thread ran")
-            .expect("CPU 0 exists");
+        std::thread::spawn(|| pin_current_thread(0)).join().expect("thread ran").expect("CPU 0 exists");
     }
 }

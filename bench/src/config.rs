@@ -173,12 +173,8 @@ fn seconds(v: f64, what: &'static str) -> Result<Duration, ConfigError> {
 
 fn parse_server(s: &str) -> Result<Server, ConfigError> {
     let s = s.trim();
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| ConfigError::BadServer(s.to_string()))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| ConfigError::BadServer(s.to_string()))?;
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| ConfigError::BadServer(s.to_string()))?;
+    let port: u16 = port.parse().map_err(|_| ConfigError::BadServer(s.to_string()))?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if bare.is_empty() {
         return Err(ConfigError::BadServer(s.to_string()));
@@ -187,28 +183,15 @@ fn parse_server(s: &str) -> Result<Server, ConfigError> {
         .to_socket_addrs()
         .map_err(|e| ConfigError::Resolve(s.to_string(), e))?
         .next()
-        .ok_or_else(|| {
-            ConfigError::Resolve(s.to_string(), std::io::Error::other("no addresses"))
-        })?;
-    Ok(Server {
-        host: host.to_string(),
-        port,
-        addr,
-    })
+        .ok_or_else(|| ConfigError::Resolve(s.to_string(), std::io::Error::other("no addresses")))?;
+    Ok(Server { host: host.to_string(), port, addr })
 }
 
 impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
-        let servers = cli
-            .servers
-            .iter()
-            .map(|s| parse_server(s))
-            .collect::<Result<Vec<_>, _>>()?;
+        let servers = cli.servers.iter().map(|s| parse_server(s)).collect::<Result<Vec<_>, _>>()?;
         let cpus = match &cli.cpus {
-            Some(list) => affinity::parse_cpu_list(list)?
-                .into_iter()
-                .map(Some)
-                .collect(),
+            Some(list) => affinity::parse_cpu_list(list)?.into_iter().map(Some).collect(),
             None => {
                 if cli.threads == 0 {
                     return Err(ConfigError::Zero("--threads"));
@@ -216,11 +199,9 @@ impl Config {
                 vec![None; cli.threads]
             }
         };
-        for (v, name) in [
-            (cli.connections, "--connections"),
-            (cli.pipeline, "--pipeline"),
-            (cli.multiget, "--multiget"),
-        ] {
+        for (v, name) in
+            [(cli.connections, "--connections"), (cli.pipeline, "--pipeline"), (cli.multiget, "--multiget")]
+        {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
             }
@@ -339,18 +320,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_combinations() {
-        assert!(matches!(
-            cfg(&["--verify", "--value-size", "8"]),
-            Err(ConfigError::ValueTooSmallForVerify(_))
-        ));
-        assert!(matches!(
-            cfg(&["--servers", "nohost"]),
-            Err(ConfigError::BadServer(_))
-        ));
-        assert!(matches!(
-            cfg(&["--pipeline", "0"]),
-            Err(ConfigError::Zero(_))
-        ));
+        assert!(matches!(cfg(&["--verify", "--value-size", "8"]), Err(ConfigError::ValueTooSmallForVerify(_))));
+        assert!(matches!(cfg(&["--servers", "nohost"]), Err(ConfigError::BadServer(_))));
+        assert!(matches!(cfg(&["--pipeline", "0"]), Err(ConfigError::Zero(_))));
         assert!(matches!(cfg(&["--rate", "0"]), Err(ConfigError::BadRate)));
         assert!(matches!(
             cfg(&["--keys", "100000", "--key-size", "6"]),

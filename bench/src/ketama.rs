@@ -44,10 +44,7 @@ impl Continuum {
             }
         }
         points.sort_by_key(|&(p, _)| p);
-        Continuum {
-            points,
-            servers: servers.len(),
-        }
+        Continuum { points, servers: servers.len() }
     }
 
     pub fn servers(&self) -> usize {
@@ -104,11 +101,8 @@ mod tests {
                 continue;
             }
             let mut parts = line.split(' ');
-            let (key, idx, name) = (
-                parts.next().unwrap(),
-                parts.next().unwrap().parse::<usize>().unwrap(),
-                parts.next().unwrap(),
-            );
+            let (key, idx, name) =
+                (parts.next().unwrap(), parts.next().unwrap().parse::<usize>().unwrap(), parts.next().unwrap());
             let (c, servers) = ring.as_ref().expect("servers line first");
             let got = c.server_for(key.as_bytes());
             assert_eq!(got, idx, "key {key}");
@@ -139,11 +133,7 @@ mod tests {
 
     #[test]
     fn spreads_keys_roughly_evenly() {
-        let c = Continuum::new(&[
-            ("127.0.0.1", 20001u16),
-            ("127.0.0.1", 20002),
-            ("127.0.0.1", 20003),
-        ]);
+        let c = Continuum::new(&[("127.0.0.1", 20001u16), ("127.0.0.1", 20002), ("127.0.0.1", 20003)]);
         let mut counts = [0u32; 3];
         for i in 0..30_000 {
             counts[c.server_for(format!("key:{i:06}").as_bytes())] += 1;

@@ -45,11 +45,7 @@ pub enum ErrorReply {
 /// One unit of a GET reply.
 #[derive(Debug, PartialEq, Eq)]
 pub enum GetItem<'a> {
-    Value {
-        key: &'a [u8],
-        flags: u32,
-        data: &'a [u8],
-    },
+    Value { key: &'a [u8], flags: u32, data: &'a [u8] },
     End,
     Error(ErrorReply),
 }
@@ -72,11 +68,7 @@ fn lossy(line: &[u8]) -> String {
 fn line(buf: &[u8]) -> Result<Option<(&[u8], usize)>, ProtocolError> {
     match memchr::memchr(b'\n', buf) {
         Some(nl) => {
-            let end = if nl > 0 && buf[nl - 1] == b'\r' {
-                nl - 1
-            } else {
-                nl
-            };
+            let end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
             Ok(Some((&buf[..end], nl + 1)))
         }
         None if buf.len() > MAX_LINE => Err(ProtocolError::LineTooLong),
@@ -116,16 +108,10 @@ pub fn parse_get_item(buf: &[u8]) -> Result<Parsed<GetItem<'_>>, ProtocolError> 
         return Ok(Parsed::Incomplete { need: None });
     };
     if l == b"END" {
-        return Ok(Parsed::Done {
-            consumed: header_len,
-            item: GetItem::End,
-        });
+        return Ok(Parsed::Done { consumed: header_len, item: GetItem::End });
     }
     if let Some(e) = error_reply(l) {
-        return Ok(Parsed::Done {
-            consumed: header_len,
-            item: GetItem::Error(e),
-        });
+        return Ok(Parsed::Done { consumed: header_len, item: GetItem::Error(e) });
     }
     let Some(rest) = l.strip_prefix(b"VALUE ") else {
         return Err(ProtocolError::UnexpectedLine(lossy(l)));
@@ -133,16 +119,8 @@ pub fn parse_get_item(buf: &[u8]) -> Result<Parsed<GetItem<'_>>, ProtocolError> 
     let mut fields = rest.split(|&b| b == b' ').filter(|f| !f.is_empty());
     let bad = || ProtocolError::BadValueLine(lossy(l));
     let key = fields.next().ok_or_else(bad)?;
-    let flags = fields
-        .next()
-        .and_then(parse_u64)
-        .and_then(|f| u32::try_from(f).ok())
-        .ok_or_else(bad)?;
-    let len = fields
-        .next()
-        .and_then(parse_u64)
-        .and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(bad)?;
+    let flags = fields.next().and_then(parse_u64).and_then(|f| u32::try_from(f).ok()).ok_or_else(bad)?;
+    let len = fields.next().and_then(parse_u64).and_then(|n| usize::try_from(n).ok()).ok_or_else(bad)?;
     // An optional CAS unique may follow; anything after that is malformed.
     if let Some(cas) = fields.next() {
         parse_u64(cas).ok_or_else(bad)?;
@@ -150,24 +128,14 @@ pub fn parse_get_item(buf: &[u8]) -> Result<Parsed<GetItem<'_>>, ProtocolError> 
     if fields.next().is_some() {
         return Err(bad());
     }
-    let total = header_len
-        .checked_add(len)
-        .and_then(|n| n.checked_add(2))
-        .ok_or_else(bad)?;
+    let total = header_len.checked_add(len).and_then(|n| n.checked_add(2)).ok_or_else(bad)?;
     if buf.len() < total {
         return Ok(Parsed::Incomplete { need: Some(total) });
     }
     if &buf[total - 2..total] != b"\r\n" {
         return Err(ProtocolError::BadDataTerminator);
     }
-    Ok(Parsed::Done {
-        consumed: total,
-        item: GetItem::Value {
-            key,
-            flags,
-            data: &buf[header_len..header_len + len],
-        },
-    })
+    Ok(Parsed::Done { consumed: total, item: GetItem::Value { key, flags, data: &buf[header_len..header_len + len] } })
 }
 
 /// Parses the reply to a storage command (set/add/replace/...).
@@ -267,9 +235,7 @@ mod tests {
                 Parsed::Done { consumed, item } => {
                     at += consumed;
                     match item {
-                        GetItem::Value { key, flags, data } => {
-                            values.push((key.to_vec(), flags, data.to_vec()))
-                        }
+                        GetItem::Value { key, flags, data } => values.push((key.to_vec(), flags, data.to_vec())),
                         GetItem::End => return (values, GetItemOwned::End, at),
                         GetItem::Error(e) => return (values, GetItemOwned::Error(e), at),
                     }
@@ -289,13 +255,7 @@ mod tests {
         let reply = b"VALUE k1 5 3\r\nabc\r\nVALUE k2 0 4 99\r\na\r\nb\r\nEND\r\nSTORED\r\n";
         let (values, end, used) = walk(reply);
         assert_eq!(end, GetItemOwned::End);
-        assert_eq!(
-            values,
-            vec![
-                (b"k1".to_vec(), 5, b"abc".to_vec()),
-                (b"k2".to_vec(), 0, b"a\r\nb".to_vec()),
-            ]
-        );
+        assert_eq!(values, vec![(b"k1".to_vec(), 5, b"abc".to_vec()), (b"k2".to_vec(), 0, b"a\r\nb".to_vec()),]);
         assert_eq!(&reply[used..], b"STORED\r\n", "stops at the reply's end");
     }
 
@@ -316,14 +276,8 @@ mod tests {
             parse_get_item(unit).unwrap(),
             Parsed::Done { consumed, .. } if consumed == unit.len()
         ));
-        assert_eq!(
-            parse_get_item(b"EN").unwrap(),
-            Parsed::Incomplete { need: None }
-        );
-        assert_eq!(
-            parse_store_reply(b"STOR").unwrap(),
-            Parsed::Incomplete { need: None }
-        );
+        assert_eq!(parse_get_item(b"EN").unwrap(), Parsed::Incomplete { need: None });
+        assert_eq!(parse_store_reply(b"STOR").unwrap(), Parsed::Incomplete { need: None });
     }
 
     #[test]
@@ -332,45 +286,24 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert_eq!(end, GetItemOwned::Error(ErrorReply::Server));
         assert_eq!(walk(b"ERROR\r\n").1, GetItemOwned::Error(ErrorReply::Error));
-        assert_eq!(
-            walk(b"CLIENT_ERROR bad command line format\r\n").1,
-            GetItemOwned::Error(ErrorReply::Client)
-        );
+        assert_eq!(walk(b"CLIENT_ERROR bad command line format\r\n").1, GetItemOwned::Error(ErrorReply::Client));
         for (line, want) in [
             (&b"STORED\r\n"[..], StoreReply::Stored),
             (b"NOT_STORED\r\n", StoreReply::NotStored),
             (b"EXISTS\r\n", StoreReply::Exists),
             (b"NOT_FOUND\r\n", StoreReply::NotFound),
-            (
-                b"SERVER_ERROR object too large for cache\r\n",
-                StoreReply::Error(ErrorReply::Server),
-            ),
-            (
-                b"CLIENT_ERROR bad data chunk\r\n",
-                StoreReply::Error(ErrorReply::Client),
-            ),
+            (b"SERVER_ERROR object too large for cache\r\n", StoreReply::Error(ErrorReply::Server)),
+            (b"CLIENT_ERROR bad data chunk\r\n", StoreReply::Error(ErrorReply::Client)),
             (b"ERROR\r\n", StoreReply::Error(ErrorReply::Error)),
         ] {
-            assert_eq!(
-                parse_store_reply(line).unwrap(),
-                Parsed::Done {
-                    consumed: line.len(),
-                    item: want
-                }
-            );
+            assert_eq!(parse_store_reply(line).unwrap(), Parsed::Done { consumed: line.len(), item: want });
         }
     }
 
     #[test]
     fn rejects_garbage() {
-        assert!(matches!(
-            parse_get_item(b"HELLO\r\n"),
-            Err(ProtocolError::UnexpectedLine(_))
-        ));
-        assert!(matches!(
-            parse_store_reply(b"END\r\n"),
-            Err(ProtocolError::UnexpectedLine(_))
-        ));
+        assert!(matches!(parse_get_item(b"HELLO\r\n"), Err(ProtocolError::UnexpectedLine(_))));
+        assert!(matches!(parse_store_reply(b"END\r\n"), Err(ProtocolError::UnexpectedLine(_))));
         for bad in [
             &b"VALUE k\r\n"[..],
             b"VALUE k x 3\r\n",
@@ -385,10 +318,7 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        assert_eq!(
-            parse_get_item(b"VALUE k 0 3\r\nabcXY"),
-            Err(ProtocolError::BadDataTerminator)
-        );
+        assert_eq!(parse_get_item(b"VALUE k 0 3\r\nabcXY"), Err(ProtocolError::BadDataTerminator));
         let long = vec![b'x'; MAX_LINE + 1];
         assert_eq!(parse_get_item(&long), Err(ProtocolError::LineTooLong));
     }

@@ -125,11 +125,7 @@ impl Report {
         let cpus = if c.cpus.iter().all(Option::is_none) {
             "unpinned".to_string()
         } else {
-            let list: Vec<String> = c
-                .cpus
-                .iter()
-                .map(|x| x.map_or("-".into(), |v| v.to_string()))
-                .collect();
+            let list: Vec<String> = c.cpus.iter().map(|x| x.map_or("-".into(), |v| v.to_string())).collect();
             format!("cpus {}", list.join(","))
         };
         let mode = match c.rate {
@@ -158,12 +154,7 @@ impl Report {
             let _ = writeln!(
                 s,
                 "prefill: {} sets in {:.2} s ({:.0} ops/s), stored {}, errors {}, timeouts {}",
-                p.ops,
-                p.seconds,
-                p.ops_per_sec,
-                p.counters.stored,
-                p.counters.errors,
-                p.counters.timeouts
+                p.ops, p.seconds, p.ops_per_sec, p.counters.stored, p.counters.errors, p.counters.timeouts
             );
         }
         match &self.measured {
@@ -173,38 +164,26 @@ impl Report {
             Some(m) => {
                 let k = &m.counters;
                 let _ = writeln!(s);
-                let target = c
-                    .rate
-                    .map_or(String::new(), |r| format!(", target {r} ops/s"));
+                let target = c.rate.map_or(String::new(), |r| format!(", target {r} ops/s"));
                 let _ = writeln!(
                     s,
                     "throughput  {:.1} ops/s  ({} ops in {:.2} s{target})",
                     m.ops_per_sec, m.ops, m.seconds
                 );
-                let hit = m
-                    .hit_ratio
-                    .map_or("-".to_string(), |h| format!("{:.2}%", h * 100.0));
+                let hit = m.hit_ratio.map_or("-".to_string(), |h| format!("{:.2}%", h * 100.0));
                 let _ = writeln!(
                     s,
                     "gets        {}  ({} keys: {} hits, {} misses, hit ratio {hit})",
                     k.gets, k.get_keys, k.hits, k.misses
                 );
-                let _ = writeln!(
-                    s,
-                    "sets        {}  ({} stored, {} not stored)",
-                    k.sets, k.stored, k.not_stored
-                );
+                let _ = writeln!(s, "sets        {}  ({} stored, {} not stored)", k.sets, k.stored, k.not_stored);
                 let _ = writeln!(
                     s,
                     "errors {}  timeouts {}  verify mismatches {}{}",
                     k.errors,
                     k.timeouts,
                     k.verify_mismatches,
-                    if c.rate.is_some() {
-                        format!("  unsent {}", k.unsent)
-                    } else {
-                        String::new()
-                    }
+                    if c.rate.is_some() { format!("  unsent {}", k.unsent) } else { String::new() }
                 );
                 if k.unsent > 0 {
                     let _ = writeln!(
@@ -223,14 +202,7 @@ impl Report {
                     let _ = writeln!(
                         s,
                         "{:<34} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
-                        name,
-                        l.p50_us,
-                        l.p90_us,
-                        l.p99_us,
-                        l.p999_us,
-                        l.p9999_us,
-                        l.max_us,
-                        l.mean_us
+                        name, l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.p9999_us, l.max_us, l.mean_us
                     );
                 };
                 if c.rate.is_some() {

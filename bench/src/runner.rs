@@ -42,20 +42,14 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn counters(&self) -> Counters {
-        self.measure
-            .as_ref()
-            .map(|m| m.rec.counters)
-            .unwrap_or_default()
+        self.measure.as_ref().map(|m| m.rec.counters).unwrap_or_default()
     }
 }
 
 fn merge(phases: impl Iterator<Item = worker::PhaseResult>) -> Option<PhaseTotals> {
     let mut out: Option<PhaseTotals> = None;
     for p in phases {
-        let t = out.get_or_insert_with(|| PhaseTotals {
-            rec: Recorder::default(),
-            elapsed: Duration::ZERO,
-        });
+        let t = out.get_or_insert_with(|| PhaseTotals { rec: Recorder::default(), elapsed: Duration::ZERO });
         t.rec.merge(&p.rec);
         t.elapsed = t.elapsed.max(p.elapsed);
     }
@@ -71,10 +65,7 @@ pub fn run(cfg: Arc<Config>, stop: Arc<AtomicBool>, progress: bool) -> Outcome {
     let mut spawn_error = None;
     for i in 0..threads {
         let (c, s) = (Arc::clone(&cfg), Arc::clone(&shared));
-        match std::thread::Builder::new()
-            .name(format!("bench-{i}"))
-            .spawn(move || worker::run_worker(i, c, s))
-        {
+        match std::thread::Builder::new().name(format!("bench-{i}")).spawn(move || worker::run_worker(i, c, s)) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 shared.request_stop();
@@ -109,9 +100,7 @@ pub fn run(cfg: Arc<Config>, stop: Arc<AtomicBool>, progress: bool) -> Outcome {
             Ok(r) => results.push(r),
             Err(_) => {
                 results.push(ThreadResult {
-                    error: Some(WorkerError::Ring(std::io::Error::other(
-                        "a worker thread panicked",
-                    ))),
+                    error: Some(WorkerError::Ring(std::io::Error::other("a worker thread panicked"))),
                     ..ThreadResult::default()
                 });
             }
@@ -141,9 +130,7 @@ fn print_progress(rec: &Recorder, phase: PhaseTag, dt: Duration, total: Duration
         PhaseTag::Warmup => "warmup",
         PhaseTag::Measure => "measure",
     };
-    let hit = c
-        .hit_ratio()
-        .map_or_else(|| "   -  ".to_string(), |h| format!("{:5.1}%", h * 100.0));
+    let hit = c.hit_ratio().map_or_else(|| "   -  ".to_string(), |h| format!("{:5.1}%", h * 100.0));
     let mut err = std::io::stderr().lock();
     let _ = write!(
         err,

@@ -13,8 +13,7 @@ const HIST_SIGFIG: u8 = 3;
 /// Creates an empty latency histogram (values in nanoseconds).
 pub fn new_histogram() -> Histogram<u64> {
     // The bounds are constants that hdrhistogram accepts; failure here is a programming error.
-    Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, HIST_SIGFIG)
-        .expect("constant histogram bounds are valid")
+    Histogram::new_with_bounds(HIST_LOW_NS, HIST_HIGH_NS, HIST_SIGFIG).expect("constant histogram bounds are valid")
 }
 
 /// Event counts for one phase.
@@ -77,11 +76,7 @@ pub struct Recorder {
 
 impl Default for Recorder {
     fn default() -> Self {
-        Recorder {
-            counters: Counters::default(),
-            latency: new_histogram(),
-            service: new_histogram(),
-        }
+        Recorder { counters: Counters::default(), latency: new_histogram(), service: new_histogram() }
     }
 }
 

@@ -29,11 +29,7 @@ const FILL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 fn seed_of(key: &[u8], version: u32, len: usize) -> u64 {
     // FNV-1a over the inputs, then a splitmix64 finaliser for good bit spread.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key
-        .iter()
-        .chain(version.to_le_bytes().iter())
-        .chain((len as u64).to_le_bytes().iter())
-    {
+    for &b in key.iter().chain(version.to_le_bytes().iter()).chain((len as u64).to_le_bytes().iter()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -74,11 +70,7 @@ struct Filler {
 
 impl Filler {
     fn new(seed: u64) -> Self {
-        Filler {
-            state: seed | 1,
-            word: 0,
-            left: 0,
-        }
+        Filler { state: seed | 1, word: 0, left: 0 }
     }
 
     #[inline]
@@ -165,10 +157,7 @@ mod tests {
         let mut longer = v.clone();
         longer.push(b'A');
         assert!(check_value(b"key:000001", &longer).is_err());
-        assert_eq!(
-            check_value(b"key:000001", &v[..10]),
-            Err(VerifyError::TooShort(10))
-        );
+        assert_eq!(check_value(b"key:000001", &v[..10]), Err(VerifyError::TooShort(10)));
     }
 
     #[test]

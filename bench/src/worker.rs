@@ -64,10 +64,7 @@ pub enum WorkerError {
     #[error("server {server} went away: {reason}")]
     ServerGone { server: String, reason: String },
     #[error("bad reply from server {server}: {source}")]
-    Protocol {
-        server: String,
-        source: ProtocolError,
-    },
+    Protocol { server: String, source: ProtocolError },
     #[error("server {server} sent {bytes} bytes with no request outstanding")]
     Unsolicited { server: String, bytes: usize },
     #[error("server {server} sent a reply unit larger than {RBUF_MAX} bytes")]
@@ -247,10 +244,7 @@ pub fn run_worker(index: usize, cfg: Arc<Config>, shared: Arc<Shared>) -> Thread
             return result;
         }
         if !phase.interrupted && outstanding > 0 {
-            fail(
-                &mut result,
-                WorkerError::PrefillIncomplete(outstanding as u64),
-            );
+            fail(&mut result, WorkerError::PrefillIncomplete(outstanding as u64));
             return result;
         }
     }
@@ -287,11 +281,7 @@ struct Worker {
 }
 
 fn build_ring(entries: u32) -> io::Result<IoUring> {
-    if let Ok(r) = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(entries)
-    {
+    if let Ok(r) = IoUring::builder().setup_single_issuer().setup_defer_taskrun().build(entries) {
         return Ok(r);
     }
     if let Ok(r) = IoUring::builder().setup_coop_taskrun().build(entries) {
@@ -330,19 +320,14 @@ fn record_op(rec: &mut Recorder, slot: &Slot, now: u64) {
     if slot.error {
         c.errors += 1;
     }
-    rec.record(
-        now.saturating_sub(slot.intended),
-        now.saturating_sub(slot.sent),
-    );
+    rec.record(now.saturating_sub(slot.intended), now.saturating_sub(slot.sent));
 }
 
 impl Worker {
     fn new(index: usize, cfg: Arc<Config>, shared: Arc<Shared>) -> Result<Self, WorkerError> {
         let nservers = cfg.servers.len();
         let ngroups = cfg.connections;
-        let depth = cfg
-            .pipeline
-            .max(if cfg.prefill { PREFILL_DEPTH } else { 1 });
+        let depth = cfg.pipeline.max(if cfg.prefill { PREFILL_DEPTH } else { 1 });
         let mut socks = Vec::with_capacity(ngroups * nservers);
         let mut groups = Vec::with_capacity(ngroups);
         let connect_timeout = cfg.timeout.max(Duration::from_secs(5));
@@ -373,18 +358,9 @@ impl Worker {
                 busy: 0,
             });
             for (s, server) in cfg.servers.iter().enumerate() {
-                let stream = TcpStream::connect_timeout(&server.addr, connect_timeout).map_err(
-                    |source| WorkerError::Connect {
-                        server: server.name(),
-                        source,
-                    },
-                )?;
-                stream
-                    .set_nodelay(true)
-                    .map_err(|source| WorkerError::Connect {
-                        server: server.name(),
-                        source,
-                    })?;
+                let stream = TcpStream::connect_timeout(&server.addr, connect_timeout)
+                    .map_err(|source| WorkerError::Connect { server: server.name(), source })?;
+                stream.set_nodelay(true).map_err(|source| WorkerError::Connect { server: server.name(), source })?;
                 socks.push(Sock {
                     stream,
                     server: s,
@@ -406,14 +382,8 @@ impl Worker {
         let ring = build_ring(entries).map_err(WorkerError::Ring)?;
         // Registered descriptors: socket `si` is fixed file `si` (saves a lookup per request).
         let fds: Vec<i32> = socks.iter().map(|s| s.stream.as_raw_fd()).collect();
-        ring.submitter()
-            .register_files(&fds)
-            .map_err(WorkerError::Ring)?;
-        let hosts: Vec<(&str, u16)> = cfg
-            .servers
-            .iter()
-            .map(|s| (s.host.as_str(), s.port))
-            .collect();
+        ring.submitter().register_files(&fds).map_err(WorkerError::Ring)?;
+        let hosts: Vec<(&str, u16)> = cfg.servers.iter().map(|s| (s.host.as_str(), s.port)).collect();
         let continuum = Continuum::new(&hosts);
         let gen = Generator::new(cfg.workload, cfg.seed, index, cfg.threads())?;
         let mut filler = vec![b'x'; vmax.max(verify::HEADER_LEN)];
@@ -484,17 +454,9 @@ impl Worker {
                 (None, Some(n / threads + extra))
             }
         };
-        let open = self.cfg.rate.map(|rate| OpenLoop {
-            start: now,
-            interval_ns: 1e9 * threads as f64 / rate,
-            next: 0,
-        });
+        let open = self.cfg.rate.map(|rate| OpenLoop { start: now, interval_ns: 1e9 * threads as f64 / rate, next: 0 });
         Phase {
-            tag: if self.cfg.warmup.is_zero() {
-                PhaseTag::Measure
-            } else {
-                PhaseTag::Warmup
-            },
+            tag: if self.cfg.warmup.is_zero() { PhaseTag::Measure } else { PhaseTag::Warmup },
             source: Source::Workload,
             depth: self.cfg.pipeline,
             open,
@@ -562,18 +524,11 @@ impl Worker {
 
     /// Submits queued entries and waits up to `wait_ns` for at least one completion.
     fn enter(&mut self, wait_ns: u64) -> Result<(), WorkerError> {
-        let ts = types::Timespec::new()
-            .sec(wait_ns / 1_000_000_000)
-            .nsec((wait_ns % 1_000_000_000) as u32);
+        let ts = types::Timespec::new().sec(wait_ns / 1_000_000_000).nsec((wait_ns % 1_000_000_000) as u32);
         let args = types::SubmitArgs::new().timespec(&ts);
         match self.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
-                ) =>
-            {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {
                 Ok(())
             }
             Err(e) => Err(WorkerError::Ring(e)),
@@ -772,10 +727,7 @@ impl Worker {
                 let si = (first_sock..first_sock + self.cfg.servers.len())
                     .find(|&si| !self.socks[si].parts.is_empty())
                     .unwrap_or(first_sock);
-                return Err(WorkerError::Unresponsive {
-                    server: self.server_name(si),
-                    secs: silent as f64 / 1e9,
-                });
+                return Err(WorkerError::Unresponsive { server: self.server_name(si), secs: silent as f64 / 1e9 });
             }
         }
         self.shared.publish(self.index, &mut self.interval, p.tag);
@@ -807,10 +759,7 @@ impl Worker {
             if due > now || !self.may_issue(p, due, now) {
                 return;
             }
-            let Some(g) = (0..n)
-                .map(|k| (p.rr + k) % n)
-                .find(|&g| self.groups[g].busy < p.depth)
-            else {
+            let Some(g) = (0..n).map(|k| (p.rr + k) % n).find(|&g| self.groups[g].busy < p.depth) else {
                 return;
             };
             p.rr = (g + 1) % n;
@@ -916,12 +865,7 @@ impl Worker {
                     protocol::end_line(out);
                 }
             }
-            sock.parts.push_back(Part {
-                slot: slot_id,
-                kind,
-                kstart: i as u16,
-                kend: j as u16,
-            });
+            sock.parts.push_back(Part { slot: slot_id, kind, kstart: i as u16, kend: j as u16 });
             if !sock.dirty {
                 sock.dirty = true;
                 self.dirty.push(si);
@@ -1008,9 +952,7 @@ impl Worker {
             if s.rend == cap || need > cap {
                 let grown = need.max(cap * 2).next_power_of_two();
                 if grown > RBUF_MAX {
-                    return Err(WorkerError::ReplyTooLarge {
-                        server: self.server_name(si),
-                    });
+                    return Err(WorkerError::ReplyTooLarge { server: self.server_name(si) });
                 }
                 s.rbuf.resize(grown, 0);
             }
@@ -1020,22 +962,9 @@ impl Worker {
 
     /// Consumes every complete reply unit in socket `si`'s buffer. Returns the total size of
     /// the incomplete unit at the front, when known.
-    fn parse_replies(
-        &mut self,
-        p: &mut Phase,
-        si: usize,
-        now: u64,
-    ) -> Result<Option<usize>, WorkerError> {
+    fn parse_replies(&mut self, p: &mut Phase, si: usize, now: u64) -> Result<Option<usize>, WorkerError> {
         let verify_values = self.cfg.verify;
-        let Worker {
-            socks,
-            groups,
-            keys,
-            reissue,
-            interval,
-            cfg,
-            ..
-        } = self;
+        let Worker { socks, groups, keys, reissue, interval, cfg, .. } = self;
         let sock = &mut socks[si];
         let server_idx = sock.server;
         let server = || cfg.servers[server_idx].name();
@@ -1044,18 +973,12 @@ impl Worker {
                 return Ok(None);
             }
             let Some(part) = sock.parts.front().copied() else {
-                return Err(WorkerError::Unsolicited {
-                    server: server(),
-                    bytes: sock.rend - sock.rstart,
-                });
+                return Err(WorkerError::Unsolicited { server: server(), bytes: sock.rend - sock.rstart });
             };
             let group = &mut groups[sock.group];
             let slot = &mut group.slots[part.slot as usize];
             let buf = &sock.rbuf[sock.rstart..sock.rend];
-            let proto = |source| WorkerError::Protocol {
-                server: server(),
-                source,
-            };
+            let proto = |source| WorkerError::Protocol { server: server(), source };
             // Some(error) when the part's reply is complete.
             let (consumed, done) = match part.kind {
                 OpKind::Get => match protocol::parse_get_item(buf).map_err(proto)? {
@@ -1065,14 +988,9 @@ impl Worker {
                             slot.hits += 1;
                             if verify_values {
                                 let asked = keys.parse_key(key).is_some_and(|k| {
-                                    slot.keys[part.kstart as usize..part.kend as usize]
-                                        .iter()
-                                        .any(|e| e.1 == k)
+                                    slot.keys[part.kstart as usize..part.kend as usize].iter().any(|e| e.1 == k)
                                 });
-                                if !asked
-                                    || flags != SET_FLAGS
-                                    || verify::check_value(key, data).is_err()
-                                {
+                                if !asked || flags != SET_FLAGS || verify::check_value(key, data).is_err() {
                                     p.rec.counters.verify_mismatches += 1;
                                     interval.counters.verify_mismatches += 1;
                                 }
@@ -1148,22 +1066,12 @@ impl Drop for Worker {
 mod tests {
     use super::*;
 
-    fn open_phase(
-        start: u64,
-        interval_ns: f64,
-        next: u64,
-        measure_start: u64,
-        deadline: u64,
-    ) -> Phase {
+    fn open_phase(start: u64, interval_ns: f64, next: u64, measure_start: u64, deadline: u64) -> Phase {
         Phase {
             tag: PhaseTag::Measure,
             source: Source::Workload,
             depth: 1,
-            open: Some(OpenLoop {
-                start,
-                interval_ns,
-                next,
-            }),
+            open: Some(OpenLoop { start, interval_ns, next }),
             measure_start,
             deadline: Some(deadline),
             quota: None,
@@ -1178,11 +1086,7 @@ mod tests {
 
     #[test]
     fn schedule_is_evenly_spaced_from_the_start() {
-        let o = OpenLoop {
-            start: 1_000,
-            interval_ns: 250.5,
-            next: 0,
-        };
+        let o = OpenLoop { start: 1_000, interval_ns: 250.5, next: 0 };
         assert_eq!(o.due(0), 1_000);
         assert_eq!(o.due(2), 1_501);
         assert_eq!(o.due(1_000), 251_500);

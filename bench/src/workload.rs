@@ -22,13 +22,10 @@ pub enum WorkloadError {
     BadValueSize(String),
     #[error("--keys must be at least 1")]
     NoKeys,
-    #[error("--key-size {size} is too small for {keys} keys: need at least {need} bytes (\"key:\" plus {digits} digits)")]
-    KeySizeTooSmall {
-        size: usize,
-        keys: u64,
-        need: usize,
-        digits: usize,
-    },
+    #[error(
+        "--key-size {size} is too small for {keys} keys: need at least {need} bytes (\"key:\" plus {digits} digits)"
+    )]
+    KeySizeTooSmall { size: usize, keys: u64, need: usize, digits: usize },
     #[error("--key-size {0} exceeds memcached's limit of {MAX_KEY_LEN} bytes")]
     KeySizeTooLarge(usize),
     #[error("zipf parameters rejected: {0}")]
@@ -115,10 +112,7 @@ impl FromStr for ValueSize {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || WorkloadError::BadValueSize(s.to_string());
         let (min, max) = match s.split_once('-') {
-            Some((a, b)) => (
-                a.trim().parse().map_err(|_| bad())?,
-                b.trim().parse().map_err(|_| bad())?,
-            ),
+            Some((a, b)) => (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?),
             None => {
                 let v: usize = s.trim().parse().map_err(|_| bad())?;
                 (v, v)
@@ -161,12 +155,7 @@ impl KeySpace {
         let digits = decimal_digits(count - 1);
         let need = Self::PREFIX.len() + digits;
         if size < need {
-            return Err(WorkloadError::KeySizeTooSmall {
-                size,
-                keys: count,
-                need,
-                digits,
-            });
+            return Err(WorkloadError::KeySizeTooSmall { size, keys: count, need, digits });
         }
         Ok(KeySpace { count, size })
     }
@@ -263,27 +252,16 @@ pub fn thread_seed(seed: u64, thread: usize) -> u64 {
 
 impl Generator {
     /// `thread`/`threads` place a sequential walk's start so threads do not march in lockstep.
-    pub fn new(
-        spec: WorkloadSpec,
-        seed: u64,
-        thread: usize,
-        threads: usize,
-    ) -> Result<Self, WorkloadError> {
+    pub fn new(spec: WorkloadSpec, seed: u64, thread: usize, threads: usize) -> Result<Self, WorkloadError> {
         let n = spec.keys.count();
         let sampler = match spec.dist {
             KeyDist::Uniform => Sampler::Uniform,
-            KeyDist::Zipf(s) => Sampler::Zipf(
-                Zipf::new(n as f64, s).map_err(|e| WorkloadError::Zipf(e.to_string()))?,
-            ),
-            KeyDist::Sequential => Sampler::Sequential {
-                next: ((n as u128 * thread as u128) / threads.max(1) as u128) as u64,
-            },
+            KeyDist::Zipf(s) => Sampler::Zipf(Zipf::new(n as f64, s).map_err(|e| WorkloadError::Zipf(e.to_string()))?),
+            KeyDist::Sequential => {
+                Sampler::Sequential { next: ((n as u128 * thread as u128) / threads.max(1) as u128) as u64 }
+            }
         };
-        Ok(Generator {
-            rng: SmallRng::seed_from_u64(thread_seed(seed, thread)),
-            spec,
-            sampler,
-        })
+        Ok(Generator { rng: SmallRng::seed_from_u64(thread_seed(seed, thread)), spec, sampler })
     }
 
     pub fn spec(&self) -> &WorkloadSpec {
@@ -366,10 +344,7 @@ mod tests {
     #[test]
     fn key_size_must_fit_the_largest_index() {
         assert!(KeySpace::new(1000, 7).is_ok()); // key:999
-        assert!(matches!(
-            KeySpace::new(1001, 7),
-            Err(WorkloadError::KeySizeTooSmall { need: 8, .. })
-        ));
+        assert!(matches!(KeySpace::new(1001, 7), Err(WorkloadError::KeySizeTooSmall { need: 8, .. })));
         assert!(KeySpace::new(10, 251).is_err());
         assert!(KeySpace::new(0, 16).is_err());
     }
@@ -384,14 +359,8 @@ mod tests {
         assert_eq!("0:1".parse::<Ratio>(), Ok(Ratio { get: 0, set: 1 }));
         assert!("0:0".parse::<Ratio>().is_err());
         assert!("10".parse::<Ratio>().is_err());
-        assert_eq!(
-            "100-200".parse::<ValueSize>(),
-            Ok(ValueSize { min: 100, max: 200 })
-        );
-        assert_eq!(
-            "32".parse::<ValueSize>(),
-            Ok(ValueSize { min: 32, max: 32 })
-        );
+        assert_eq!("100-200".parse::<ValueSize>(), Ok(ValueSize { min: 100, max: 200 }));
+        assert_eq!("32".parse::<ValueSize>(), Ok(ValueSize { min: 32, max: 32 }));
         assert!("200-100".parse::<ValueSize>().is_err());
         assert!("0".parse::<ValueSize>().is_err());
     }
@@ -399,8 +368,7 @@ mod tests {
     #[test]
     fn uniform_spreads_evenly() {
         let n = 100u64;
-        let mut g =
-            Generator::new(spec(n, KeyDist::Uniform, Ratio { get: 1, set: 0 }), 7, 0, 1).unwrap();
+        let mut g = Generator::new(spec(n, KeyDist::Uniform, Ratio { get: 1, set: 0 }), 7, 0, 1).unwrap();
         let draws = 200_000;
         let mut counts = vec![0u32; n as usize];
         for _ in 0..draws {
@@ -417,13 +385,7 @@ mod tests {
     fn zipf_is_skewed_like_zipf() {
         let n = 1000u64;
         let s = 1.0;
-        let mut g = Generator::new(
-            spec(n, KeyDist::Zipf(s), Ratio { get: 1, set: 0 }),
-            42,
-            0,
-            1,
-        )
-        .unwrap();
+        let mut g = Generator::new(spec(n, KeyDist::Zipf(s), Ratio { get: 1, set: 0 }), 42, 0, 1).unwrap();
         let draws = 400_000;
         let mut counts = vec![0u32; n as usize];
         for _ in 0..draws {
@@ -434,10 +396,7 @@ mod tests {
         for rank in [1usize, 2, 10] {
             let expect = draws as f64 / (rank as f64).powf(s) / h;
             let got = counts[rank - 1] as f64;
-            assert!(
-                (got - expect).abs() / expect < 0.1,
-                "rank {rank}: {got} draws, expected ~{expect:.0}"
-            );
+            assert!((got - expect).abs() / expect < 0.1, "rank {rank}: {got} draws, expected ~{expect:.0}");
         }
         // The hottest 1% of keys take far more than 1% of draws (about 39% for s=1, n=1000).
         let top: u32 = counts[..10].iter().sum();
@@ -449,38 +408,20 @@ mod tests {
 
     #[test]
     fn sequential_walks_in_order_and_wraps() {
-        let mut g = Generator::new(
-            spec(10, KeyDist::Sequential, Ratio { get: 1, set: 0 }),
-            1,
-            1,
-            2,
-        )
-        .unwrap();
+        let mut g = Generator::new(spec(10, KeyDist::Sequential, Ratio { get: 1, set: 0 }), 1, 1, 2).unwrap();
         let got: Vec<u64> = (0..12).map(|_| g.next_key()).collect();
         assert_eq!(got, vec![5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6]);
     }
 
     #[test]
     fn ratio_proportions_hold() {
-        let mut g = Generator::new(
-            spec(10, KeyDist::Uniform, Ratio { get: 10, set: 1 }),
-            3,
-            0,
-            1,
-        )
-        .unwrap();
+        let mut g = Generator::new(spec(10, KeyDist::Uniform, Ratio { get: 10, set: 1 }), 3, 0, 1).unwrap();
         let draws = 110_000;
         let sets = (0..draws).filter(|_| g.next_kind() == OpKind::Set).count();
         // Expected 10_000 sets; binomial sd ~ 95.
         assert!((sets as i64 - 10_000).abs() < 500, "{sets} sets");
 
-        let mut only_gets = Generator::new(
-            spec(10, KeyDist::Uniform, Ratio { get: 5, set: 0 }),
-            3,
-            0,
-            1,
-        )
-        .unwrap();
+        let mut only_gets = Generator::new(spec(10, KeyDist::Uniform, Ratio { get: 5, set: 0 }), 3, 0, 1).unwrap();
         assert!((0..1000).all(|_| only_gets.next_kind() == OpKind::Get));
     }
 

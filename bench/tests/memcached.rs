@@ -8,9 +8,7 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 fn u(v: &Value, path: &str) -> u64 {
-    v.pointer(path)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{path} missing in {v:#}"))
+    v.pointer(path).and_then(Value::as_u64).unwrap_or_else(|| panic!("{path} missing in {v:#}"))
 }
 
 #[test]
@@ -53,10 +51,7 @@ fn closed_loop_with_verify_has_no_mismatches_or_errors() {
     // Every key was prefilled and nothing expires or is evicted, so every get hits and every
     // hit was checked against what the tool wrote.
     assert_eq!(r["measured"]["hit_ratio"], 1.0);
-    assert_eq!(
-        u(&r, "/measured/counters/hits"),
-        u(&r, "/measured/counters/gets") * 3
-    );
+    assert_eq!(u(&r, "/measured/counters/hits"), u(&r, "/measured/counters/gets") * 3);
     let p50 = r["measured"]["latency"]["p50_us"].as_f64().unwrap();
     assert!(p50 > 0.0);
 }
@@ -84,35 +79,18 @@ fn requests_mode_runs_exactly_that_many() {
     assert!(out.status.success(), "{}", describe(&out));
     let r = report.unwrap();
     assert_eq!(u(&r, "/measured/ops"), 5001);
-    assert_eq!(
-        u(&r, "/measured/counters/gets") + u(&r, "/measured/counters/sets"),
-        5001
-    );
+    assert_eq!(u(&r, "/measured/counters/gets") + u(&r, "/measured/counters/sets"), 5001);
 }
 
 #[test]
 fn open_loop_holds_the_requested_rate() {
     let mc = start_memcached();
-    let (out, report) = run_bench(
-        "rate",
-        &[
-            "--servers",
-            &mc.addr(),
-            "--rate",
-            "4000",
-            "--duration",
-            "1.5",
-            "--connections",
-            "4",
-        ],
-    );
+    let (out, report) =
+        run_bench("rate", &["--servers", &mc.addr(), "--rate", "4000", "--duration", "1.5", "--connections", "4"]);
     assert!(out.status.success(), "{}", describe(&out));
     let r = report.unwrap();
     let ops = u(&r, "/measured/ops") as f64;
-    assert!(
-        (ops - 6000.0).abs() < 480.0,
-        "{ops} ops at 4000/s for 1.5 s"
-    );
+    assert!((ops - 6000.0).abs() < 480.0, "{ops} ops at 4000/s for 1.5 s");
     assert_eq!(u(&r, "/measured/counters/unsent"), 0);
     assert_eq!(r["config"]["mode"], "open");
 }
@@ -121,11 +99,7 @@ fn open_loop_holds_the_requested_rate() {
 fn verify_catches_values_the_tool_did_not_write() {
     let mc = start_memcached();
     // The one key of a one-key space ("key:0000" at --key-size 8) holds a foreign value.
-    let reply = roundtrip(
-        &mc.addr(),
-        b"set key:0000 0 0 19\r\nnot-written-by-tool\r\n",
-        b"\r\n",
-    );
+    let reply = roundtrip(&mc.addr(), b"set key:0000 0 0 19\r\nnot-written-by-tool\r\n", b"\r\n");
     assert_eq!(reply, b"STORED\r\n");
     let (out, report) = run_bench(
         "mismatch",
@@ -164,22 +138,13 @@ fn server_going_away_ends_the_run_with_an_error() {
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
     });
-    let (out, report) = run_bench(
-        "gone",
-        &["--servers", &addr, "--duration", "20", "--connections", "4"],
-    );
+    let (out, report) = run_bench("gone", &["--servers", &addr, "--duration", "20", "--connections", "4"]);
     killer.join().unwrap();
     let _ = mc.child.wait();
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "run did not stop promptly"
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "run did not stop promptly");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&addr) && stderr.contains("went away"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&addr) && stderr.contains("went away"), "{stderr}");
     let r = report.expect("partial report still written");
     assert_eq!(r["status"], "failed");
     assert!(u(&r, "/measured/ops") > 0);

@@ -34,11 +34,7 @@ fn serve(stream: TcpStream, served: Arc<AtomicU64>) {
         let reply: &[u8] = if line.starts_with("get ") {
             b"END\r\n"
         } else if let Some(rest) = line.strip_prefix("set ") {
-            let len: usize = rest
-                .split_whitespace()
-                .nth(3)
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
+            let len: usize = rest.split_whitespace().nth(3).and_then(|n| n.parse().ok()).unwrap_or(0);
             let mut data = vec![0u8; len + 2];
             if reader.read_exact(&mut data).is_err() {
                 return;
@@ -90,10 +86,7 @@ fn open_loop_latency_includes_a_server_stall() {
     let cfg = Arc::new(Config::from_cli(&cli).unwrap());
     let outcome = runner::run(cfg, Arc::new(AtomicBool::new(false)), false);
     assert!(outcome.error.is_none(), "{:?}", outcome.error);
-    assert!(
-        served.load(Ordering::SeqCst) >= STALL_AT,
-        "the stall happened"
-    );
+    assert!(served.load(Ordering::SeqCst) >= STALL_AT, "the stall happened");
     let m = outcome.measure.expect("measured");
     let c = m.rec.counters;
     // The schedule is not thinned by the stall: about 2000 requests in 2 s.
@@ -107,11 +100,7 @@ fn open_loop_latency_includes_a_server_stall() {
     // ~200 requests were due during the stall; their waits spread over 0..200 ms, so the top
     // 1% (20 requests) all waited well over 100 ms and the maximum is the whole stall.
     assert!(lat.max_us >= 190_000.0, "corrected max {} us", lat.max_us);
-    assert!(
-        lat.p999_us >= 150_000.0,
-        "corrected p99.9 {} us",
-        lat.p999_us
-    );
+    assert!(lat.p999_us >= 150_000.0, "corrected p99.9 {} us", lat.p999_us);
     assert!(lat.p99_us >= 100_000.0, "corrected p99 {} us", lat.p99_us);
     // Only the one request that was held saw the stall after it was actually sent.
     assert!(svc.p99_us < 50_000.0, "service p99 {} us", svc.p99_us);

@@ -29,28 +29,14 @@ impl Drop for Server {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("pick a free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("pick a free port")
 }
 
 /// Starts Debian's `memcached` (installed by `.ci/run` through ops/install-deps.sh).
 pub fn start_memcached() -> Server {
     let port = free_port();
     let child = Command::new("memcached")
-        .args([
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-u",
-            "root",
-            "-t",
-            "1",
-        ])
+        .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-u", "root", "-t", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -59,10 +45,7 @@ pub fn start_memcached() -> Server {
     let mut server = Server { port, child };
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(server.addr()).is_err() {
-        assert!(
-            matches!(server.child.try_wait(), Ok(None)),
-            "memcached exited before accepting connections"
-        );
+        assert!(matches!(server.child.try_wait(), Ok(None)), "memcached exited before accepting connections");
         assert!(Instant::now() < deadline, "memcached did not start");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -88,10 +71,7 @@ pub fn roundtrip(addr: &str, request: &[u8], terminator: &[u8]) -> Vec<u8> {
 
 /// A JSON report path unique to this test.
 pub fn json_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "ringcache-bench-{}-{name}.json",
-        std::process::id()
-    ))
+    std::env::temp_dir().join(format!("ringcache-bench-{}-{name}.json", std::process::id()))
 }
 
 /// Runs the tool with `args` plus `--json <path> --quiet`; returns its output and report.
@@ -106,9 +86,7 @@ pub fn run_bench(name: &str, args: &[&str]) -> (Output, Option<serde_json::Value
         .stdin(Stdio::null())
         .output()
         .expect("run ringcache-bench");
-    let report = std::fs::read_to_string(&path)
-        .ok()
-        .map(|s| serde_json::from_str(&s).expect("report is JSON"));
+    let report = std::fs::read_to_string(&path).ok().map(|s| serde_json::from_str(&s).expect("report is JSON"));
     let _ = std::fs::remove_file(&path);
     (out, report)
 }
