@@ -34,7 +34,7 @@ fn key(i: usize) -> [u8; 16] {
 
 /// A pseudo-random walk over the key space (no stride a prefetcher could follow).
 fn next(i: &mut usize) -> usize {
-    let mut x = *i as u64 + 0x9e37_79b9_7f4a_7c15;
+    let mut x = (*i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 27;
     *i = x as usize;
