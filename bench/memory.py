@@ -146,6 +146,7 @@ def main():
     p.add_argument("--restart-items", type=int, default=10_000_000)
     p.add_argument("--restart-dir", default="/dev/shm")
     p.add_argument("--no-restart", action="store_true")
+    p.add_argument("--no-memory", action="store_true", help="only measure the restart")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "memory.json"))
     p.add_argument("--ringcache", default=os.path.join(ROOT, "target", "release", "ringcache"))
     p.add_argument("--bench", default=os.path.join(ROOT, "target", "release", "ringcache-bench"))
@@ -154,7 +155,7 @@ def main():
     results = {"command": " ".join(sys.argv), "memory": [], "restart": None}
     print("| value B | server | items | RSS/item B | overhead/item B |")
     print("|---|---|---|---|---|")
-    for v in [int(x) for x in args.values.split(",")]:
+    for v in [] if args.no_memory else [int(x) for x in args.values.split(",")]:
         for kind in ("memcached", "ringcache"):
             r = measure(args, kind, v)
             results["memory"].append(r)

@@ -196,6 +196,10 @@ impl Store {
         for _ in 0..count {
             locations.push(r.u64()?);
         }
+        // Size the index for what comes back, so recovery does not grow it step by step.
+        if count > self.index.len() {
+            self.index = super::index::Index::with_expected_items(count);
+        }
         self.segs.restore(&restored);
         self.oldest_live = (oldest_live != 0).then(|| shift(oldest_live));
         let seg_size = self.arena.seg_size();
