@@ -21,35 +21,10 @@ import sys
 import tempfile
 import time
 
+from harness import free_port, wait_port, rss_bytes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY_SIZE = 24
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, what, timeout=600):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.005)
-    sys.exit(f"{what} did not listen on {port}")
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def stats(port):

@@ -2,24 +2,14 @@
 //! eviction once full) on one shard's store, through its public interface.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ringcache_engine::protocol::{Limits, StoreMode};
+use ringcache_engine::protocol::StoreMode;
 use ringcache_engine::store::{Store, StoreConfig};
 
 const KEYS: usize = 100_000;
 
 fn config(memory: usize) -> StoreConfig {
-    StoreConfig {
-        memory_limit: memory,
-        evictions: true,
-        cas_enabled: true,
-        shard: 0,
-        nshards: 1,
-        limits: Limits { max_item_size: 1 << 20, cas_enabled: true },
-        expected_items: None,
-        memory_file: None,
-        huge_pages: std::env::var_os("RINGCACHE_BENCH_HUGE_PAGES").is_some(),
-        clock_base_unix: 0,
-    }
+    let huge_pages = std::env::var_os("RINGCACHE_BENCH_HUGE_PAGES").is_some();
+    StoreConfig { huge_pages, ..StoreConfig::with_memory(memory) }
 }
 
 fn key(i: usize) -> [u8; 16] {

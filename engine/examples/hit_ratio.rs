@@ -7,7 +7,7 @@
 //!
 //! cargo run --release -p ringcache-engine --example hit_ratio -- [MEMORY_MB] [KEYS] [VALUE_BYTES] [ZIPF_S] [REQUESTS] [SET_PERCENT]
 
-use ringcache_engine::protocol::{Limits, StoreMode};
+use ringcache_engine::protocol::StoreMode;
 use ringcache_engine::store::{Store, StoreConfig};
 
 fn main() {
@@ -34,18 +34,7 @@ fn main() {
         let u = (rng >> 11) as f64 / (1u64 << 53) as f64 * total;
         cdf.partition_point(|&c| c < u)
     };
-    let config = StoreConfig {
-        memory_limit: memory_mb << 20,
-        evictions: true,
-        cas_enabled: true,
-        shard: 0,
-        nshards: 1,
-        limits: Limits { max_item_size: 1 << 20, cas_enabled: true },
-        expected_items: None,
-        memory_file: None,
-        huge_pages: false,
-        clock_base_unix: 0,
-    };
+    let config = StoreConfig::with_memory(memory_mb << 20);
     let mut store = match Store::new(config) {
         Ok(s) => s,
         Err(e) => panic!("store: {e}"),

@@ -66,6 +66,25 @@ pub struct StoreConfig {
     pub clock_base_unix: i64,
 }
 
+impl StoreConfig {
+    /// One shard of one, `memory_limit` bytes of anonymous memory, memcached's defaults
+    /// otherwise (evictions and CAS on, 1 MiB items, index starting small).
+    pub fn with_memory(memory_limit: usize) -> Self {
+        StoreConfig {
+            memory_limit,
+            evictions: true,
+            cas_enabled: true,
+            shard: 0,
+            nshards: 1,
+            limits: Limits { max_item_size: 1 << 20, cas_enabled: true },
+            expected_items: None,
+            memory_file: None,
+            huge_pages: false,
+            clock_base_unix: 0,
+        }
+    }
+}
+
 /// A read view of a live item.
 #[derive(Debug, Clone, Copy)]
 pub struct ItemRef<'s> {

@@ -8,18 +8,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn config(memory: usize) -> StoreConfig {
-    StoreConfig {
-        memory_limit: memory,
-        evictions: true,
-        cas_enabled: true,
-        shard: 0,
-        nshards: 1,
-        limits: Limits { max_item_size: 1 << 20, cas_enabled: true },
-        expected_items: None,
-        memory_file: None,
-        huge_pages: false,
-        clock_base_unix: 1_000_000,
-    }
+    StoreConfig { clock_base_unix: 1_000_000, ..StoreConfig::with_memory(memory) }
 }
 
 fn store(memory: usize) -> Store {
