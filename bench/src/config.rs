@@ -103,7 +103,8 @@ pub struct Cli {
     #[arg(long, value_name = "FILE.png")]
     pub plot: Option<PathBuf>,
 
-    /// Never print the per-second progress line (it is shown only when stderr is a terminal).
+    /// Never show the progress bars and per-second status line (they are shown only when stderr
+    /// is a terminal).
     #[arg(long)]
     pub quiet: bool,
 }
