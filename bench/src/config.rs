@@ -99,7 +99,12 @@ pub struct Cli {
     #[arg(long)]
     pub json: Option<PathBuf>,
 
-    /// Never print the per-second progress line (it is shown only when stderr is a terminal).
+    /// Draw the measured phase's latency percentile spectrum into this PNG file.
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+
+    /// Never show the progress bars and per-second status line (they are shown only when stderr
+    /// is a terminal).
     #[arg(long)]
     pub quiet: bool,
 }

@@ -4,6 +4,8 @@
 pub mod affinity;
 pub mod config;
 pub mod ketama;
+pub mod plot;
+pub mod progress;
 pub mod protocol;
 pub mod report;
 pub mod runner;

@@ -1,11 +1,12 @@
 //! `ringcache-bench` entry point: parses the command line, installs the Ctrl-C handler, runs
-//! the benchmark and prints/writes the report. Exit status: 0 success, 1 verification
-//! mismatches, 2 the run failed (bad arguments, connection refused, server went away, ...),
-//! 130 interrupted by SIGINT/SIGTERM (the partial report is still printed).
+//! the benchmark and prints/writes the report (and the `--plot` image). Exit status: 0 success,
+//! 1 verification mismatches, 2 the run failed (bad arguments, connection refused, server went
+//! away, ...), 130 interrupted by SIGINT/SIGTERM (the partial report is still printed).
 
 use anyhow::Context;
 use clap::Parser;
 use ringcache_bench::config::{Cli, Config};
+use ringcache_bench::plot::{LatencyPlot, PlotError};
 use ringcache_bench::report::Report;
 use ringcache_bench::runner;
 use std::io::IsTerminal;
@@ -40,6 +41,17 @@ fn real_main() -> anyhow::Result<ExitCode> {
     if let Some(path) = &cli.json {
         let json = report.json().context("serialising the report")?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &cli.plot {
+        let written = match &outcome.measure {
+            Some(m) => LatencyPlot::for_run(&report, m).and_then(|p| p.write_png(path)),
+            None => Err(PlotError::Empty),
+        };
+        match written {
+            Ok(()) => {}
+            Err(PlotError::Empty) => eprintln!("ringcache-bench: no latencies were measured, so no plot was written"),
+            Err(e) => return Err(e).with_context(|| format!("writing the plot {}", path.display())),
+        }
     }
     if let Some(e) = &outcome.error {
         eprintln!("ringcache-bench: error: {e}");

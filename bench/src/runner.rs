@@ -1,11 +1,12 @@
-//! Runs a benchmark: starts one worker thread per configured CPU, prints the once-a-second
-//! progress line while they run, and merges their results into an [`Outcome`].
+//! Runs a benchmark: starts one worker thread per configured CPU, keeps the progress display
+//! (bars and the once-a-second status line) current while they run, and merges their results
+//! into an [`Outcome`].
 
 use crate::config::Config;
-use crate::stats::{Counters, LatencySummary, Recorder};
-use crate::sync::{PhaseTag, Shared};
+use crate::progress::{self, ProgressDisplay};
+use crate::stats::{Counters, Recorder};
+use crate::sync::Shared;
 use crate::worker::{self, ThreadResult, WorkerError};
-use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,7 +58,7 @@ fn merge(phases: impl Iterator<Item = worker::PhaseResult>) -> Option<PhaseTotal
 }
 
 /// Runs the benchmark described by `cfg`. `stop` ends it early when set (e.g. by Ctrl-C).
-/// With `progress`, a status line on stderr is rewritten every second.
+/// With `progress`, progress bars and a status line on stderr are kept current.
 pub fn run(cfg: Arc<Config>, stop: Arc<AtomicBool>, progress: bool) -> Outcome {
     let threads = cfg.threads();
     let shared = Arc::new(Shared::new(threads, stop));
@@ -75,23 +76,23 @@ pub fn run(cfg: Arc<Config>, stop: Arc<AtomicBool>, progress: bool) -> Outcome {
         }
     }
 
+    let mut display = progress.then(|| ProgressDisplay::new(&cfg));
     let started = Instant::now();
     let mut last = started;
-    let mut printed = false;
     while !handles.iter().all(|h| h.is_finished()) {
         std::thread::sleep(Duration::from_millis(20));
+        if let Some(d) = &mut display {
+            let (phase, done) = shared.progress();
+            d.update(phase, done);
+        }
         let now = Instant::now();
         if now.duration_since(last) >= Duration::from_secs(1) {
             let (rec, phase) = shared.take_interval();
-            if progress {
-                print_progress(&rec, phase, now.duration_since(last), started.elapsed());
-                printed = true;
+            if let Some(d) = &display {
+                d.set_status(progress::status_line(&rec, phase, now.duration_since(last), started.elapsed()));
             }
             last = now;
         }
-    }
-    if printed {
-        eprintln!();
     }
 
     let mut results: Vec<ThreadResult> = Vec::with_capacity(threads);
@@ -113,35 +114,15 @@ pub fn run(cfg: Arc<Config>, stop: Arc<AtomicBool>, progress: bool) -> Outcome {
         }
     }
     let interrupted = error.is_none() && shared.stopped();
+    if let Some(mut d) = display {
+        let (phase, done) = shared.progress();
+        d.update(phase, done);
+        d.finish(error.is_none() && !interrupted);
+    }
     Outcome {
         prefill: merge(results.iter_mut().filter_map(|r| r.prefill.take())),
         measure: merge(results.iter_mut().filter_map(|r| r.measure.take())),
         error,
         interrupted,
     }
-}
-
-fn print_progress(rec: &Recorder, phase: PhaseTag, dt: Duration, total: Duration) {
-    let c = &rec.counters;
-    let l = LatencySummary::of(&rec.latency);
-    let label = match phase {
-        PhaseTag::Connecting => "connect",
-        PhaseTag::Prefill => "prefill",
-        PhaseTag::Warmup => "warmup",
-        PhaseTag::Measure => "measure",
-    };
-    let hit = c.hit_ratio().map_or_else(|| "   -  ".to_string(), |h| format!("{:5.1}%", h * 100.0));
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\r[{:>4.0}s {label:>7}] {:>10.0} ops/s  hit {hit}  p50 {:>8.1}us  p99 {:>8.1}us  errors {}  timeouts {}  mismatches {}\x1b[K",
-        total.as_secs_f64(),
-        c.ops as f64 / dt.as_secs_f64().max(1e-9),
-        l.p50_us,
-        l.p99_us,
-        c.errors,
-        c.timeouts,
-        c.verify_mismatches,
-    );
-    let _ = err.flush();
 }

@@ -569,6 +569,7 @@ impl Worker {
     fn run_phase(&mut self, p: &mut Phase) -> Result<(), WorkerError> {
         let mut now = self.now();
         self.last_rx = now;
+        self.shared.set_progress(self.index, p.tag, 0);
         if p.open.is_none() {
             for g in 0..self.groups.len() {
                 for _ in 0..p.depth {
@@ -615,6 +616,7 @@ impl Worker {
             }
             if self.phase_over(p, now) {
                 self.shared.publish(self.index, &mut self.interval, p.tag);
+                self.shared.set_progress(self.index, p.tag, p.rec.counters.ops);
                 return Ok(());
             }
         }
@@ -731,6 +733,7 @@ impl Worker {
             }
         }
         self.shared.publish(self.index, &mut self.interval, p.tag);
+        self.shared.set_progress(self.index, p.tag, p.rec.counters.ops);
         Ok(())
     }
 
