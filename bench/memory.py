@@ -45,7 +45,7 @@ def server_cmd(kind, args, port, memory_file=None):
     if kind == "memcached":
         cmd = ["memcached", "-U", "0", "-u", "root"]
     else:
-        cmd = [args.ringcache]
+        cmd = [args.ringcache] + args.ringcache_args.split()
         if memory_file:
             cmd += ["--memory-file", memory_file]
     return ["taskset", "-c", args.server_cpus] + cmd + [
@@ -53,9 +53,10 @@ def server_cmd(kind, args, port, memory_file=None):
 
 
 def load(args, port, items, value_size):
+    """Sets keys 0..items once, through the load tool's prefill."""
     cmd = ["taskset", "-c", args.load_cpus, args.bench, "--servers", f"127.0.0.1:{port}", "--cpus",
            args.load_cpus, "--keys", str(items), "--key-size", str(KEY_SIZE), "--value-size", str(value_size),
-           "-c", "16", "--pipeline", "32", "--prefill", "--requests", "1", "--ratio", "1:0"]
+           "-c", "16", "--pipeline", "32", "--prefill", "--requests", "1", "--ratio", "1:0", "--ttl", str(args.ttl)]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0:
         sys.exit(f"load failed:\n{' '.join(cmd)}\n{done.stdout}")
@@ -114,6 +115,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--items", type=int, default=5_000_000)
     p.add_argument("--values", default="32,100")
+    p.add_argument("--ttl", type=int, default=0, help="exptime of the loaded items (0: none)")
+    p.add_argument("--ringcache-args", default="", help="extra ringcache flags, e.g. '--expected-items 5000000'")
     p.add_argument("--memory", type=int, default=4096, help="-m for both servers (MB)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--server-cpus", default="0")

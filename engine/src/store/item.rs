@@ -1,11 +1,12 @@
 //! The on-segment item layout, byte-packed (no alignment padding):
 //!
 //! ```text
-//! key_len: u8 | bits: u8 | value_len: LEB128 (1-4 bytes) | [exptime: u32] | [flags: u32] | [cas: u64] | key | value
+//! key_len: u8 | bits: u8 | value_len: LEB128 (1-4 bytes) | [exptime: u24 or u32] | [flags: u32] | [cas: u64] | key | value
 //! ```
 //!
-//! `bits` says which optional fields are present (each omitted when zero) and holds a
-//! 2-bit access frequency used by eviction. A 16-byte key with a 32-byte value therefore
+//! `bits` says which optional fields are present (each omitted when zero; an exptime
+//! below 2^24 s of relative time, 194 days, takes 3 bytes) and holds a 2-bit access
+//! frequency used by eviction. A 16-byte key with a 32-byte value therefore
 //! costs 3 bytes of header. The CAS is normally not stored: it is derived from the item's
 //! location and its segment's generation. Only an item the store moves without changing
 //! its version (compaction, or a `touch` that needs room for an expiry) carries its CAS
@@ -17,6 +18,17 @@ const HAS_EXPTIME: u8 = 0x01;
 const HAS_FLAGS: u8 = 0x02;
 /// The item has an 8-byte CAS field.
 const HAS_CAS: u8 = 0x10;
+/// The exptime field is 4 bytes wide (else 3).
+const EXPTIME_WIDE: u8 = 0x20;
+const NARROW_EXPTIME_LIMIT: u32 = 1 << 24;
+
+fn exptime_len(exptime: u32) -> usize {
+    match exptime {
+        0 => 0,
+        e if e < NARROW_EXPTIME_LIMIT => 3,
+        _ => 4,
+    }
+}
 const FREQ_SHIFT: u32 = 2;
 const FREQ_MASK: u8 = 0x0c;
 /// Highest access frequency an item records.
@@ -34,7 +46,7 @@ fn varint_len(mut v: u32) -> usize {
 /// Bytes an item takes in a segment (`cas` 0: derived from the location, not stored).
 pub fn size(key_len: usize, value_len: usize, exptime: u32, flags: u32, cas: u64) -> usize {
     2 + varint_len(value_len as u32)
-        + if exptime != 0 { 4 } else { 0 }
+        + exptime_len(exptime)
         + if flags != 0 { 4 } else { 0 }
         + if cas != 0 { 8 } else { 0 }
         + key_len
@@ -58,6 +70,8 @@ pub struct Header {
     pub freq: u8,
     /// Offset of the exptime field, if the item has one.
     pub exptime_at: Option<usize>,
+    /// The exptime field is 4 bytes (else 3).
+    pub exptime_wide: bool,
     /// Offset of the key (the value follows it).
     pub key_at: usize,
 }
@@ -95,10 +109,17 @@ pub fn decode(buf: &[u8]) -> Option<Header> {
         |at: usize| -> Option<u32> { buf.get(at..at + 4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes) };
     let mut exptime = 0;
     let mut exptime_at = None;
+    let exptime_wide = bits & EXPTIME_WIDE != 0;
     if bits & HAS_EXPTIME != 0 {
-        exptime = read_u32(at)?;
         exptime_at = Some(at);
-        at += 4;
+        if exptime_wide {
+            exptime = read_u32(at)?;
+            at += 4;
+        } else {
+            let b = buf.get(at..at + 3)?;
+            exptime = u32::from_le_bytes([b[0], b[1], b[2], 0]);
+            at += 3;
+        }
     }
     let mut flags = 0;
     if bits & HAS_FLAGS != 0 {
@@ -118,6 +139,7 @@ pub fn decode(buf: &[u8]) -> Option<Header> {
         cas,
         freq: (bits & FREQ_MASK) >> FREQ_SHIFT,
         exptime_at,
+        exptime_wide,
         key_at: at,
     };
     if key_len == 0 || header.total() > buf.len() {
@@ -132,6 +154,7 @@ pub fn encode_header(buf: &mut [u8], key: &[u8], value_len: usize, exptime: u32,
     debug_assert!(!key.is_empty() && key.len() <= usize::from(u8::MAX));
     buf[0] = key.len() as u8;
     buf[1] = if exptime != 0 { HAS_EXPTIME } else { 0 }
+        | if exptime_len(exptime) == 4 { EXPTIME_WIDE } else { 0 }
         | if flags != 0 { HAS_FLAGS } else { 0 }
         | if cas != 0 { HAS_CAS } else { 0 };
     let mut at = 2;
@@ -147,10 +170,9 @@ pub fn encode_header(buf: &mut [u8], key: &[u8], value_len: usize, exptime: u32,
         buf[at] = byte | 0x80;
         at += 1;
     }
-    if exptime != 0 {
-        buf[at..at + 4].copy_from_slice(&exptime.to_le_bytes());
-        at += 4;
-    }
+    let width = exptime_len(exptime);
+    buf[at..at + width].copy_from_slice(&exptime.to_le_bytes()[..width]);
+    at += width;
     if flags != 0 {
         buf[at..at + 4].copy_from_slice(&flags.to_le_bytes());
         at += 4;
@@ -175,6 +197,18 @@ pub fn encode(buf: &mut [u8], key: &[u8], value_parts: &[&[u8]], exptime: u32, f
     }
 }
 
+/// Overwrites the exptime of the item at `buf[0]` (decoded as `header`) in place; false
+/// when the item has no exptime field or `exptime` does not fit its width.
+pub fn set_exptime(buf: &mut [u8], header: &Header, exptime: u32) -> bool {
+    let Some(at) = header.exptime_at else { return false };
+    let width = if header.exptime_wide { 4 } else { 3 };
+    if width == 3 && exptime >= NARROW_EXPTIME_LIMIT {
+        return false;
+    }
+    buf[at..at + width].copy_from_slice(&exptime.to_le_bytes()[..width]);
+    true
+}
+
 /// Sets the access frequency of the item at `buf[0]`.
 pub fn set_freq(buf: &mut [u8], freq: u8) {
     buf[1] = (buf[1] & !FREQ_MASK) | ((freq.min(MAX_FREQ) << FREQ_SHIFT) & FREQ_MASK);
@@ -186,7 +220,8 @@ mod tests {
 
     #[test]
     fn round_trip_with_and_without_optional_fields() {
-        for (exptime, flags, cas, vlen) in [(0, 0, 0, 32), (1234, 0, 0, 127), (0, 7, 9, 128), (99, u32::MAX, 1, 70_000)]
+        for (exptime, flags, cas, vlen) in
+            [(0, 0, 0, 32), (1234, 0, 0, 127), (0, 7, 9, 128), (99, u32::MAX, 1, 70_000), (u32::MAX, 1, 0, 5)]
         {
             let value = vec![b'v'; vlen];
             let n = size(5, vlen, exptime, flags, cas);
@@ -204,8 +239,22 @@ mod tests {
     fn small_items_have_a_three_byte_header() {
         assert_eq!(header_size(32, 0, 0, 0), 3);
         assert_eq!(header_size(100, 0, 0, 0), 3);
-        assert_eq!(header_size(200, 10, 0, 0), 8);
-        assert_eq!(header_size(200, 10, 0, 5), 16);
+        assert_eq!(header_size(200, 10, 0, 0), 7);
+        assert_eq!(header_size(200, 1 << 24, 0, 0), 8);
+        assert_eq!(header_size(200, 10, 0, 5), 15);
+    }
+
+    #[test]
+    fn exptime_is_rewritten_in_place_only_when_it_fits() {
+        let n = size(1, 1, 5, 0, 0);
+        let mut buf = vec![0u8; n];
+        encode(&mut buf, b"k", &[b"v"], 5, 0, 0);
+        let h = decode(&buf).expect("decodes");
+        assert!(set_exptime(&mut buf, &h, 70_000));
+        assert_eq!(decode(&buf).map(|h| h.exptime), Some(70_000));
+        assert!(!set_exptime(&mut buf, &h, 1 << 24), "3-byte field cannot hold it");
+        assert!(set_exptime(&mut buf, &h, 0));
+        assert_eq!(decode(&buf).map(|h| (h.exptime, h.value_len)), Some((0, 1)));
     }
 
     #[test]

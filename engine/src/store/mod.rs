@@ -349,25 +349,20 @@ impl Store {
     pub fn touch(&mut self, key: &[u8], exptime: u32, now: u32) -> Option<ItemRef<'_>> {
         let hash = self.hash(key);
         let mut found = self.lookup(key, hash, now)?;
-        match found.header.exptime_at {
-            Some(at) => {
-                let at = found.loc as usize + at;
-                self.arena.bytes_mut()[at..at + 4].copy_from_slice(&exptime.to_le_bytes());
-                let seg = self.seg_of(found.loc);
-                self.segs.meta[seg].note_expiry(exptime);
-                found.header.exptime = exptime;
+        let at = found.loc as usize;
+        if item::set_exptime(&mut self.arena.bytes_mut()[at..], &found.header, exptime) {
+            let seg = self.seg_of(found.loc);
+            self.segs.meta[seg].note_expiry(exptime);
+            found.header.exptime = exptime;
+        } else if exptime != 0 {
+            // No room for this expiry: rewritten with it; same version, so the CAS is kept.
+            let old_at = found.loc as usize + found.header.value_at();
+            let value = Value::Append { old_at, old_len: found.header.value_len, data: &[] };
+            let cas = self.cas_of(found.loc, &found.header);
+            if self.put(key, hash, value, found.header.flags, exptime, cas, now) != StoreOutcome::Stored {
+                return None;
             }
-            None if exptime == 0 => {}
-            None => {
-                // Rewritten with room for the expiry; same version, so the CAS is kept.
-                let old_at = found.loc as usize + found.header.value_at();
-                let value = Value::Append { old_at, old_len: found.header.value_len, data: &[] };
-                let cas = self.cas_of(found.loc, &found.header);
-                if self.put(key, hash, value, found.header.flags, exptime, cas, now) != StoreOutcome::Stored {
-                    return None;
-                }
-                found = self.find(key, hash)?;
-            }
+            found = self.find(key, hash)?;
         }
         self.bump(&found);
         Some(self.item_ref(&found))

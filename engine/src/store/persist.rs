@@ -211,9 +211,10 @@ impl Store {
             let end = seg * seg_size + self.segs.meta[seg].write_at as usize;
             let at = loc as usize;
             let Some(h) = item::decode(self.arena.bytes().get(at..end)?) else { continue };
-            if let Some(e) = h.exptime_at {
-                let moved = shift(h.exptime);
-                self.arena.bytes_mut()[at + e..at + e + 4].copy_from_slice(&moved.to_le_bytes());
+            // Move the expiry onto this run's clock; an item whose field cannot hold the
+            // moved value is not recovered.
+            if h.exptime_at.is_some() && !item::set_exptime(&mut self.arena.bytes_mut()[at..], &h, shift(h.exptime)) {
+                continue;
             }
             let hash = self.hasher.hash_one(&self.arena.bytes()[at + h.key_at..at + h.key_at + h.key_len]);
             if self.find_at_hash(hash, at).is_some() {
