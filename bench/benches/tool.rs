@@ -22,9 +22,9 @@ fn spec(dist: KeyDist) -> WorkloadSpec {
     WorkloadSpec {
         keys: KeySpace::new(KEYS, KEY_SIZE).expect("valid key space"),
         dist,
-        ratio: Ratio { get: 10, set: 1 },
+        ratio: Ratio::get_set(10, 1),
         multiget: 1,
-        value_size: ValueSize { min: 32, max: 32 },
+        value_size: ValueSize::uniform(32, 32),
     }
 }
 
@@ -50,7 +50,7 @@ fn next_op(c: &mut Criterion) {
         });
     }
     let mut ranged = spec(KeyDist::Uniform);
-    ranged.value_size = ValueSize { min: 16, max: 4096 };
+    ranged.value_size = ValueSize::uniform(16, 4096);
     let mut gen = Generator::new(ranged, 1, 0, 1).expect("valid workload");
     g.bench_function("uniform_size_16-4096", |b| {
         b.iter(|| {
