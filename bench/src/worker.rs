@@ -1107,9 +1107,11 @@ impl Worker {
                     Parsed::Done { consumed, item } => match item {
                         GetItem::Value { key, flags, data, cas } => {
                             slot.hits += 1;
-                            let asked = keys.parse_key(key).is_some_and(|k| {
-                                slot.keys[part.kstart as usize..part.kend as usize].iter().any(|e| e.1 == k)
-                            });
+                            // Only --verify and a cas's gets need to know the key was asked for.
+                            let asked = (verify_values || part.wire == Wire::Gets)
+                                && keys.parse_key(key).is_some_and(|k| {
+                                    slot.keys[part.kstart as usize..part.kend as usize].iter().any(|e| e.1 == k)
+                                });
                             if verify_values
                                 && (!asked || flags != SET_FLAGS || verify::check_value(key, data).is_err())
                             {
