@@ -1,17 +1,20 @@
 //! The load tool's own per-request cost, without the network: generating the next operation
 //! (kind, key with uniform/zipf/sequential popularity, value size), encoding it into a send
-//! buffer, parsing replies (`VALUE ... END`, `END`, `STORED`), recording a latency pair into
-//! the HDR histograms, and `--verify`'s value check. Each iteration is one request, so the time
+//! buffer (get, multiget, set, delete, incr, cas), parsing replies (`VALUE ... END`, `END`,
+//! `STORED`, `DELETED`, an incr's number), recording a latency pair into the HDR histograms, and
+//! `--verify`'s value check. Each iteration is one request, so the time
 //! criterion prints is the cost per request and the throughput is requests per second per core.
 //!
 //! Encoding and the verify check are composed from the same calls, in the same order, as the
 //! worker's `issue_op` and `parse_replies`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ringcache_bench::protocol::{self, GetItem, Parsed, StoreReply};
+use ringcache_bench::protocol::{self, DeleteReply, GetItem, IncrReply, Parsed, StoreReply};
 use ringcache_bench::stats::Recorder;
 use ringcache_bench::verify;
-use ringcache_bench::workload::{Generator, KeyDist, KeySpace, OpKind, Ratio, ValueSize, WorkloadSpec, MAX_KEY_LEN};
+use ringcache_bench::workload::{
+    Generator, KeyDist, KeySpace, OpKind, Ratio, SizeDist, ValueSize, WorkloadSpec, MAX_KEY_LEN,
+};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -22,9 +25,9 @@ fn spec(dist: KeyDist) -> WorkloadSpec {
     WorkloadSpec {
         keys: KeySpace::new(KEYS, KEY_SIZE).expect("valid key space"),
         dist,
-        ratio: Ratio { get: 10, set: 1 },
+        ratio: Ratio::get_set(10, 1),
         multiget: 1,
-        value_size: ValueSize { min: 32, max: 32 },
+        value_size: ValueSize::uniform(32, 32),
     }
 }
 
@@ -50,9 +53,19 @@ fn next_op(c: &mut Criterion) {
         });
     }
     let mut ranged = spec(KeyDist::Uniform);
-    ranged.value_size = ValueSize { min: 16, max: 4096 };
+    ranged.value_size = ValueSize::uniform(16, 4096);
     let mut gen = Generator::new(ranged, 1, 0, 1).expect("valid workload");
     g.bench_function("uniform_size_16-4096", |b| {
+        b.iter(|| {
+            let kind = gen.next_kind();
+            black_box((kind, gen.next_key(), gen.next_value_size()))
+        })
+    });
+    let mut mixed = spec(KeyDist::Uniform);
+    mixed.ratio = Ratio { get: 6, set: 2, delete: 1, incr: 1, cas: 1 };
+    mixed.value_size = ValueSize { min: 1, max: 65_536, dist: SizeDist::LogNormal { median: 300.0, sigma: 1.5 } };
+    let mut gen = Generator::new(mixed, 1, 0, 1).expect("valid workload");
+    g.bench_function("mixed_6:2:1:1:1_lognormal", |b| {
         b.iter(|| {
             let kind = gen.next_kind();
             black_box((kind, gen.next_key(), gen.next_value_size()))
@@ -77,6 +90,40 @@ fn encode(c: &mut Criterion) {
             protocol::begin_get(&mut out);
             keys.write_key(k, key);
             protocol::push_get_key(&mut out, key);
+            protocol::end_line(&mut out);
+            black_box(out.len())
+        })
+    });
+    g.bench_function("delete", |b| {
+        b.iter(|| {
+            out.clear();
+            k = step(k);
+            let key = &mut kb[..KEY_SIZE];
+            keys.write_key(k, key);
+            protocol::delete(&mut out, key);
+            black_box(out.len())
+        })
+    });
+    g.bench_function("incr", |b| {
+        b.iter(|| {
+            out.clear();
+            k = step(k);
+            let key = &mut kb[..KEY_SIZE];
+            keys.write_counter_key(k, key);
+            protocol::incr(&mut out, key, 1);
+            black_box(out.len())
+        })
+    });
+    let mut cas_value = [0u8; 32];
+    verify::fill_value(b"ringcache-bench filler", 0, &mut cas_value);
+    g.bench_function("cas_32B", |b| {
+        b.iter(|| {
+            out.clear();
+            k = step(k);
+            let key = &mut kb[..KEY_SIZE];
+            keys.write_key(k, key);
+            protocol::cas_header(&mut out, key, 0, 0, cas_value.len(), black_box(1_234_567_890));
+            out.extend_from_slice(&cas_value);
             protocol::end_line(&mut out);
             black_box(out.len())
         })
@@ -178,6 +225,18 @@ fn parse(c: &mut Criterion) {
     g.bench_function("stored", |b| {
         b.iter(|| match protocol::parse_store_reply(black_box(b"STORED\r\n")) {
             Ok(Parsed::Done { consumed, item: StoreReply::Stored }) => consumed,
+            _ => 0,
+        })
+    });
+    g.bench_function("deleted", |b| {
+        b.iter(|| match protocol::parse_delete_reply(black_box(b"DELETED\r\n")) {
+            Ok(Parsed::Done { consumed, item: DeleteReply::Deleted }) => consumed,
+            _ => 0,
+        })
+    });
+    g.bench_function("incr_value", |b| {
+        b.iter(|| match protocol::parse_incr_reply(black_box(b"1234567\r\n")) {
+            Ok(Parsed::Done { consumed, item: IncrReply::Value(v) }) => consumed + v as usize,
             _ => 0,
         })
     });

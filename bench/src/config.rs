@@ -3,7 +3,7 @@
 
 use crate::affinity;
 use crate::verify;
-use crate::workload::{KeyDist, KeySpace, Ratio, ValueSize, WorkloadError, WorkloadSpec};
+use crate::workload::{KeyDist, KeySpace, Ratio, SizeDist, ValueSize, WorkloadError, WorkloadSpec};
 use clap::Parser;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -50,7 +50,7 @@ pub struct Cli {
     #[arg(long, default_value = "uniform")]
     pub key_dist: KeyDist,
 
-    /// GET:SET proportions, e.g. 10:1.
+    /// Operation weights GET:SET[:DELETE[:INCR[:CAS]]], e.g. 10:1 or 6:2:1:1:1 (missing ones are 0).
     #[arg(long, default_value = "10:1")]
     pub ratio: Ratio,
 
@@ -58,7 +58,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 1)]
     pub multiget: usize,
 
-    /// Value size in bytes: N, or MIN-MAX for uniformly random sizes.
+    /// Value size in bytes: N, MIN-MAX (uniform), or lognormal:MEDIAN:SIGMA[:MAX] (heavy-tailed,
+    /// clamped to 1..=MAX, MAX 65536 by default; the lower clamp is 16 with --verify).
     #[arg(long, default_value = "32")]
     pub value_size: ValueSize,
 
@@ -225,8 +226,15 @@ impl Config {
             (None, Some(d)) => StopAt::Duration(seconds(d, "--duration")?),
             (None, None) => StopAt::Duration(Duration::from_secs(10)),
         };
-        if cli.verify && cli.value_size.min < verify::HEADER_LEN {
-            return Err(ConfigError::ValueTooSmallForVerify(verify::HEADER_LEN));
+        let mut value_size = cli.value_size;
+        if cli.verify {
+            // A log-normal's lower clamp rises to the verify header; its upper one must fit it.
+            if matches!(value_size.dist, SizeDist::LogNormal { .. }) {
+                value_size.min = value_size.min.max(verify::HEADER_LEN);
+            }
+            if value_size.min < verify::HEADER_LEN || value_size.max < verify::HEADER_LEN {
+                return Err(ConfigError::ValueTooSmallForVerify(verify::HEADER_LEN));
+            }
         }
         Ok(Config {
             servers,
@@ -239,7 +247,7 @@ impl Config {
                 dist: cli.key_dist,
                 ratio: cli.ratio,
                 multiget: cli.multiget,
-                value_size: cli.value_size,
+                value_size,
             },
             ttl: cli.ttl,
             seed: cli.seed,
@@ -273,7 +281,7 @@ mod tests {
         assert_eq!(c.servers[0].name(), "127.0.0.1:11211");
         assert_eq!(c.cpus, vec![None]);
         assert_eq!(c.stop, StopAt::Duration(Duration::from_secs(10)));
-        assert_eq!(c.workload.ratio, Ratio { get: 10, set: 1 });
+        assert_eq!(c.workload.ratio, Ratio::get_set(10, 1));
     }
 
     #[test]
@@ -317,7 +325,7 @@ mod tests {
         assert_eq!(c.cpus, vec![Some(0), Some(1)]);
         assert_eq!(c.rate, Some(5000.0));
         assert_eq!(c.workload.dist, KeyDist::Zipf(0.99));
-        assert_eq!(c.workload.value_size, ValueSize { min: 20, max: 40 });
+        assert_eq!(c.workload.value_size, ValueSize::uniform(20, 40));
         assert_eq!(c.stop, StopAt::Requests(100));
         assert_eq!(c.warmup, Duration::from_millis(500));
         assert!(c.prefill && c.verify);
@@ -335,5 +343,19 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["x", "--duration", "1", "--requests", "5"]).is_err());
         assert!(Cli::try_parse_from(["x", "--ratio", "abc"]).is_err());
+        assert!(matches!(
+            cfg(&["--verify", "--value-size", "lognormal:4:1:8"]),
+            Err(ConfigError::ValueTooSmallForVerify(_))
+        ));
+    }
+
+    #[test]
+    fn verify_raises_the_lognormal_lower_clamp() {
+        let c = cfg(&["--verify", "--value-size", "lognormal:100:1.5:4096", "--ratio", "6:2:1:1:1"]).unwrap();
+        assert_eq!(c.workload.value_size.min, verify::HEADER_LEN);
+        assert_eq!(c.workload.value_size.max, 4096);
+        assert_eq!(c.workload.ratio, Ratio { get: 6, set: 2, delete: 1, incr: 1, cas: 1 });
+        let plain = cfg(&["--value-size", "lognormal:100:1.5"]).unwrap();
+        assert_eq!(plain.workload.value_size.min, 1);
     }
 }

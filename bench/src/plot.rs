@@ -327,7 +327,8 @@ impl LatencyPlot {
             None => "closed loop".to_string(),
         };
         let title = format!(
-            "get:set {}, {} keys of {} B ({}), values {} B{}{}, {mode}",
+            "{} {}, {} keys of {} B ({}), values {} B{}{}, {mode}",
+            c.ratio_label,
             c.ratio,
             c.keys,
             c.key_size,

@@ -84,7 +84,7 @@ impl ProgressDisplay {
             StopAt::Duration(d) => BarKind::Time { total: cfg.warmup + d },
             StopAt::Requests(n) => BarKind::Requests { total: n },
         };
-        ProgressDisplay { multi, status, bar: None, keys: cfg.workload.keys.count(), timed }
+        ProgressDisplay { multi, status, bar: None, keys: cfg.workload.prefill_items(), timed }
     }
 
     /// Moves the bar to where the workers are: in `phase`, with `done` of its counted

@@ -45,7 +45,13 @@ pub enum ErrorReply {
 /// One unit of a GET reply.
 #[derive(Debug, PartialEq, Eq)]
 pub enum GetItem<'a> {
-    Value { key: &'a [u8], flags: u32, data: &'a [u8] },
+    /// `cas` is the unique a `gets` reply carries (`None` for a plain `get`).
+    Value {
+        key: &'a [u8],
+        flags: u32,
+        data: &'a [u8],
+        cas: Option<u64>,
+    },
     End,
     Error(ErrorReply),
 }
@@ -122,9 +128,10 @@ pub fn parse_get_item(buf: &[u8]) -> Result<Parsed<GetItem<'_>>, ProtocolError> 
     let flags = fields.next().and_then(parse_u64).and_then(|f| u32::try_from(f).ok()).ok_or_else(bad)?;
     let len = fields.next().and_then(parse_u64).and_then(|n| usize::try_from(n).ok()).ok_or_else(bad)?;
     // An optional CAS unique may follow; anything after that is malformed.
-    if let Some(cas) = fields.next() {
-        parse_u64(cas).ok_or_else(bad)?;
-    }
+    let cas = match fields.next() {
+        Some(c) => Some(parse_u64(c).ok_or_else(bad)?),
+        None => None,
+    };
     if fields.next().is_some() {
         return Err(bad());
     }
@@ -135,7 +142,10 @@ pub fn parse_get_item(buf: &[u8]) -> Result<Parsed<GetItem<'_>>, ProtocolError> 
     if &buf[total - 2..total] != b"\r\n" {
         return Err(ProtocolError::BadDataTerminator);
     }
-    Ok(Parsed::Done { consumed: total, item: GetItem::Value { key, flags, data: &buf[header_len..header_len + len] } })
+    Ok(Parsed::Done {
+        consumed: total,
+        item: GetItem::Value { key, flags, data: &buf[header_len..header_len + len], cas },
+    })
 }
 
 /// Parses the reply to a storage command (set/add/replace/...).
@@ -152,6 +162,60 @@ pub fn parse_store_reply(buf: &[u8]) -> Result<Parsed<StoreReply>, ProtocolError
             Some(e) => StoreReply::Error(e),
             None => return Err(ProtocolError::UnexpectedLine(lossy(l))),
         },
+    };
+    Ok(Parsed::Done { consumed, item })
+}
+
+/// The reply to `delete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteReply {
+    Deleted,
+    NotFound,
+    Error(ErrorReply),
+}
+
+/// Parses the reply to `delete`: `DELETED`, `NOT_FOUND` or an error line.
+pub fn parse_delete_reply(buf: &[u8]) -> Result<Parsed<DeleteReply>, ProtocolError> {
+    let Some((l, consumed)) = line(buf)? else {
+        return Ok(Parsed::Incomplete { need: None });
+    };
+    let item = match l {
+        b"DELETED" => DeleteReply::Deleted,
+        b"NOT_FOUND" => DeleteReply::NotFound,
+        _ => match error_reply(l) {
+            Some(e) => DeleteReply::Error(e),
+            None => return Err(ProtocolError::UnexpectedLine(lossy(l))),
+        },
+    };
+    Ok(Parsed::Done { consumed, item })
+}
+
+/// The reply to `incr`/`decr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncrReply {
+    /// The counter's new value.
+    Value(u64),
+    NotFound,
+    Error(ErrorReply),
+}
+
+/// Parses the reply to `incr`/`decr`: the new value as a decimal line, `NOT_FOUND`, or an error
+/// line (memcached answers `CLIENT_ERROR` for a non-numeric value).
+pub fn parse_incr_reply(buf: &[u8]) -> Result<Parsed<IncrReply>, ProtocolError> {
+    let Some((l, consumed)) = line(buf)? else {
+        return Ok(Parsed::Incomplete { need: None });
+    };
+    // memcached may pad the number with trailing spaces when it rewrites a value in place.
+    let trimmed = l.iter().rposition(|&b| b != b' ').map_or(&l[..0], |end| &l[..=end]);
+    let item = if l == b"NOT_FOUND" {
+        IncrReply::NotFound
+    } else if let Some(v) = parse_u64(trimmed) {
+        IncrReply::Value(v)
+    } else {
+        match error_reply(l) {
+            Some(e) => IncrReply::Error(e),
+            None => return Err(ProtocolError::UnexpectedLine(lossy(l))),
+        }
     };
     Ok(Parsed::Done { consumed, item })
 }
@@ -176,6 +240,48 @@ pub fn begin_get(out: &mut Vec<u8>) {
     out.extend_from_slice(b"get");
 }
 
+/// Starts a `gets` request (values with their CAS uniques); add keys with [`push_get_key`] and
+/// finish with [`end_line`].
+pub fn begin_gets(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"gets");
+}
+
+/// Appends `delete <key>\r\n`.
+pub fn delete(out: &mut Vec<u8>, key: &[u8]) {
+    out.extend_from_slice(b"delete ");
+    out.extend_from_slice(key);
+    end_line(out);
+}
+
+/// Appends `incr <key> <delta>\r\n`.
+pub fn incr(out: &mut Vec<u8>, key: &[u8], delta: u64) {
+    out.extend_from_slice(b"incr ");
+    out.extend_from_slice(key);
+    out.push(b' ');
+    push_u64(out, delta);
+    end_line(out);
+}
+
+/// Appends `cas <key> <flags> <ttl> <len> <unique>\r\n`; the caller appends `len` data bytes
+/// and then [`end_line`].
+pub fn cas_header(out: &mut Vec<u8>, key: &[u8], flags: u32, ttl: u32, len: usize, unique: u64) {
+    storage_header(out, b"cas ", key, flags, ttl, len);
+    out.push(b' ');
+    push_u64(out, unique);
+    end_line(out);
+}
+
+fn storage_header(out: &mut Vec<u8>, cmd: &[u8], key: &[u8], flags: u32, ttl: u32, len: usize) {
+    out.extend_from_slice(cmd);
+    out.extend_from_slice(key);
+    out.push(b' ');
+    push_u64(out, u64::from(flags));
+    out.push(b' ');
+    push_u64(out, u64::from(ttl));
+    out.push(b' ');
+    push_u64(out, len as u64);
+}
+
 /// Appends one key to a `get` started with [`begin_get`].
 pub fn push_get_key(out: &mut Vec<u8>, key: &[u8]) {
     out.push(b' ');
@@ -190,14 +296,7 @@ pub fn end_line(out: &mut Vec<u8>) {
 /// Appends `set <key> <flags> <ttl> <len>\r\n`; the caller appends `len` data bytes and then
 /// [`end_line`].
 pub fn set_header(out: &mut Vec<u8>, key: &[u8], flags: u32, ttl: u32, len: usize) {
-    out.extend_from_slice(b"set ");
-    out.extend_from_slice(key);
-    out.push(b' ');
-    push_u64(out, u64::from(flags));
-    out.push(b' ');
-    push_u64(out, u64::from(ttl));
-    out.push(b' ');
-    push_u64(out, len as u64);
+    storage_header(out, b"set ", key, flags, ttl, len);
     end_line(out);
 }
 
@@ -235,7 +334,7 @@ mod tests {
                 Parsed::Done { consumed, item } => {
                     at += consumed;
                     match item {
-                        GetItem::Value { key, flags, data } => values.push((key.to_vec(), flags, data.to_vec())),
+                        GetItem::Value { key, flags, data, .. } => values.push((key.to_vec(), flags, data.to_vec())),
                         GetItem::End => return (values, GetItemOwned::End, at),
                         GetItem::Error(e) => return (values, GetItemOwned::Error(e), at),
                     }
@@ -298,6 +397,69 @@ mod tests {
         ] {
             assert_eq!(parse_store_reply(line).unwrap(), Parsed::Done { consumed: line.len(), item: want });
         }
+    }
+
+    #[test]
+    fn encodes_delete_incr_gets_and_cas() {
+        let mut out = Vec::new();
+        delete(&mut out, b"key:01");
+        incr(&mut out, b"ctr:01", 1);
+        begin_gets(&mut out);
+        push_get_key(&mut out, b"key:02");
+        end_line(&mut out);
+        cas_header(&mut out, b"key:02", 0, 0, 3, 12345);
+        out.extend_from_slice(b"abc");
+        end_line(&mut out);
+        assert_eq!(out, b"delete key:01\r\nincr ctr:01 1\r\ngets key:02\r\ncas key:02 0 0 3 12345\r\nabc\r\n");
+    }
+
+    #[test]
+    fn gets_reply_carries_the_unique() {
+        match parse_get_item(b"VALUE k 0 1 987654321\r\nx\r\n").unwrap() {
+            Parsed::Done { item: GetItem::Value { cas, data, .. }, .. } => {
+                assert_eq!(cas, Some(987_654_321));
+                assert_eq!(data, b"x");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_get_item(b"VALUE k 0 1\r\nx\r\n").unwrap(),
+            Parsed::Done { item: GetItem::Value { cas: None, .. }, .. }
+        ));
+    }
+
+    #[test]
+    fn parses_delete_incr_and_cas_replies() {
+        for (line, want) in [
+            (&b"DELETED\r\n"[..], DeleteReply::Deleted),
+            (b"NOT_FOUND\r\n", DeleteReply::NotFound),
+            (b"SERVER_ERROR busy\r\n", DeleteReply::Error(ErrorReply::Server)),
+        ] {
+            assert_eq!(parse_delete_reply(line).unwrap(), Parsed::Done { consumed: line.len(), item: want });
+        }
+        assert!(matches!(parse_delete_reply(b"STORED\r\n"), Err(ProtocolError::UnexpectedLine(_))));
+        assert_eq!(parse_delete_reply(b"DELE").unwrap(), Parsed::Incomplete { need: None });
+        for (line, want) in [
+            (&b"0\r\n"[..], IncrReply::Value(0)),
+            (b"42\r\n", IncrReply::Value(42)),
+            (b"18446744073709551615\r\n", IncrReply::Value(u64::MAX)),
+            (b"7   \r\n", IncrReply::Value(7)),
+            (b"NOT_FOUND\r\n", IncrReply::NotFound),
+            (b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n", IncrReply::Error(ErrorReply::Client)),
+            (b"ERROR\r\n", IncrReply::Error(ErrorReply::Error)),
+        ] {
+            assert_eq!(parse_incr_reply(line).unwrap(), Parsed::Done { consumed: line.len(), item: want });
+        }
+        for bad in [&b"12a\r\n"[..], b"-1\r\n", b"\r\n", b"DELETED\r\n", b"18446744073709551616\r\n"] {
+            assert!(parse_incr_reply(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse_incr_reply(b"12").unwrap(), Parsed::Incomplete { need: None });
+        // cas answers like a storage command: EXISTS is a conflict, NOT_FOUND a vanished key.
+        assert_eq!(parse_store_reply(b"EXISTS\r\n").unwrap(), Parsed::Done { consumed: 8, item: StoreReply::Exists });
+        assert_eq!(
+            parse_store_reply(b"NOT_FOUND\r\n").unwrap(),
+            Parsed::Done { consumed: 11, item: StoreReply::NotFound }
+        );
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub struct ConfigEcho {
     pub key_size: usize,
     pub key_dist: String,
     pub ratio: String,
+    /// What the `ratio` weights stand for: "get:set" or "get:set:delete:incr:cas".
+    pub ratio_label: &'static str,
+    #[serde(skip)]
+    pub ratio_weights: crate::workload::Ratio,
     pub multiget: usize,
     pub value_size: String,
     pub ttl: u32,
@@ -102,6 +106,8 @@ impl Report {
                 key_size: cfg.workload.keys.key_size(),
                 key_dist: cfg.workload.dist.to_string(),
                 ratio: cfg.workload.ratio.to_string(),
+                ratio_label: cfg.workload.ratio.label(),
+                ratio_weights: cfg.workload.ratio,
                 multiget: cfg.workload.multiget,
                 value_size: cfg.workload.value_size.to_string(),
                 ttl: cfg.ttl,
@@ -140,10 +146,11 @@ impl Report {
         let _ = writeln!(s, "servers: {}", c.servers.join(", "));
         let _ = writeln!(
             s,
-            "workload: {} keys of {} B, {}, get:set {}, multiget {}, values {} B, ttl {}{}",
+            "workload: {} keys of {} B, {}, {} {}, multiget {}, values {} B, ttl {}{}",
             c.keys,
             c.key_size,
             c.key_dist,
+            c.ratio_label,
             c.ratio,
             c.multiget,
             c.value_size,
@@ -177,6 +184,24 @@ impl Report {
                     k.gets, k.get_keys, k.hits, k.misses
                 );
                 let _ = writeln!(s, "sets        {}  ({} stored, {} not stored)", k.sets, k.stored, k.not_stored);
+                let r = c.ratio_weights;
+                if r.delete > 0 || k.deletes > 0 {
+                    let _ = writeln!(
+                        s,
+                        "deletes     {}  ({} deleted, {} not found)",
+                        k.deletes, k.delete_hits, k.delete_misses
+                    );
+                }
+                if r.incr > 0 || k.incrs > 0 {
+                    let _ = writeln!(s, "incrs       {}  ({} hits, {} not found)", k.incrs, k.incr_hits, k.incr_misses);
+                }
+                if r.cas > 0 || k.cas > 0 {
+                    let _ = writeln!(
+                        s,
+                        "cas         {}  ({} stored, {} exists, {} not found, {} gets misses)",
+                        k.cas, k.cas_stored, k.cas_exists, k.cas_not_found, k.cas_misses
+                    );
+                }
                 let _ = writeln!(
                     s,
                     "errors {}  timeouts {}  verify mismatches {}{}",

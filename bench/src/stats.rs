@@ -31,6 +31,24 @@ pub struct Counters {
     pub stored: u64,
     /// Sets answered `NOT_STORED`/`EXISTS`/`NOT_FOUND`.
     pub not_stored: u64,
+    /// Deletes, and how they were answered: `DELETED` (hit) or `NOT_FOUND` (miss).
+    pub deletes: u64,
+    pub delete_hits: u64,
+    pub delete_misses: u64,
+    /// Incrs of counter keys: answered with the new value (hit) or `NOT_FOUND` (miss).
+    pub incrs: u64,
+    pub incr_hits: u64,
+    pub incr_misses: u64,
+    /// Read-modify-writes (`gets`, then `cas` on a hit).
+    pub cas: u64,
+    /// The `cas` was answered `STORED`.
+    pub cas_stored: u64,
+    /// The `cas` was answered `EXISTS`: the key changed between the `gets` and the `cas`.
+    pub cas_exists: u64,
+    /// The `cas` was answered `NOT_FOUND`: the key vanished between the `gets` and the `cas`.
+    pub cas_not_found: u64,
+    /// The `gets` missed, so no `cas` was sent.
+    pub cas_misses: u64,
     /// Replies `ERROR`, `CLIENT_ERROR` or `SERVER_ERROR`.
     pub errors: u64,
     /// Requests whose reply took longer than the timeout, or never came.
@@ -51,6 +69,17 @@ impl Counters {
         self.misses += o.misses;
         self.stored += o.stored;
         self.not_stored += o.not_stored;
+        self.deletes += o.deletes;
+        self.delete_hits += o.delete_hits;
+        self.delete_misses += o.delete_misses;
+        self.incrs += o.incrs;
+        self.incr_hits += o.incr_hits;
+        self.incr_misses += o.incr_misses;
+        self.cas += o.cas;
+        self.cas_stored += o.cas_stored;
+        self.cas_exists += o.cas_exists;
+        self.cas_not_found += o.cas_not_found;
+        self.cas_misses += o.cas_misses;
         self.errors += o.errors;
         self.timeouts += o.timeouts;
         self.verify_mismatches += o.verify_mismatches;

@@ -22,7 +22,7 @@
 use crate::affinity::{self, AffinityError};
 use crate::config::{Config, StopAt};
 use crate::ketama::Continuum;
-use crate::protocol::{self, GetItem, Parsed, ProtocolError, StoreReply};
+use crate::protocol::{self, DeleteReply, GetItem, IncrReply, Parsed, ProtocolError, StoreReply};
 use crate::stats::Recorder;
 use crate::sync::{PhaseTag, Shared};
 use crate::verify;
@@ -48,6 +48,8 @@ const UNRESPONSIVE_TIMEOUTS: u64 = 10;
 
 /// Client flags stored with every set (checked by `--verify`).
 const SET_FLAGS: u32 = 0;
+/// What each `incr` adds to its counter.
+const INCR_DELTA: u64 = 1;
 
 /// `IORING_RECVSEND_POLL_FIRST`: a recv is re-armed right after its data was consumed, when
 /// the socket is almost always empty, so skip the first (wasted) receive attempt.
@@ -99,11 +101,33 @@ pub struct ThreadResult {
     pub error: Option<WorkerError>,
 }
 
+/// The request a part's reply answers, which decides how the reply is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Get,
+    Set,
+    Delete,
+    Incr,
+    /// The `gets` of a cas operation.
+    Gets,
+    /// The `cas` that follows a `gets` hit.
+    Cas,
+}
+
+/// How a cas operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CasOutcome {
+    Miss,
+    Stored,
+    Exists,
+    NotFound,
+}
+
 /// One expected reply on a socket, in send order.
 #[derive(Debug, Clone, Copy)]
 struct Part {
     slot: u32,
-    kind: OpKind,
+    wire: Wire,
     kstart: u16,
     kend: u16,
 }
@@ -140,6 +164,11 @@ struct Slot {
     error: bool,
     not_stored: bool,
     hits: u64,
+    /// The key is a counter (`ctr:`): incrs, and the prefill's `set ... 0` of counters.
+    counter: bool,
+    /// The unique from a cas operation's `gets`.
+    unique: Option<u64>,
+    cas: CasOutcome,
 }
 
 struct Group {
@@ -150,7 +179,13 @@ struct Group {
 }
 
 enum Source {
-    Prefill { next: u64, end: u64 },
+    /// Keys `next..end`, then (when the mix has incrs) counters `ctr_next..ctr_end`.
+    Prefill {
+        next: u64,
+        end: u64,
+        ctr_next: u64,
+        ctr_end: u64,
+    },
     Workload,
 }
 
@@ -316,6 +351,37 @@ fn record_op(rec: &mut Recorder, slot: &Slot, now: u64) {
                 }
             }
         }
+        OpKind::Delete => {
+            c.deletes += 1;
+            if !slot.error {
+                if slot.hits > 0 {
+                    c.delete_hits += 1;
+                } else {
+                    c.delete_misses += 1;
+                }
+            }
+        }
+        OpKind::Incr => {
+            c.incrs += 1;
+            if !slot.error {
+                if slot.hits > 0 {
+                    c.incr_hits += 1;
+                } else {
+                    c.incr_misses += 1;
+                }
+            }
+        }
+        OpKind::Cas => {
+            c.cas += 1;
+            if !slot.error {
+                match slot.cas {
+                    CasOutcome::Miss => c.cas_misses += 1,
+                    CasOutcome::Stored => c.cas_stored += 1,
+                    CasOutcome::Exists => c.cas_exists += 1,
+                    CasOutcome::NotFound => c.cas_not_found += 1,
+                }
+            }
+        }
     }
     if slot.error {
         c.errors += 1;
@@ -352,6 +418,9 @@ impl Worker {
                         error: false,
                         not_stored: false,
                         hits: 0,
+                        counter: false,
+                        unique: None,
+                        cas: CasOutcome::Miss,
                     })
                     .collect(),
                 free: (0..depth as u32).rev().collect(),
@@ -426,14 +495,16 @@ impl Worker {
 
     fn prefill_phase(&mut self, begin: u64, end: u64) -> Phase {
         let now = self.now();
+        // Counters are set to 0 only when the mix increments them.
+        let ctr_end = if self.cfg.workload.ratio.incr > 0 { end } else { begin };
         Phase {
             tag: PhaseTag::Prefill,
-            source: Source::Prefill { next: begin, end },
+            source: Source::Prefill { next: begin, end, ctr_next: begin, ctr_end },
             depth: self.groups.first().map_or(1, |g| g.slots.len()),
             open: None,
             measure_start: now,
             deadline: None,
-            quota: Some(end - begin),
+            quota: Some((end - begin) + (ctr_end - begin)),
             drain_limit: None,
             drain_start: None,
             rec: Recorder::default(),
@@ -633,7 +704,7 @@ impl Worker {
             }
         }
         match p.source {
-            Source::Prefill { next, end } => next < end,
+            Source::Prefill { next, end, ctr_next, ctr_end } => next < end || ctr_next < ctr_end,
             Source::Workload => true,
         }
     }
@@ -792,22 +863,36 @@ impl Worker {
         group.busy += 1;
         let slot = &mut group.slots[slot_id as usize];
         slot.keys.clear();
-        let kind = match &mut p.source {
-            Source::Prefill { next, .. } => {
-                slot.keys.push((0, *next));
-                *next += 1;
-                OpKind::Set
+        let (kind, counter) = match &mut p.source {
+            Source::Prefill { next, end, ctr_next, .. } => {
+                if next < end {
+                    slot.keys.push((0, *next));
+                    *next += 1;
+                    (OpKind::Set, false)
+                } else {
+                    slot.keys.push((0, *ctr_next));
+                    *ctr_next += 1;
+                    (OpKind::Set, true)
+                }
             }
             Source::Workload => {
                 let kind = self.gen.next_kind();
                 let n = match kind {
                     OpKind::Get => self.gen.multiget(),
-                    OpKind::Set => 1,
+                    OpKind::Set | OpKind::Delete | OpKind::Incr | OpKind::Cas => 1,
                 };
                 for _ in 0..n {
                     slot.keys.push((0, self.gen.next_key()));
                 }
-                kind
+                (kind, kind == OpKind::Incr)
+            }
+        };
+        let keys = self.keys;
+        let write_key = |idx: u64, out: &mut [u8]| {
+            if counter {
+                keys.write_counter_key(idx, out);
+            } else {
+                keys.write_key(idx, out);
             }
         };
         if measured {
@@ -819,7 +904,7 @@ impl Worker {
         let key = &mut kb[..key_size];
         if nservers > 1 {
             for e in slot.keys.iter_mut() {
-                self.keys.write_key(e.1, key);
+                write_key(e.1, key);
                 e.0 = self.continuum.server_for(key) as u32;
             }
             slot.keys.sort_unstable_by_key(|e| e.0);
@@ -833,6 +918,9 @@ impl Worker {
         slot.error = false;
         slot.not_stored = false;
         slot.hits = 0;
+        slot.counter = counter;
+        slot.unique = None;
+        slot.cas = CasOutcome::Miss;
         let mut parts = 0;
         let mut i = 0;
         while i < slot.keys.len() {
@@ -844,17 +932,42 @@ impl Worker {
             let si = group.first_sock + server as usize;
             let sock = &mut self.socks[si];
             let out = &mut sock.next;
-            match kind {
+            let wire = match kind {
                 OpKind::Get => {
                     protocol::begin_get(out);
                     for &(_, k) in &slot.keys[i..j] {
-                        self.keys.write_key(k, key);
+                        write_key(k, key);
                         protocol::push_get_key(out, key);
                     }
                     protocol::end_line(out);
+                    Wire::Get
+                }
+                OpKind::Set if counter => {
+                    write_key(slot.keys[i].1, key);
+                    protocol::set_header(out, key, SET_FLAGS, ttl, 1);
+                    out.push(b'0');
+                    protocol::end_line(out);
+                    Wire::Set
+                }
+                OpKind::Delete => {
+                    write_key(slot.keys[i].1, key);
+                    protocol::delete(out, key);
+                    Wire::Delete
+                }
+                OpKind::Incr => {
+                    write_key(slot.keys[i].1, key);
+                    protocol::incr(out, key, INCR_DELTA);
+                    Wire::Incr
+                }
+                OpKind::Cas => {
+                    write_key(slot.keys[i].1, key);
+                    protocol::begin_gets(out);
+                    protocol::push_get_key(out, key);
+                    protocol::end_line(out);
+                    Wire::Gets
                 }
                 OpKind::Set => {
-                    self.keys.write_key(slot.keys[i].1, key);
+                    write_key(slot.keys[i].1, key);
                     let size = self.gen.next_value_size();
                     protocol::set_header(out, key, SET_FLAGS, ttl, size);
                     if verify_values {
@@ -866,9 +979,10 @@ impl Worker {
                         out.extend_from_slice(&self.filler[..size]);
                     }
                     protocol::end_line(out);
+                    Wire::Set
                 }
-            }
-            sock.parts.push_back(Part { slot: slot_id, kind, kstart: i as u16, kend: j as u16 });
+            };
+            sock.parts.push_back(Part { slot: slot_id, wire, kstart: i as u16, kend: j as u16 });
             if !sock.dirty {
                 sock.dirty = true;
                 self.dirty.push(si);
@@ -965,9 +1079,13 @@ impl Worker {
 
     /// Consumes every complete reply unit in socket `si`'s buffer. Returns the total size of
     /// the incomplete unit at the front, when known.
+    ///
+    /// A cas operation's `gets` hit queues its `cas` on the same socket here, so the operation
+    /// stays busy (and its latency runs) until the `cas` reply.
     fn parse_replies(&mut self, p: &mut Phase, si: usize, now: u64) -> Result<Option<usize>, WorkerError> {
         let verify_values = self.cfg.verify;
-        let Worker { socks, groups, keys, reissue, interval, cfg, .. } = self;
+        let ttl = self.cfg.ttl;
+        let Worker { socks, groups, keys, reissue, interval, cfg, gen, filler, version, dirty, .. } = self;
         let sock = &mut socks[si];
         let server_idx = sock.server;
         let server = || cfg.servers[server_idx].name();
@@ -983,36 +1101,107 @@ impl Worker {
             let buf = &sock.rbuf[sock.rstart..sock.rend];
             let proto = |source| WorkerError::Protocol { server: server(), source };
             // Some(error) when the part's reply is complete.
-            let (consumed, done) = match part.kind {
-                OpKind::Get => match protocol::parse_get_item(buf).map_err(proto)? {
+            let (consumed, done) = match part.wire {
+                Wire::Get | Wire::Gets => match protocol::parse_get_item(buf).map_err(proto)? {
                     Parsed::Incomplete { need } => return Ok(need),
                     Parsed::Done { consumed, item } => match item {
-                        GetItem::Value { key, flags, data } => {
+                        GetItem::Value { key, flags, data, cas } => {
                             slot.hits += 1;
-                            if verify_values {
-                                let asked = keys.parse_key(key).is_some_and(|k| {
+                            // Only --verify and a cas's gets need to know the key was asked for.
+                            let asked = (verify_values || part.wire == Wire::Gets)
+                                && keys.parse_key(key).is_some_and(|k| {
                                     slot.keys[part.kstart as usize..part.kend as usize].iter().any(|e| e.1 == k)
                                 });
-                                if !asked || flags != SET_FLAGS || verify::check_value(key, data).is_err() {
-                                    p.rec.counters.verify_mismatches += 1;
-                                    interval.counters.verify_mismatches += 1;
-                                }
+                            if verify_values
+                                && (!asked || flags != SET_FLAGS || verify::check_value(key, data).is_err())
+                            {
+                                p.rec.counters.verify_mismatches += 1;
+                                interval.counters.verify_mismatches += 1;
+                            }
+                            if part.wire == Wire::Gets && asked {
+                                slot.unique = cas;
                             }
                             (consumed, None)
                         }
-                        GetItem::End => (consumed, Some(false)),
+                        GetItem::End if part.wire == Wire::Gets && slot.unique.is_some() => {
+                            // The read half of a cas hit: send the write half, a new value
+                            // (a new version under --verify) with the unique just read.
+                            let unique = slot.unique.unwrap_or_default();
+                            let mut kb = [0u8; MAX_KEY_LEN];
+                            let key = &mut kb[..keys.key_size()];
+                            keys.write_key(slot.keys[part.kstart as usize].1, key);
+                            let size = gen.next_value_size();
+                            let out = &mut sock.next;
+                            protocol::cas_header(out, key, SET_FLAGS, ttl, size, unique);
+                            if verify_values {
+                                let start = out.len();
+                                out.resize(start + size, 0);
+                                verify::fill_value(key, *version, &mut out[start..]);
+                                *version = version.wrapping_add(1);
+                            } else {
+                                out.extend_from_slice(&filler[..size]);
+                            }
+                            protocol::end_line(out);
+                            sock.parts.pop_front();
+                            sock.parts.push_back(Part { wire: Wire::Cas, ..part });
+                            if !sock.dirty {
+                                sock.dirty = true;
+                                dirty.push(si);
+                            }
+                            sock.rstart += consumed;
+                            continue;
+                        }
+                        GetItem::End => {
+                            slot.cas = CasOutcome::Miss;
+                            (consumed, Some(false))
+                        }
                         GetItem::Error(_) => (consumed, Some(true)),
                     },
                 },
-                OpKind::Set => match protocol::parse_store_reply(buf).map_err(proto)? {
+                Wire::Set | Wire::Cas => match protocol::parse_store_reply(buf).map_err(proto)? {
                     Parsed::Incomplete { need } => return Ok(need),
                     Parsed::Done { consumed, item } => match item {
-                        StoreReply::Stored => (consumed, Some(false)),
+                        StoreReply::Stored => {
+                            slot.cas = CasOutcome::Stored;
+                            (consumed, Some(false))
+                        }
+                        StoreReply::Exists if part.wire == Wire::Cas => {
+                            slot.cas = CasOutcome::Exists;
+                            (consumed, Some(false))
+                        }
+                        StoreReply::NotFound if part.wire == Wire::Cas => {
+                            slot.cas = CasOutcome::NotFound;
+                            (consumed, Some(false))
+                        }
+                        // memcached never answers a cas NOT_STORED; count it as an error.
+                        StoreReply::NotStored if part.wire == Wire::Cas => (consumed, Some(true)),
                         StoreReply::NotStored | StoreReply::Exists | StoreReply::NotFound => {
                             slot.not_stored = true;
                             (consumed, Some(false))
                         }
                         StoreReply::Error(_) => (consumed, Some(true)),
+                    },
+                },
+                Wire::Delete => match protocol::parse_delete_reply(buf).map_err(proto)? {
+                    Parsed::Incomplete { need } => return Ok(need),
+                    Parsed::Done { consumed, item } => match item {
+                        DeleteReply::Deleted => {
+                            slot.hits = 1;
+                            (consumed, Some(false))
+                        }
+                        DeleteReply::NotFound => (consumed, Some(false)),
+                        DeleteReply::Error(_) => (consumed, Some(true)),
+                    },
+                },
+                Wire::Incr => match protocol::parse_incr_reply(buf).map_err(proto)? {
+                    Parsed::Incomplete { need } => return Ok(need),
+                    Parsed::Done { consumed, item } => match item {
+                        IncrReply::Value(_) => {
+                            slot.hits = 1;
+                            (consumed, Some(false))
+                        }
+                        IncrReply::NotFound => (consumed, Some(false)),
+                        IncrReply::Error(_) => (consumed, Some(true)),
                     },
                 },
             };

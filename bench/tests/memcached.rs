@@ -193,3 +193,71 @@ fn keys_land_on_their_ketama_server() {
     }
     assert!(per_server[0] > 40 && per_server[1] > 40, "{per_server:?}");
 }
+
+#[test]
+fn mixed_ratio_with_verify_counts_every_kind_without_errors() {
+    let mc = start_memcached();
+    let keys = 5000;
+    let (out, report) = run_bench(
+        "mixed",
+        &[
+            "--servers",
+            &mc.addr(),
+            "--duration",
+            "2",
+            "--verify",
+            "--prefill",
+            "--keys",
+            &keys.to_string(),
+            "--connections",
+            "8",
+            "--pipeline",
+            "4",
+            "--ratio",
+            "6:2:1:1:1",
+            "--value-size",
+            "lognormal:100:1:2000",
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let r = report.expect("report written");
+    assert_eq!(r["status"], "ok");
+    assert_eq!(r["config"]["ratio"], "6:2:1:1:1");
+    // Keys and counters were both prefilled.
+    assert_eq!(u(&r, "/prefill/counters/stored"), 2 * keys);
+    let m = |name: &str| u(&r, &format!("/measured/counters/{name}"));
+    assert_eq!(m("errors"), 0);
+    assert_eq!(m("timeouts"), 0);
+    assert_eq!(m("verify_mismatches"), 0);
+    for kind in ["gets", "sets", "deletes", "incrs", "cas"] {
+        assert!(m(kind) > 0, "no {kind}: {r:#}");
+    }
+    assert_eq!(m("gets") + m("sets") + m("deletes") + m("incrs") + m("cas"), m("ops"));
+    assert_eq!(m("delete_hits") + m("delete_misses"), m("deletes"));
+    assert!(m("delete_hits") > 0 && m("delete_misses") > 0, "deletes of present and absent keys");
+    assert_eq!(m("cas_stored") + m("cas_exists") + m("cas_not_found") + m("cas_misses"), m("cas"));
+    assert!(m("cas_stored") > 0);
+    // Deleted keys make gets miss; counters are never deleted, so every incr hits.
+    assert!(m("misses") > 0);
+    assert_eq!(m("incr_misses"), 0);
+    assert_eq!(m("incr_hits"), m("incrs"));
+    // Every incr added 1 to a counter that started at 0.
+    let mut total = 0u64;
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(100) {
+        let mut req = b"get".to_vec();
+        for i in chunk {
+            req.extend_from_slice(format!(" ctr:{i:012}").as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        let reply = roundtrip(&mc.addr(), &req, b"END\r\n");
+        let text = String::from_utf8(reply).expect("ASCII reply");
+        let mut lines = text.split("\r\n");
+        while let Some(l) = lines.next() {
+            if l.starts_with("VALUE ") {
+                let v = lines.next().expect("data line").trim();
+                total += v.parse::<u64>().unwrap_or_else(|_| panic!("counter value {v:?}"));
+            }
+        }
+    }
+    assert_eq!(total, m("incrs"));
+}
