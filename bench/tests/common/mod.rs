@@ -1,55 +1,22 @@
-//! Helpers for whole-process tests: start Debian's `memcached` on a free loopback port (killed
-//! when the guard drops), run the `ringcache-bench` binary, and read its `--json` report.
+//! Helpers for whole-process tests: start Debian's `memcached` on a free loopback port (the
+//! engine's shared test helpers; killed when the guard drops), run the `ringcache-bench`
+//! binary, and read its `--json` report.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-/// A server process started by a test; killed (and reaped) on drop.
-pub struct Server {
-    pub port: u16,
-    pub child: Child,
-}
+#[path = "../../../engine/tests/common/mod.rs"]
+mod servers;
+pub use servers::Server;
 
-impl Server {
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("pick a free port")
-}
-
-/// Starts Debian's `memcached` (installed by `.ci/run` through ops/install-deps.sh).
+/// Starts Debian's `memcached` with one thread (installed by `.ci/run` through
+/// ops/install-deps.sh).
 pub fn start_memcached() -> Server {
-    let port = free_port();
-    let child = Command::new("memcached")
-        .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-u", "root", "-t", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn memcached (is the Debian package installed?)");
-    let mut server = Server { port, child };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(server.addr()).is_err() {
-        assert!(matches!(server.child.try_wait(), Ok(None)), "memcached exited before accepting connections");
-        assert!(Instant::now() < deadline, "memcached did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    server
+    servers::start_memcached(&["-t", "1"])
 }
 
 /// Sends `request` on a fresh connection and reads until the reply ends with `terminator`.

@@ -1,5 +1,6 @@
 //! Shared helpers for whole-process tests: start `ringcache` or Debian's `memcached` on a
 //! free loopback port, wait until it accepts connections, and stop it when the guard drops.
+//! The load tool's tests (`bench/tests`) include this file too.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -64,7 +65,12 @@ fn wait_until_accepting(server: &mut Server, what: &str) {
 /// Starts the `ringcache` binary built by cargo for this test run, with `extra` flags.
 pub fn start_ringcache(extra: &[&str]) -> Server {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_ringcache"))
+    // Set by cargo for the engine's own tests; other crates including this file only
+    // start memcached.
+    let Some(binary) = option_env!("CARGO_BIN_EXE_ringcache") else {
+        panic!("start_ringcache is only available in ringcache-engine's tests")
+    };
+    let child = Command::new(binary)
         .args(["-l", "127.0.0.1", "-p", &port.to_string()])
         .args(extra)
         .stdin(Stdio::null())
