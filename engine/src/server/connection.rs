@@ -83,6 +83,8 @@ struct Output {
     remote: Vec<RemoteSlot>,
     waiting: Vec<(usize, oneshot::Receiver<OpsReply>)>,
     remote_pending: bool,
+    /// Bytes of ops queued for other shards this round.
+    remote_bytes: usize,
     sent_mark: SentMark,
 }
 
@@ -98,12 +100,13 @@ impl Output {
             remote: (0..nshards).map(|_| RemoteSlot::default()).collect(),
             waiting: Vec::new(),
             remote_pending: false,
+            remote_bytes: 0,
             sent_mark: SentMark::Wbuf(0),
         }
     }
 
     fn size(&self) -> usize {
-        self.wbuf.len() + self.scratch.len() + self.remote.iter().map(|r| r.batch.bytes()).sum::<usize>()
+        self.wbuf.len() + self.scratch.len() + self.remote_bytes
     }
 
     /// Appends reply bytes produced on this shard, keeping request order.
@@ -154,7 +157,10 @@ impl Output {
 
     /// Queues `op` for shard `owner`; its reply takes its place at the end of the round.
     fn send_to(&mut self, owner: usize, op: &Op<'_>, noreply: bool) {
-        let index = self.remote[owner].batch.push(op, noreply);
+        let batch = &mut self.remote[owner].batch;
+        let before = batch.bytes();
+        let index = batch.push(op, noreply);
+        self.remote_bytes += batch.bytes() - before;
         self.pieces.push(Piece::Remote { shard: owner, index });
         self.remote_pending = true;
     }
@@ -286,6 +292,7 @@ impl Output {
             slot.ends.clear();
         }
         self.remote_pending = false;
+        self.remote_bytes = 0;
         Ok(())
     }
 
