@@ -45,10 +45,24 @@ pub struct ShardReport {
 pub struct ConnectionRegistry {
     next_id: u64,
     open: std::collections::BTreeMap<u64, (i32, String)>,
+    /// Shutting down: connections registered from now on stop reading at once.
+    closing: bool,
+}
+
+/// Ends the input of a connection's socket: it finishes what it has received, then closes.
+fn shut_reads(fd: i32) {
+    // SAFETY: fd belongs to a live connection of this shard; shutdown(2) does not
+    // invalidate it, it only ends its input.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RD);
+    }
 }
 
 impl ConnectionRegistry {
     pub fn add(&mut self, fd: i32, peer: String) -> u64 {
+        if self.closing {
+            shut_reads(fd);
+        }
         self.next_id += 1;
         self.open.insert(self.next_id, (fd, peer));
         self.next_id
@@ -62,14 +76,12 @@ impl ConnectionRegistry {
         self.open.values().cloned().collect()
     }
 
-    /// Stops reading on every connection: each finishes what it has received, then closes.
-    pub fn shutdown_reads(&self) {
+    /// Stops reading on every connection, and on every one registered later: each
+    /// finishes what it has received, then closes.
+    pub fn shutdown_reads(&mut self) {
+        self.closing = true;
         for (fd, _) in self.open.values() {
-            // SAFETY: fd belongs to a live connection of this shard; shutdown(2) does not
-            // invalidate it, it only ends its input.
-            unsafe {
-                libc::shutdown(*fd, libc::SHUT_RD);
-            }
+            shut_reads(*fd);
         }
     }
 }

@@ -230,10 +230,21 @@ async fn shard_main(
     .detach();
 
     let gate = Rc::new(Gate::new());
-    let acceptor = glommio::spawn_local(accept_loop(listener, ctx.clone(), gate.clone()));
+    let listener = Rc::new(listener);
+    let acceptor = glommio::spawn_local(accept_loop(listener.clone(), ctx.clone(), gate.clone()));
     let _ = stop.await;
-    drop(acceptor); // cancels the accept loop and closes this shard's listener
-    registry.borrow().shutdown_reads();
+    // Every connection, open or admitted from now on, finishes what it has received.
+    registry.borrow_mut().shutdown_reads();
+    // Let the accept loop admit connections whose accept has already completed, then stop
+    // it, and admit those still waiting in the backlog: their requests were sent before
+    // the signal. (glommio's accept tries a non-blocking accept first, so a pending
+    // connection is ready on the first poll.)
+    glommio::timer::sleep(Duration::from_millis(2)).await;
+    drop(acceptor);
+    while let Some(Ok(stream)) = futures_lite::future::poll_once(listener.accept()).await {
+        admit(stream, &ctx, &gate);
+    }
+    drop(listener);
     let _ = gate.close().await;
     // Keep serving other shards' ops until every shard's connections are done.
     shared.shards_done.fetch_add(1, Ordering::SeqCst);
@@ -251,29 +262,32 @@ fn save_store(shard: usize, store: &Store) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>, gate: Rc<Gate>) {
+async fn accept_loop(listener: Rc<TcpListener>, ctx: Rc<ShardContext>, gate: Rc<Gate>) {
     loop {
-        let stream = match listener.accept().await {
-            Ok(s) => s,
+        match listener.accept().await {
+            Ok(stream) => admit(stream, &ctx, &gate),
             Err(e) => {
                 tracing::warn!(shard = ctx.index, "accept failed: {e}");
                 // Out of file descriptors and the like: back off briefly instead of spinning.
                 glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
             }
-        };
-        let shared = &ctx.shared;
-        let open = shared.curr_connections.fetch_add(1, Ordering::Relaxed) + 1;
-        if open > shared.config.conn_limit {
-            shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
-            shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
-            glommio::spawn_local(reject(stream)).detach();
-            continue;
         }
-        shared.total_connections.fetch_add(1, Ordering::Relaxed);
-        if gate.spawn(connection::serve(stream, ctx.clone())).map(|t| t.detach()).is_err() {
-            shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
-        }
+    }
+}
+
+/// Serves an accepted connection, or refuses it as memcached does over the `-c` limit.
+fn admit(stream: glommio::net::TcpStream, ctx: &Rc<ShardContext>, gate: &Gate) {
+    let shared = &ctx.shared;
+    let open = shared.curr_connections.fetch_add(1, Ordering::Relaxed) + 1;
+    if open > shared.config.conn_limit {
+        shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
+        shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
+        glommio::spawn_local(reject(stream)).detach();
+        return;
+    }
+    shared.total_connections.fetch_add(1, Ordering::Relaxed);
+    if gate.spawn(connection::serve(stream, ctx.clone())).map(|t| t.detach()).is_err() {
+        shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
