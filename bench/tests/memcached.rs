@@ -91,7 +91,10 @@ fn open_loop_holds_the_requested_rate() {
     let r = report.unwrap();
     let ops = u(&r, "/measured/ops") as f64;
     assert!((ops - 6000.0).abs() < 480.0, "{ops} ops at 4000/s for 1.5 s");
-    assert_eq!(u(&r, "/measured/counters/unsent"), 0);
+    // A loaded 2-core machine can leave a handful of requests unsent at the deadline;
+    // a tool that cannot hold the rate leaves hundreds.
+    let unsent = u(&r, "/measured/counters/unsent");
+    assert!(unsent <= 60, "{unsent} of 6000 scheduled requests were not sent in time");
     assert_eq!(r["config"]["mode"], "open");
 }
 
