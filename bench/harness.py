@@ -22,10 +22,14 @@ def wait_port(port, proc, what, timeout=600):
         if proc.poll() is not None:
             sys.exit(f"{what} exited with {proc.returncode} before listening")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                # A connect to a port nobody listens on can "succeed" as a TCP
+                # self-connect when the kernel picks the same source port.
+                if s.getsockname() != s.getpeername():
+                    return
         except OSError:
-            time.sleep(0.005)
+            pass
+        time.sleep(0.005)
     sys.exit(f"{what} did not listen on {port}")
 
 

@@ -46,6 +46,19 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("pick a free port")
 }
 
+/// True if a real connection to `addr` can be made. A connect to a loopback port nobody
+/// listens on can still "succeed" when the kernel picks that same port as the source
+/// (a TCP self-connect); that is not a server.
+fn connects(addr: &str) -> bool {
+    match TcpStream::connect(addr) {
+        Ok(s) => match (s.local_addr(), s.peer_addr()) {
+            (Ok(local), Ok(peer)) => local != peer,
+            _ => false,
+        },
+        Err(_) => false,
+    }
+}
+
 fn wait_until_accepting(server: &mut Server, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -54,7 +67,7 @@ fn wait_until_accepting(server: &mut Server, what: &str) {
         if !server.is_running() {
             panic!("{what} exited before accepting connections");
         }
-        if TcpStream::connect(server.addr()).is_ok() && server.is_running() {
+        if connects(&server.addr()) && server.is_running() {
             return;
         }
         assert!(Instant::now() < deadline, "{what} did not start accepting within 30 s");
