@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,9 +41,47 @@ impl Drop for Server {
     }
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("pick a free port")
+/// A loopback port held for a server about to start. The socket stays bound (never
+/// listening) with SO_REUSEADDR and SO_REUSEPORT: the server can bind the port too (both
+/// ringcache, which uses SO_REUSEPORT, and memcached, which uses SO_REUSEADDR), while no
+/// other test can be handed the same port meanwhile. Drop it once the server listens.
+pub struct PortReservation {
+    fd: i32,
+    pub port: u16,
+}
+
+impl Drop for PortReservation {
+    fn drop(&mut self) {
+        // SAFETY: fd is this reservation's own socket.
+        unsafe {
+            libc::close(self.fd);
+        }
+    }
+}
+
+/// Reserves a free loopback port (see [`PortReservation`]).
+pub fn reserve_port() -> PortReservation {
+    // SAFETY: plain socket calls on a socket this function owns; the sockaddr structs are
+    // fully initialised and their sizes passed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let one: libc::c_int = 1;
+        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            let size = std::mem::size_of_val(&one) as libc::socklen_t;
+            libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&one as *const libc::c_int).cast(), size);
+        }
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let bound = libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), len);
+        assert!(bound == 0, "bind: {}", std::io::Error::last_os_error());
+        let mut out: libc::sockaddr_in = std::mem::zeroed();
+        let mut out_len = len;
+        libc::getsockname(fd, (&mut out as *mut libc::sockaddr_in).cast(), &mut out_len);
+        PortReservation { fd, port: u16::from_be(out.sin_port) }
+    }
 }
 
 /// True if a real connection to `addr` can be made. A connect to a loopback port nobody
@@ -77,7 +115,8 @@ fn wait_until_accepting(server: &mut Server, what: &str) {
 
 /// Starts the `ringcache` binary built by cargo for this test run, with `extra` flags.
 pub fn start_ringcache(extra: &[&str]) -> Server {
-    let port = free_port();
+    let reservation = reserve_port();
+    let port = reservation.port;
     // Set by cargo for the engine's own tests; other crates including this file only
     // start memcached.
     let Some(binary) = option_env!("CARGO_BIN_EXE_ringcache") else {
@@ -99,7 +138,8 @@ pub fn start_ringcache(extra: &[&str]) -> Server {
 /// Starts Debian's `memcached` (the reference) with `extra` flags. Panics if it is not
 /// installed: `.ci/run` installs it.
 pub fn start_memcached(extra: &[&str]) -> Server {
-    let port = free_port();
+    let reservation = reserve_port();
+    let port = reservation.port;
     let child = Command::new("memcached")
         .args(["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0", "-u", "root"])
         .args(extra)
