@@ -18,12 +18,10 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 from harness import free_port, wait_port, cpu_seconds
 

@@ -329,6 +329,17 @@ fn is_transient(errno: i32) -> bool {
     errno == libc::EINTR || errno == libc::EAGAIN || errno == libc::ENOBUFS
 }
 
+/// Counts a finished delete or incr as a hit or a miss (errors are counted elsewhere).
+fn count_hit(slot: &Slot, hits: &mut u64, misses: &mut u64) {
+    if !slot.error {
+        if slot.hits > 0 {
+            *hits += 1;
+        } else {
+            *misses += 1;
+        }
+    }
+}
+
 fn record_op(rec: &mut Recorder, slot: &Slot, now: u64) {
     let c = &mut rec.counters;
     c.ops += 1;
@@ -353,23 +364,11 @@ fn record_op(rec: &mut Recorder, slot: &Slot, now: u64) {
         }
         OpKind::Delete => {
             c.deletes += 1;
-            if !slot.error {
-                if slot.hits > 0 {
-                    c.delete_hits += 1;
-                } else {
-                    c.delete_misses += 1;
-                }
-            }
+            count_hit(slot, &mut c.delete_hits, &mut c.delete_misses);
         }
         OpKind::Incr => {
             c.incrs += 1;
-            if !slot.error {
-                if slot.hits > 0 {
-                    c.incr_hits += 1;
-                } else {
-                    c.incr_misses += 1;
-                }
-            }
+            count_hit(slot, &mut c.incr_hits, &mut c.incr_misses);
         }
         OpKind::Cas => {
             c.cas += 1;

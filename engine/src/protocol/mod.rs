@@ -228,17 +228,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
             if tokens.count != 4 && tokens.count != 5 {
                 return wrong_arity;
             }
-            let noreply = tokens.noreply();
-            let key = tokens.get(1);
-            let request = if key.len() > KEY_MAX_LENGTH {
-                Request::Error(ProtocolError::BadFormat)
-            } else {
-                match parse_u64(tokens.get(2)) {
-                    Some(delta) => Request::Arith { key, incr: command == b"incr", delta },
-                    None => Request::Error(ProtocolError::InvalidDelta),
-                }
-            };
-            done(request, noreply, line_end)
+            let incr = command == b"incr";
+            let request = key_and_number(&tokens, parse_u64, ProtocolError::InvalidDelta, |key, delta| {
+                Request::Arith { key, incr, delta }
+            });
+            done(request, tokens.noreply(), line_end)
         }
         b"delete" => {
             if !(3..=5).contains(&tokens.count) {
@@ -263,17 +257,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
             if tokens.count != 4 && tokens.count != 5 {
                 return wrong_arity;
             }
-            let noreply = tokens.noreply();
-            let key = tokens.get(1);
-            let request = if key.len() > KEY_MAX_LENGTH {
-                Request::Error(ProtocolError::BadFormat)
-            } else {
-                match parse_i32_truncating(tokens.get(2)) {
-                    Some(exptime) => Request::Touch { key, exptime },
-                    None => Request::Error(ProtocolError::InvalidExptime),
-                }
-            };
-            done(request, noreply, line_end)
+            let request =
+                key_and_number(&tokens, parse_i32_truncating, ProtocolError::InvalidExptime, |key, exptime| {
+                    Request::Touch { key, exptime }
+                });
+            done(request, tokens.noreply(), line_end)
         }
         b"flush_all" => {
             if !(2..=4).contains(&tokens.count) {
@@ -312,6 +300,24 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
             }
             wrong_arity
         }
+    }
+}
+
+/// `<cmd> <key> <number> [noreply]` (incr, decr, touch): memcached checks the key length,
+/// then the number, answering `bad_number` when it does not parse.
+fn key_and_number<'a, T>(
+    tokens: &Tokens<'a>,
+    parse_number: fn(&[u8]) -> Option<T>,
+    bad_number: ProtocolError,
+    make: impl FnOnce(&'a [u8], T) -> Request<'a>,
+) -> Request<'a> {
+    let key = tokens.get(1);
+    if key.len() > KEY_MAX_LENGTH {
+        return Request::Error(ProtocolError::BadFormat);
+    }
+    match parse_number(tokens.get(2)) {
+        Some(n) => make(key, n),
+        None => Request::Error(bad_number),
     }
 }
 
