@@ -1,7 +1,7 @@
 //! The CPU map: which CPU each shard's executor is pinned to. By default one shard per
 //! physical core among the CPUs this process may run on (its affinity mask), ordered by
 //! NUMA node then core, using hwloc (hwlocality) to know what a core is. With more
-//! shards than cores, SMT siblings are used next, then CPUs are reused.
+//! shards than cores, SMT siblings are used next; more shards than CPUs are refused.
 
 use std::fmt;
 
@@ -84,17 +84,28 @@ pub fn physical_cores() -> usize {
     discover().iter().filter(|p| p.sibling_rank == 0).count().max(1)
 }
 
-/// The CPU map for `shards` shards (None: one per physical core).
-pub fn plan(shards: Option<usize>) -> Vec<ShardCpu> {
+/// More shards were asked for than there are CPUs to pin them to.
+#[derive(Debug, thiserror::Error)]
+#[error("-t {shards}: this process may run on only {cpus} CPUs, and each shard needs its own")]
+pub struct TooManyShards {
+    pub shards: usize,
+    pub cpus: usize,
+}
+
+/// The CPU map for `shards` shards: first one per physical core, then SMT siblings.
+/// Refuses more shards than CPUs this process may run on: two busy-polling executors
+/// pinned to one CPU would starve each other.
+pub fn plan(shards: usize) -> Result<Vec<ShardCpu>, TooManyShards> {
     let pus = discover();
-    let cores = pus.iter().filter(|p| p.sibling_rank == 0).count().max(1);
-    let n = shards.unwrap_or(cores).max(1);
-    (0..n)
+    if shards > pus.len() {
+        return Err(TooManyShards { shards, cpus: pus.len() });
+    }
+    Ok((0..shards.max(1))
         .map(|shard| {
-            let pu = pus[shard % pus.len()];
+            let pu = pus[shard];
             ShardCpu { shard, cpu: pu.cpu, core: pu.core, numa_node: pu.numa_node }
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -102,8 +113,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_plan_has_one_shard_per_core_on_distinct_cpus() {
-        let plan = plan(None);
+    fn one_shard_per_core_on_distinct_cpus() {
+        let plan = plan(physical_cores()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(plan.len(), physical_cores());
         let mut cpus: Vec<usize> = plan.iter().map(|s| s.cpu).collect();
         cpus.sort_unstable();
@@ -115,10 +126,14 @@ mod tests {
     }
 
     #[test]
-    fn more_shards_than_cpus_wraps() {
-        let n = allowed_cpus().len() + 3;
-        let plan = plan(Some(n));
-        assert_eq!(plan.len(), n);
-        assert!(plan.iter().enumerate().all(|(i, s)| s.shard == i));
+    fn more_shards_than_cpus_are_refused() {
+        let cpus = allowed_cpus().len();
+        assert_eq!(plan(cpus).map(|p| p.len()).ok(), Some(cpus));
+        let refused = plan(cpus + 1).map(|p| p.len());
+        assert!(
+            matches!(refused, Err(TooManyShards { shards, cpus: c }) if shards == cpus + 1 && c == cpus),
+            "{refused:?}"
+        );
+        assert!(plan(1000).is_err());
     }
 }

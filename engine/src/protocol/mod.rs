@@ -129,6 +129,9 @@ pub enum Request<'a> {
 pub enum Parse<'a> {
     /// More bytes are needed before anything can be said.
     Incomplete,
+    /// A storage command's line is complete but its data block is not: the request
+    /// needs `total` bytes of the buffer in all.
+    NeedData { total: usize },
     /// The protocol says to close the connection (over-long line, an HTTP request).
     Close,
     /// A request (possibly an error reply) that used `consumed` bytes of the buffer.
@@ -385,7 +388,7 @@ fn parse_store<'a>(buf: &'a [u8], tokens: &Tokens<'a>, mode: StoreMode, line_end
     }
     let data_end = line_end + vlen + 2;
     if buf.len() < data_end {
-        return Parse::Incomplete;
+        return Parse::NeedData { total: data_end };
     }
     if &buf[data_end - 2..data_end] != b"\r\n" {
         return done(Request::Error(ProtocolError::BadDataChunk), noreply, data_end);
@@ -426,8 +429,10 @@ mod tests {
 
     #[test]
     fn partial_data_is_incomplete() {
-        assert!(matches!(parse(b"set k 0 0 10\r\nabc", &LIMITS), Parse::Incomplete));
+        assert!(matches!(parse(b"set k 0 0 10\r\nabc", &LIMITS), Parse::NeedData { total: 26 }));
+        assert!(matches!(parse(b"set k 0 0 10\r\n", &LIMITS), Parse::NeedData { total: 26 }));
         assert!(matches!(parse(b"get k", &LIMITS), Parse::Incomplete));
+        assert!(matches!(parse(b"set k 0 0 10", &LIMITS), Parse::Incomplete));
     }
 
     #[test]

@@ -65,6 +65,14 @@ pub const RESET: &[u8] = b"RESET\r\n";
 pub const ERROR: &[u8] = b"ERROR\r\n";
 pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
 pub const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object\r\n";
+/// `incr`/`decr` could not store the new number.
+pub const ARITH_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory\r\n";
+
+/// The most bytes of a `VALUE` block beyond its key and data: `VALUE `, three numbers
+/// (flags, length, CAS) with their spaces, and two line ends.
+pub const VALUE_HEADER_MAX: usize = 6 + 3 * 21 + 4;
+/// The most bytes of any reply other than a `VALUE` block or `stats`.
+pub const SMALL_REPLY_MAX: usize = 64;
 pub const NON_NUMERIC: &[u8] = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
 pub const FLUSH_DISABLED: &[u8] = b"CLIENT_ERROR flush_all not allowed\r\n";
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";

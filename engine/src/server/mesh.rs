@@ -9,24 +9,37 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
+use super::registry::ConnectionRegistry;
 use crate::shard::stats::Counters;
 use crate::shard::{OpBatch, Shard};
 use crate::store::StoreStats;
 
 /// A message to another shard.
 pub enum MeshMsg {
-    /// Execute `batch` in order; reply with each op's reply bytes in `out`, ending at
-    /// `ends[i]` for op `i`. `out` and `ends` arrive empty and are reused.
-    Ops { batch: OpBatch, out: Vec<u8>, ends: Vec<u32>, reply: oneshot::Sender<OpsReply> },
+    /// Execute the ops of `batch` from byte offset `from`, in order, while their replies
+    /// fit in `budget` bytes (the first one regardless when `must_progress`); reply with
+    /// each executed op's reply bytes in `out`, ending at `ends[i]`, and the offset to
+    /// resume from. `out` and `ends` arrive empty and are reused.
+    Ops {
+        batch: OpBatch,
+        from: usize,
+        budget: usize,
+        must_progress: bool,
+        out: Vec<u8>,
+        ends: Vec<u32>,
+        reply: oneshot::Sender<OpsReply>,
+    },
     /// Report counters (and reset them first if `reset`).
     Stats { reset: bool, reply: oneshot::Sender<ShardReport> },
 }
 
-/// The answer to [`MeshMsg::Ops`]: the buffers back, filled.
+/// The answer to [`MeshMsg::Ops`]: the buffers back, filled, and where to resume.
 pub struct OpsReply {
     pub batch: OpBatch,
     pub out: Vec<u8>,
     pub ends: Vec<u32>,
+    /// Byte offset of the first op not executed (`batch.bytes()` when all were).
+    pub resume: usize,
 }
 
 /// One shard's numbers for `stats`.
@@ -37,53 +50,6 @@ pub struct ShardReport {
     pub memory_limit: usize,
     /// `(fd, peer address)` of this shard's open connections, for `stats conns`.
     pub connections: Vec<(i32, String)>,
-}
-
-/// Live connections of one shard: their socket fds (to end their reads at shutdown) and
-/// peer addresses (for `stats conns`).
-#[derive(Default)]
-pub struct ConnectionRegistry {
-    next_id: u64,
-    open: std::collections::BTreeMap<u64, (i32, String)>,
-    /// Shutting down: connections registered from now on stop reading at once.
-    closing: bool,
-}
-
-/// Ends the input of a connection's socket: it finishes what it has received, then closes.
-fn shut_reads(fd: i32) {
-    // SAFETY: fd belongs to a live connection of this shard; shutdown(2) does not
-    // invalidate it, it only ends its input.
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_RD);
-    }
-}
-
-impl ConnectionRegistry {
-    pub fn add(&mut self, fd: i32, peer: String) -> u64 {
-        if self.closing {
-            shut_reads(fd);
-        }
-        self.next_id += 1;
-        self.open.insert(self.next_id, (fd, peer));
-        self.next_id
-    }
-
-    pub fn remove(&mut self, id: u64) {
-        self.open.remove(&id);
-    }
-
-    pub fn list(&self) -> Vec<(i32, String)> {
-        self.open.values().cloned().collect()
-    }
-
-    /// Stops reading on every connection, and on every one registered later: each
-    /// finishes what it has received, then closes.
-    pub fn shutdown_reads(&mut self) {
-        self.closing = true;
-        for (fd, _) in self.open.values() {
-            shut_reads(*fd);
-        }
-    }
 }
 
 /// Builds this shard's report.
@@ -108,10 +74,10 @@ pub async fn serve_peer(
 ) {
     while let Some(msg) = receiver.recv().await {
         match msg {
-            MeshMsg::Ops { batch, mut out, mut ends, reply } => {
-                shard.borrow_mut().execute_batch(&batch, &mut out, &mut ends);
+            MeshMsg::Ops { batch, from, budget, must_progress, mut out, mut ends, reply } => {
+                let resume = shard.borrow_mut().execute_batch(&batch, from, budget, must_progress, &mut out, &mut ends);
                 // The requester may have gone away (connection closed); nothing to do then.
-                let _ = reply.send(OpsReply { batch, out, ends });
+                let _ = reply.send(OpsReply { batch, out, ends, resume });
             }
             MeshMsg::Stats { reset, reply } => {
                 let r = report(&mut shard.borrow_mut(), &registry.borrow(), reset);

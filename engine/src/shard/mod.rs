@@ -7,7 +7,7 @@ pub mod stats;
 
 pub use ops::{Op, OpBatch};
 
-use crate::protocol::{reply, StoreMode};
+use crate::protocol::{self, reply, StoreMode};
 use crate::store::clock::Clock;
 use crate::store::{ArithOutcome, Store, StoreOutcome};
 use stats::Counters;
@@ -124,7 +124,7 @@ impl Shard {
                     out.extend_from_slice(reply::NOT_FOUND);
                 }
                 ArithOutcome::NonNumeric => out.extend_from_slice(reply::NON_NUMERIC),
-                ArithOutcome::OutOfMemory => out.extend_from_slice(b"SERVER_ERROR out of memory\r\n"),
+                ArithOutcome::OutOfMemory => out.extend_from_slice(reply::ARITH_OUT_OF_MEMORY),
             },
             Op::Touch { key, exptime } => {
                 c.cmd_touch += 1;
@@ -157,11 +157,48 @@ impl Shard {
         }
     }
 
-    /// Executes every op of `batch` (sent by another shard), appending replies to `out`
-    /// and the end offset of each op's reply to `ends`.
-    pub fn execute_batch(&mut self, batch: &OpBatch, out: &mut Vec<u8>, ends: &mut Vec<u32>) {
+    /// The most bytes the reply to `op` can take, looking at (not touching) the store.
+    fn reply_size_bound(&self, op: &Op<'_>, noreply: bool, now: u32) -> usize {
+        match *op {
+            Op::Get { key, .. } => {
+                self.store.peek_value_len(key, now).map_or(0, |len| reply::VALUE_HEADER_MAX + key.len() + len)
+            }
+            _ if noreply => 0,
+            _ => reply::SMALL_REPLY_MAX,
+        }
+    }
+
+    /// Executes the ops of `batch` (sent by another shard) from byte offset `from`,
+    /// appending replies to `out` and the end offset of each op's reply to `ends`, for as
+    /// long as the replies fit in `budget` bytes of `out`; with `must_progress` the first
+    /// op runs whatever the size of its reply. Returns the offset of the first op not
+    /// executed (the batch's length when all were), for the requester to send again once
+    /// it has written these replies out.
+    pub fn execute_batch(
+        &mut self,
+        batch: &OpBatch,
+        from: usize,
+        budget: usize,
+        must_progress: bool,
+        out: &mut Vec<u8>,
+        ends: &mut Vec<u32>,
+    ) -> usize {
         let now = self.clock.now();
-        for (op, noreply) in batch.iter() {
+        let largest_reply = reply::VALUE_HEADER_MAX + protocol::KEY_MAX_LENGTH + self.store.limits().max_item_size;
+        let (start_len, start_count) = (out.len(), ends.len());
+        let mut ops = batch.iter_from(from);
+        loop {
+            let position = ops.position();
+            let Some((op, noreply)) = ops.next() else { return position };
+            let first = ends.len() == start_count;
+            let used = out.len() - start_len;
+            // Only look closer when the largest possible reply would not fit.
+            if !(first && must_progress)
+                && used + largest_reply > budget
+                && used + self.reply_size_bound(&op, noreply, now) > budget
+            {
+                return position;
+            }
             self.execute(&op, noreply, now, out);
             ends.push(out.len() as u32);
         }

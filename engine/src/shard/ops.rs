@@ -91,6 +91,11 @@ impl OpBatch {
         self.count = 0;
     }
 
+    /// Gives back memory beyond `bytes` (after a batch that carried large values).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        self.buf.shrink_to(bytes);
+    }
+
     /// Bytes held (used to bound a round's size).
     pub fn bytes(&self) -> usize {
         self.buf.len()
@@ -157,7 +162,13 @@ impl OpBatch {
 
     /// Decodes the ops in order, with their `noreply` flags.
     pub fn iter(&self) -> OpIter<'_> {
-        OpIter { buf: &self.buf, pos: 0 }
+        self.iter_from(0)
+    }
+
+    /// Decodes the ops from byte offset `from` (0, or an [`OpIter::position`] of this
+    /// batch).
+    pub fn iter_from(&self, from: usize) -> OpIter<'_> {
+        OpIter { buf: &self.buf, pos: from.min(self.buf.len()) }
     }
 }
 
@@ -168,6 +179,11 @@ pub struct OpIter<'a> {
 }
 
 impl<'a> OpIter<'a> {
+    /// Byte offset of the next op (where [`OpBatch::iter_from`] resumes).
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let s = self.buf.get(self.pos..self.pos + n)?;
         self.pos += n;
@@ -264,6 +280,15 @@ mod tests {
         }
         let decoded: Vec<_> = batch.iter().collect();
         assert_eq!(decoded.len(), ops.len());
+        // Resuming at any op's position decodes the rest.
+        let mut it = batch.iter();
+        for skip in 0..ops.len() {
+            let rest: Vec<_> = batch.iter_from(it.position()).map(|(op, _)| format!("{op:?}")).collect();
+            let want: Vec<_> = ops[skip..].iter().map(|op| format!("{op:?}")).collect();
+            assert_eq!(rest, want, "resuming after {skip} ops");
+            it.next();
+        }
+        assert_eq!(batch.iter_from(it.position()).count(), 0);
         for (i, ((op, noreply), original)) in decoded.iter().zip(ops.iter()).enumerate() {
             assert_eq!(*noreply, i % 2 == 0);
             assert_eq!(format!("{op:?}"), format!("{original:?}"));

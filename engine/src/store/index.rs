@@ -41,6 +41,18 @@ impl Table {
         Table { buckets: vec![[0; SLOTS]; n], overflowed: vec![false; n], len: 0 }
     }
 
+    /// A table of `nbuckets` buckets, or an error if that memory cannot be had.
+    fn try_new(nbuckets: usize) -> Result<Self, std::collections::TryReserveError> {
+        let n = nbuckets.max(1);
+        let mut buckets = Vec::new();
+        buckets.try_reserve_exact(n)?;
+        buckets.resize(n, [0; SLOTS]);
+        let mut overflowed = Vec::new();
+        overflowed.try_reserve_exact(n)?;
+        overflowed.resize(n, false);
+        Ok(Table { buckets, overflowed, len: 0 })
+    }
+
     fn home(&self, hash: u64) -> usize {
         ((u128::from(hash) * self.buckets.len() as u128) >> 64) as usize
     }
@@ -96,10 +108,23 @@ pub struct Index {
 }
 
 impl Index {
+    fn buckets_for(expected_items: usize) -> usize {
+        (expected_items.saturating_mul(MAX_LOAD_DEN) / MAX_LOAD_NUM).div_ceil(SLOTS).max(16)
+    }
+
     /// An index sized for `expected_items` at 90% load.
     pub fn with_expected_items(expected_items: usize) -> Self {
-        let nbuckets = (expected_items * MAX_LOAD_DEN / MAX_LOAD_NUM).div_ceil(SLOTS);
-        Index { cur: Table::new(nbuckets.max(16)), old: None, migrated: 0 }
+        Index { cur: Table::new(Self::buckets_for(expected_items)), old: None, migrated: 0 }
+    }
+
+    /// As [`Index::with_expected_items`], or an error if the memory cannot be had.
+    pub fn try_with_expected_items(expected_items: usize) -> Result<Self, std::collections::TryReserveError> {
+        Ok(Index { cur: Table::try_new(Self::buckets_for(expected_items))?, old: None, migrated: 0 })
+    }
+
+    /// Bytes an index sized for `expected_items` occupies.
+    pub fn bytes_for_expected_items(expected_items: usize) -> usize {
+        Self::buckets_for(expected_items).saturating_mul(SLOTS * 8 + 1)
     }
 
     pub fn len(&self) -> usize {

@@ -37,8 +37,21 @@ pub fn key_hasher() -> RandomState {
 
 /// Smallest segment; segments grow (in powers of two) to hold the largest item.
 pub const MIN_SEGMENT_SIZE: usize = 1 << 20;
+/// A store needs at least this many segments (one to append to while another is evicted).
+pub const MIN_SEGMENTS: usize = 2;
 /// Without a hint, the index starts sized for this many items (it grows incrementally).
 const INITIAL_EXPECTED_ITEMS: usize = 64 * 1024;
+
+/// The segment size for a largest item of `max_item_size` bytes: 1 MiB, or the next
+/// power of two that holds one item.
+pub fn segment_size_for(max_item_size: usize) -> usize {
+    max_item_size.next_power_of_two().max(MIN_SEGMENT_SIZE)
+}
+
+/// The least item memory a store (one shard) can run with.
+pub fn min_memory_per_shard(max_item_size: usize) -> usize {
+    MIN_SEGMENTS * segment_size_for(max_item_size)
+}
 /// Victims compacted (keeping hot items) before eviction drops a segment whole.
 const COMPACTIONS_PER_ALLOCATION: usize = 4;
 
@@ -197,8 +210,14 @@ impl Store {
     /// A store with anonymous memory, or with the memory file of `config` (recovering
     /// what it holds if it verifies; see `persist`).
     pub fn new(config: StoreConfig) -> io::Result<Self> {
-        let seg_size = config.limits.max_item_size.next_power_of_two().max(MIN_SEGMENT_SIZE);
-        let nsegs = (config.memory_limit / seg_size).max(2);
+        let seg_size = segment_size_for(config.limits.max_item_size);
+        let nsegs = config.memory_limit / seg_size;
+        if nsegs < MIN_SEGMENTS {
+            return Err(io::Error::other(format!(
+                "{} bytes of item memory is less than {MIN_SEGMENTS} segments of {seg_size} bytes",
+                config.memory_limit
+            )));
+        }
         let arena_len = (seg_size * nsegs) as u64;
         if arena_len > index::MAX_LOCATION {
             return Err(io::Error::other("memory limit too large for one shard"));
@@ -207,6 +226,8 @@ impl Store {
         let shard_bits = bits_for(config.nshards as u64);
         let gen_bits = u64::BITS - loc_bits - shard_bits;
         let expected = config.expected_items.unwrap_or(INITIAL_EXPECTED_ITEMS);
+        let index = Index::try_with_expected_items(expected)
+            .map_err(|e| io::Error::other(format!("cannot allocate an index for {expected} items: {e}")))?;
         let (arena, reusable) = match &config.memory_file {
             Some(path) => Arena::file_backed(path, seg_size, nsegs, config.huge_pages)?,
             None => (Arena::anonymous(seg_size, nsegs, config.huge_pages)?, false),
@@ -214,7 +235,7 @@ impl Store {
         let mut store = Store {
             hasher: key_hasher(),
             arena,
-            index: Index::with_expected_items(expected),
+            index,
             segs: Segments::new(nsegs, gen_bits),
             oldest_live: None,
             loc_bits,
@@ -335,6 +356,24 @@ impl Store {
             let at = found.loc as usize;
             item::set_freq(&mut self.arena.bytes_mut()[at..], found.header.freq + 1);
         }
+    }
+
+    /// The value length of the live item under `key`, touching nothing (no expiry is
+    /// applied, no access recorded).
+    pub fn peek_value_len(&self, key: &[u8], now: u32) -> Option<usize> {
+        if self.oldest_live.is_some_and(|t| t <= now) {
+            return None;
+        }
+        let found = self.find(key, self.hash(key))?;
+        if found.header.exptime != 0 && found.header.exptime <= now {
+            return None;
+        }
+        Some(found.header.value_len)
+    }
+
+    /// The item size rule this store was made with.
+    pub fn limits(&self) -> Limits {
+        self.config.limits
     }
 
     /// `get`: a live item, marked as recently used.

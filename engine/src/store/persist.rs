@@ -1,13 +1,15 @@
 //! Warm restart for file-backed stores (`--memory-file`). The segments already live in
-//! the file; [`save`] (on SIGUSR1 or a graceful stop) writes next to it a metadata file:
+//! the file; [`save`] (when the server stops, once no shard can change the store any
+//! more) writes next to it a metadata file:
 //! the settings it was made with, the clock base, each segment's state, generation and a
 //! CRC32 of its used bytes, and every indexed item location, with a CRC32 of the whole.
 //!
 //! [`Store::recover`] trusts nothing it cannot verify: a missing, torn or foreign
 //! metadata file, or different settings, means starting empty; a segment whose CRC does
 //! not match (changed after the save, e.g. before a kill -9) is dropped with its items.
-//! The metadata file is removed once read, so a crash later can only fall back to an
-//! older verified state or to empty, never to unverified bytes.
+//! The metadata file is removed once read, before the store serves anything, and it is
+//! only written when the server stops: so it exists only while no process is changing
+//! the store, and a crash of a running server restarts empty, never older.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -74,8 +76,19 @@ pub(super) fn save(store: &Store, clock_base_unix: i64) -> io::Result<()> {
     out.extend_from_slice(&crc.to_le_bytes());
     let path = meta_path(data_path);
     let tmp = path.with_extension("meta.tmp");
-    std::fs::write(&tmp, &out)?;
-    std::fs::rename(&tmp, &path)
+    // Written aside, made durable, then renamed into place: a crash leaves either no
+    // metadata or a whole one.
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&out)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A little-endian reader over the metadata bytes.
@@ -198,7 +211,9 @@ impl Store {
         }
         // Size the index for what comes back, so recovery does not grow it step by step.
         if count > self.index.len() {
-            self.index = super::index::Index::with_expected_items(count);
+            if let Ok(index) = super::index::Index::try_with_expected_items(count) {
+                self.index = index;
+            }
         }
         self.segs.restore(&restored);
         self.oldest_live = (oldest_live != 0).then(|| shift(oldest_live));

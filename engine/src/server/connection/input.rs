@@ -1,0 +1,176 @@
+//! A connection's request bytes. Every connection has a base buffer of [`BASE`] bytes;
+//! one request that does not fit (a large value, a long multi-get line) grows it, with
+//! bytes the connection first takes from its shard's share of `read_buf_mem_limit`, and
+//! the buffer shrinks back (returning them) once that request is done. Sans-IO: the
+//! connection's driver reads into [`Input::spare`] and owns the budget.
+
+/// Bytes of request buffer every connection has.
+pub const BASE: usize = 16 * 1024;
+
+/// What the buffer needs before the next read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// There is room to read into.
+    Enough,
+    /// The buffer must grow to this many bytes first.
+    GrowTo(usize),
+    /// The pending request needs more than any connection may hold.
+    TooLarge,
+}
+
+pub struct Input {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Default for Input {
+    fn default() -> Self {
+        Input { buf: vec![0; BASE], start: 0, end: 0 }
+    }
+}
+
+impl Input {
+    /// Bytes received and not yet consumed.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.end - self.start);
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Where the next read goes.
+    pub fn spare(&mut self) -> &mut [u8] {
+        &mut self.buf[self.end..]
+    }
+
+    /// Records `n` bytes read into [`Input::spare`].
+    pub fn filled(&mut self, n: usize) {
+        debug_assert!(self.end + n <= self.buf.len());
+        self.end += n;
+    }
+
+    /// Bytes of the buffer beyond [`BASE`] (what it holds of the shard's budget).
+    pub fn grown_by(&self) -> usize {
+        self.buf.len() - BASE
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+
+    /// Makes room for the pending request before the next read. `need` is its total
+    /// size when known (a storage command whose data is still arriving); otherwise it is
+    /// a line, and a full buffer doubles. `max` is the most one request may take.
+    pub fn room(&mut self, need: Option<usize>, max: usize) -> Room {
+        if let Some(need) = need {
+            if need > max {
+                return Room::TooLarge;
+            }
+            if self.start + need <= self.buf.len() {
+                return Room::Enough;
+            }
+            self.compact();
+            return if need <= self.buf.len() { Room::Enough } else { Room::GrowTo(need) };
+        }
+        if self.end < self.buf.len() {
+            return Room::Enough;
+        }
+        if self.start > 0 {
+            self.compact();
+            return Room::Enough;
+        }
+        let to = (self.buf.len() * 2).min(max);
+        if to <= self.buf.len() {
+            Room::TooLarge
+        } else {
+            Room::GrowTo(to)
+        }
+    }
+
+    /// Grows the buffer to `to` bytes (the caller holds the budget for it).
+    pub fn grow(&mut self, to: usize) {
+        debug_assert!(to > self.buf.len());
+        self.buf.resize(to, 0);
+    }
+
+    /// Shrinks a grown buffer back to [`BASE`] once what it holds fits there; returns
+    /// the bytes given up (to return to the budget).
+    pub fn shrink(&mut self) -> usize {
+        let grown = self.grown_by();
+        if grown == 0 || self.end - self.start > BASE {
+            return 0;
+        }
+        self.compact();
+        self.buf.truncate(BASE);
+        self.buf.shrink_to_fit();
+        grown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(input: &mut Input, bytes: &[u8]) {
+        let spare = input.spare();
+        spare[..bytes.len()].copy_from_slice(bytes);
+        input.filled(bytes.len());
+    }
+
+    #[test]
+    fn a_large_value_grows_the_buffer_once_and_it_shrinks_back() {
+        let mut input = Input::default();
+        fill(&mut input, b"set k 0 0 100000\r\n");
+        let need = 18 + 100_002;
+        assert_eq!(input.room(Some(need), 1 << 20), Room::GrowTo(need));
+        input.grow(need);
+        assert_eq!(input.grown_by(), need - BASE);
+        assert_eq!(input.spare().len(), 100_002);
+        assert_eq!(input.room(Some(need), 1 << 20), Room::Enough);
+        assert_eq!(input.room(Some((1 << 20) + 1), 1 << 20), Room::TooLarge);
+        input.consume(18);
+        assert_eq!(input.shrink(), need - BASE, "a small remainder fits the base buffer");
+        assert_eq!(input.grown_by(), 0);
+        assert_eq!(input.pending(), b"");
+    }
+
+    #[test]
+    fn lines_double_up_to_the_maximum_then_refuse() {
+        let mut input = Input::default();
+        fill(&mut input, &vec![b'k'; BASE]);
+        assert_eq!(input.room(None, 40_000), Room::GrowTo(2 * BASE));
+        input.grow(2 * BASE);
+        fill(&mut input, &vec![b'k'; BASE]);
+        assert_eq!(input.room(None, 40_000), Room::GrowTo(40_000));
+        input.grow(40_000);
+        let rest = input.spare().len();
+        fill(&mut input, &vec![b'k'; rest]);
+        assert_eq!(input.room(None, 40_000), Room::TooLarge);
+        assert_eq!(input.shrink(), 0, "still holding more than the base buffer");
+    }
+
+    #[test]
+    fn consumed_bytes_make_room_without_growing() {
+        let mut input = Input::default();
+        fill(&mut input, &vec![b'x'; BASE]);
+        input.consume(BASE - 10);
+        assert_eq!(input.room(None, 1 << 20), Room::Enough);
+        assert_eq!(input.pending().len(), 10);
+        assert_eq!(input.spare().len(), BASE - 10);
+    }
+}
