@@ -32,6 +32,68 @@ impl Server {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Polls until the process exits; `None` if it is still running at the deadline.
+    pub fn wait_for_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        wait_child(&mut self.child, within)
+    }
+
+    /// The process's resident memory in bytes (0 once it is gone).
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    /// Sends `signal` (e.g. "-TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+/// Polls until `child` exits; `None` if it is still running at the deadline.
+pub fn wait_child(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll child process") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `ringcache` with `args` (no port or address added) expecting it to exit by
+/// itself within `within`: its exit status and what it wrote to stderr. Panics if it
+/// is still running then (it is killed).
+pub fn run_ringcache_to_exit(args: &[&str], within: Duration) -> (std::process::ExitStatus, String) {
+    let Some(binary) = option_env!("CARGO_BIN_EXE_ringcache") else {
+        panic!("run_ringcache_to_exit is only available in ringcache-engine's tests")
+    };
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringcache");
+    let Some(status) = wait_child(&mut child, within) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("ringcache {args:?} was still running after {within:?}");
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (status, stderr)
 }
 
 impl Drop for Server {
@@ -115,6 +177,12 @@ fn wait_until_accepting(server: &mut Server, what: &str) {
 
 /// Starts the `ringcache` binary built by cargo for this test run, with `extra` flags.
 pub fn start_ringcache(extra: &[&str]) -> Server {
+    start_ringcache_with(extra, |_| {})
+}
+
+/// As [`start_ringcache`], letting `configure` adjust the command first (resource
+/// limits, environment).
+pub fn start_ringcache_with(extra: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
     let reservation = reserve_port();
     let port = reservation.port;
     // Set by cargo for the engine's own tests; other crates including this file only
@@ -122,14 +190,15 @@ pub fn start_ringcache(extra: &[&str]) -> Server {
     let Some(binary) = option_env!("CARGO_BIN_EXE_ringcache") else {
         panic!("start_ringcache is only available in ringcache-engine's tests")
     };
-    let child = Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .args(["-l", "127.0.0.1", "-p", &port.to_string()])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ringcache");
+        .stderr(Stdio::null());
+    configure(&mut command);
+    let child = command.spawn().expect("spawn ringcache");
     let mut server = Server { port, child };
     wait_until_accepting(&mut server, "ringcache");
     server
