@@ -25,6 +25,8 @@ pub enum MeshMsg {
         from: usize,
         budget: usize,
         must_progress: bool,
+        /// The sender's clock (relative seconds), so one round sees one time.
+        now: u32,
         out: Vec<u8>,
         ends: Vec<u32>,
         reply: oneshot::Sender<OpsReply>,
@@ -74,8 +76,9 @@ pub async fn serve_peer(
 ) {
     while let Some(msg) = receiver.recv().await {
         match msg {
-            MeshMsg::Ops { batch, from, budget, must_progress, mut out, mut ends, reply } => {
-                let resume = shard.borrow_mut().execute_batch(&batch, from, budget, must_progress, &mut out, &mut ends);
+            MeshMsg::Ops { batch, from, budget, must_progress, now, mut out, mut ends, reply } => {
+                let resume =
+                    shard.borrow_mut().execute_batch(&batch, from, budget, must_progress, now, &mut out, &mut ends);
                 // The requester may have gone away (connection closed); nothing to do then.
                 let _ = reply.send(OpsReply { batch, out, ends, resume });
             }

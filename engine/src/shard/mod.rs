@@ -168,22 +168,23 @@ impl Shard {
         }
     }
 
-    /// Executes the ops of `batch` (sent by another shard) from byte offset `from`,
-    /// appending replies to `out` and the end offset of each op's reply to `ends`, for as
+    /// Executes the ops of `batch` (sent by another shard, at the sender's time `now`)
+    /// from byte offset `from`, appending replies to `out` and the end offset of each op's reply to `ends`, for as
     /// long as the replies fit in `budget` bytes of `out`; with `must_progress` the first
     /// op runs whatever the size of its reply. Returns the offset of the first op not
     /// executed (the batch's length when all were), for the requester to send again once
     /// it has written these replies out.
+    #[allow(clippy::too_many_arguments)]
     pub fn execute_batch(
         &mut self,
         batch: &OpBatch,
         from: usize,
         budget: usize,
         must_progress: bool,
+        now: u32,
         out: &mut Vec<u8>,
         ends: &mut Vec<u32>,
     ) -> usize {
-        let now = self.clock.now();
         let largest_reply = reply::VALUE_HEADER_MAX + protocol::KEY_MAX_LENGTH + self.store.limits().max_item_size;
         let (start_len, start_count) = (out.len(), ends.len());
         let mut ops = batch.iter_from(from);

@@ -12,6 +12,7 @@
 //! Its interface ([`Store`]'s methods) carries memcached's storage semantics.
 
 pub mod arena;
+mod check;
 pub mod clock;
 pub mod index;
 pub mod item;

@@ -152,6 +152,7 @@ impl Store {
             ),
             None => {
                 self.clear();
+                self.oldest_live = None;
                 tracing::warn!(
                     shard = self.config.shard,
                     "metadata for {} is damaged or from other settings: starting empty",
@@ -209,6 +210,8 @@ impl Store {
         for _ in 0..count {
             locations.push(r.u64()?);
         }
+        // Saved in order; sorting (cheap on sorted input) lets overlaps be refused below.
+        locations.sort_unstable();
         // Size the index for what comes back, so recovery does not grow it step by step.
         if count > self.index.len() {
             if let Ok(index) = super::index::Index::try_with_expected_items(count) {
@@ -218,6 +221,8 @@ impl Store {
         self.segs.restore(&restored);
         self.oldest_live = (oldest_live != 0).then(|| shift(oldest_live));
         let seg_size = self.arena.seg_size();
+        // End of the last item restored: an item starting before it overlaps it.
+        let mut restored_end = 0usize;
         for loc in locations {
             let seg = loc as usize / seg_size;
             if seg >= nsegs || !verified[seg] {
@@ -225,7 +230,10 @@ impl Store {
             }
             let end = seg * seg_size + self.segs.meta[seg].write_at as usize;
             let at = loc as usize;
-            let Some(h) = item::decode(self.arena.bytes().get(at..end)?) else { continue };
+            if at < restored_end {
+                continue;
+            }
+            let Some(h) = self.arena.bytes().get(at..end).and_then(item::decode) else { continue };
             // Move the expiry onto this run's clock; an item whose field cannot hold the
             // moved value is not recovered.
             if h.exptime_at.is_some() && !item::set_exptime(&mut self.arena.bytes_mut()[at..], &h, shift(h.exptime)) {
@@ -238,6 +246,7 @@ impl Store {
             let (arena, hasher) = (&self.arena, &self.hasher);
             self.index.insert(hash, loc, |l| super::hash_at(arena, hasher, l));
             self.segs.count_live(seg, h.total());
+            restored_end = at + h.total();
             result.items += 1;
         }
         Some(result)
@@ -249,5 +258,46 @@ impl Store {
         let h = item::decode(&bytes[at..])?;
         let key = &bytes[at + h.key_at..at + h.key_at + h.key_len];
         self.find(key, hash).map(|_| ())
+    }
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl Store {
+    /// Restores from untrusted input, as a restart would (for fuzzing the metadata
+    /// reader): `segments` is copied into the arena from its start, and the metadata is
+    /// this store's magic and settings followed by `body`. With `fix_checksums`, each
+    /// segment record's CRC and the file's CRC are made to match, so that the input
+    /// reaches the parser behind them. Returns whether the metadata was accepted; either
+    /// way the store is left consistent (empty when refused).
+    pub fn restore_untrusted(&mut self, segments: &[u8], body: &[u8], fix_checksums: bool) -> bool {
+        let arena = self.arena.bytes_mut();
+        let n = segments.len().min(arena.len());
+        arena[..n].copy_from_slice(&segments[..n]);
+        let mut meta = MAGIC.to_vec();
+        for v in settings(self) {
+            meta.extend_from_slice(&v.to_le_bytes());
+        }
+        meta.extend_from_slice(body);
+        if fix_checksums {
+            // A segment's record: state, class, never-expires, four u32 fields, the CRC.
+            const SEGMENT_RECORD: usize = 3 + 4 * 4 + 4;
+            let records = MAGIC.len() + 6 * 8 + 8 + 4;
+            for seg in 0..self.segs.meta.len() {
+                let at = records + seg * SEGMENT_RECORD;
+                let Some(record) = meta.get(at..at + SEGMENT_RECORD) else { break };
+                let write_at = u32::from_le_bytes([record[3], record[4], record[5], record[6]]) as usize;
+                let used = &self.arena.segment(seg)[..write_at.min(self.arena.seg_size())];
+                meta[at + SEGMENT_RECORD - 4..at + SEGMENT_RECORD]
+                    .copy_from_slice(&crc32fast::hash(used).to_le_bytes());
+            }
+            let crc = crc32fast::hash(&meta);
+            meta.extend_from_slice(&crc.to_le_bytes());
+        }
+        let accepted = self.restore_from(&meta).is_some();
+        if !accepted {
+            self.clear();
+            self.oldest_live = None;
+        }
+        accepted
     }
 }

@@ -321,7 +321,7 @@ proptest! {
     /// Without memory pressure the store agrees with the model exactly.
     #[test]
     fn agrees_with_a_model_without_eviction(steps in proptest::collection::vec(step(), 1..400)) {
-        let mut s = store(64 << 20);
+        let mut s = Store::new(StoreConfig { expected_items: Some(64), ..config(64 << 20) }).expect("store");
         let mut m: Model = HashMap::new();
         let mut now = 100u32;
         let exp = |t: u8, now: u32| if t == 0 { 0 } else { now + u32::from(t) };
@@ -396,6 +396,9 @@ proptest! {
                 }
                 Step::Advance(secs) => now += u32::from(secs),
             }
+            if let Err(e) = s.check() {
+                prop_assert!(false, "store inconsistent after {:?}: {}", st, e);
+            }
         }
         for k in 0..64u8 {
             let key = vec![b'k', k];
@@ -419,6 +422,68 @@ proptest! {
             if let Some(got) = s.get(format!("key{probe}").as_bytes(), 1) {
                 prop_assert_eq!(Some(got.value), latest.get(&probe).map(|v| v.as_slice()));
             }
+            if i % 16 == 0 {
+                if let Err(e) = s.check() {
+                    prop_assert!(false, "store inconsistent after step {}: {}", i, e);
+                }
+            }
         }
     }
+}
+
+/// The metadata reader never trusts what it cannot verify, and never makes an
+/// inconsistent store out of a file that verifies: an intact save is restored whole, a
+/// damaged byte refuses the file, and crafted locations (overlapping, repeated, out of
+/// range) with valid checksums are skipped.
+#[test]
+fn untrusted_metadata_never_makes_an_inconsistent_store() {
+    let path = temp_path("untrusted");
+    let _ = std::fs::remove_file(&path);
+    let mut s = Store::new(file_config(&path, 1_000_000)).expect("store");
+    for i in 0..50u32 {
+        s.store(StoreMode::Set, format!("k{i}").as_bytes(), i, 0, format!("value-{i}").as_bytes(), 0, 100);
+    }
+    s.save().expect("save");
+    drop(s);
+    let meta = std::fs::read(format!("{}.meta", path.display())).expect("metadata");
+    let data = std::fs::read(&path).expect("memory file");
+    // MAGIC and six settings, then the body: clock base, oldest_live, one 23-byte record
+    // per segment (write_at at offset 3 of the first), the location count, locations, CRC.
+    let body = &meta[8 + 48..];
+    let write_at = u32::from_le_bytes([body[12 + 3], body[12 + 4], body[12 + 5], body[12 + 6]]) as usize;
+    let segments = &data[..write_at];
+    let fresh = || Store::new(config(4 << 20)).expect("store");
+
+    let mut r = fresh();
+    assert!(r.restore_untrusted(segments, body, false), "an intact save verifies by itself");
+    assert_eq!(r.stats().curr_items, 50);
+    assert_eq!(value(&mut r, b"k7", 100), Some(b"value-7".to_vec()));
+    assert_eq!(r.check(), Ok(()));
+
+    for flip in [0, 12, 12 + 7, body.len() - 30, body.len() - 1] {
+        let mut damaged = body.to_vec();
+        damaged[flip] ^= 0x40;
+        let mut r = fresh();
+        assert!(!r.restore_untrusted(segments, &damaged, false), "byte {flip} flipped: refused");
+        assert_eq!((r.stats().curr_items, r.check()), (0, Ok(())), "refused means empty");
+    }
+
+    // Valid checksums over crafted locations: every one a byte later (overlapping its
+    // item), repeated, and beyond the segment.
+    let records = 12 + 4 * 23;
+    let count = u64::from_le_bytes(body[records..records + 8].try_into().expect("count")) as usize;
+    let locations: Vec<u64> = (0..count)
+        .map(|i| u64::from_le_bytes(body[records + 8 + i * 8..records + 16 + i * 8].try_into().expect("loc")))
+        .collect();
+    let mut crafted = body[..records].to_vec();
+    let mut evil: Vec<u64> = locations.iter().flat_map(|&l| [l, l + 1, l]).collect();
+    evil.extend([write_at as u64, (4 << 20) + 5, u64::MAX]);
+    crafted.extend_from_slice(&(evil.len() as u64).to_le_bytes());
+    for l in &evil {
+        crafted.extend_from_slice(&l.to_le_bytes());
+    }
+    let mut r = fresh();
+    assert!(r.restore_untrusted(segments, &crafted, true));
+    assert_eq!(r.check(), Ok(()), "crafted locations made an inconsistent store");
+    assert_eq!(r.stats().curr_items, 50, "each real item once, nothing else");
 }

@@ -315,9 +315,10 @@ impl<'c> Connection<'c> {
                     debug_assert!(false, "queued ops but no round trip to make");
                     return Err(Broken);
                 }
+                let now = self.ctx.shard.borrow().clock.now();
                 for Trip { shard, batch, from, budget, must_progress, out, ends } in self.trips.drain(..) {
                     let (reply, answer) = oneshot::channel();
-                    let msg = MeshMsg::Ops { batch, from, budget, must_progress, out, ends, reply };
+                    let msg = MeshMsg::Ops { batch, from, budget, must_progress, now, out, ends, reply };
                     senders.send_to(shard, msg).await.map_err(|_| Broken)?;
                     self.waiting.push((shard, from, answer));
                 }
