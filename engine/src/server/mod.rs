@@ -440,7 +440,15 @@ async fn shard_main(
         flush_enabled: config.flush_enabled,
     }));
     let _ = events.send(Event::Ready);
-    if control.start.await != Ok(true) {
+    // The go comes from the main thread (a foreign wake for glommio). Nothing else wakes
+    // this executor yet, so tick while waiting: if the wake-up is lost where glommio's
+    // sleep barrier is unavailable (under valgrind), the next tick picks it up.
+    let ticking = async {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if futures_lite::future::or(control.start, ticking).await != Ok(true) {
         // Start-up abandoned: keep what the store recovered for the next start.
         save_store(index, &shard.borrow().store);
         return Ok(());

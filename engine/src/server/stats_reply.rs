@@ -106,6 +106,14 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], ctx: &Shar
             stat(out, "item_size_max", config.max_item_size);
             stat(out, "flush_enabled", if config.flush_enabled { "yes" } else { "no" });
             stat(out, "memory_file", config.memory_file.as_ref().map_or("(null)".into(), |p| p.display().to_string()));
+            let limits = &config.connections;
+            let secs = |t: Option<std::time::Duration>| t.map_or(0, |t| t.as_secs());
+            stat(out, "idle_timeout", secs(limits.idle_timeout));
+            stat(out, "read_buf_mem_limit", limits.read_buf_mem_limit >> 20);
+            stat(out, "request_timeout", secs(limits.request_timeout));
+            stat(out, "write_timeout", secs(limits.write_timeout));
+            stat(out, "reply_buffer_limit", limits.reply_buffer_limit);
+            stat(out, "shutdown_grace", config.shutdown_grace.as_secs());
         }
         b"items" => {
             // One item class: the store is not slab-structured.

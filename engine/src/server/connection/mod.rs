@@ -144,15 +144,21 @@ impl Drop for Connection<'_> {
     }
 }
 
-/// Sends the gathered slices with one `sendmsg`, without blocking.
+/// Sends the gathered slices without blocking: one `send` for one slice (the common
+/// case), else one `sendmsg`.
 fn send_vectored(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
-    // SAFETY: a zeroed msghdr is valid; it points at `iov`, whose entries point into
-    // buffers that stay untouched until this call returns.
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: the iovec entries point into buffers that stay untouched until this call
+    // returns; a zeroed msghdr is valid and is pointed at them.
     let sent = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = iov.len();
-        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        if let [one] = iov {
+            libc::send(fd, one.iov_base, one.iov_len, flags)
+        } else {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = iov.len();
+            libc::sendmsg(fd, &msg, flags)
+        }
     };
     if sent < 0 {
         Err(io::Error::last_os_error())
@@ -426,19 +432,19 @@ impl<'c> Connection<'c> {
         }
         // Deadlines: idle counts from the last request, a partial request from when it
         // (or what is left of it after the last complete one) began.
+        // (The clock is read only when a deadline needs it: not in the common case of
+        // whole requests and no idle timeout.)
         let limits = &ctx.conn;
-        if limits.idle_timeout.is_some() || limits.request_timeout.is_some() {
-            let now = Instant::now();
-            if handled {
-                self.last_request = now;
-            }
-            let partial = !input.is_empty() || self.swallow > 0;
-            self.partial_since = match (partial, self.partial_since) {
-                (false, _) => None,
-                (true, Some(since)) if !handled => Some(since),
-                (true, _) => Some(now),
-            };
+        if handled && limits.idle_timeout.is_some() {
+            self.last_request = Instant::now();
         }
+        let partial = !input.is_empty() || self.swallow > 0;
+        self.partial_since = match (partial, self.partial_since) {
+            (false, _) => None,
+            (true, Some(since)) if !handled => Some(since),
+            (true, _) if limits.request_timeout.is_some() => Some(Instant::now()),
+            (true, _) => None,
+        };
         Ok(close)
     }
 }

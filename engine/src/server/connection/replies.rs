@@ -544,6 +544,69 @@ mod tests {
         assert!(peak <= queued_and_local + limit + 8, "peak {peak}");
     }
 
+    /// One step of the property test: a local reply, an op for shard 1 or 2 (a get, or a
+    /// delete that replies nothing), or a sent mark.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Local(u8),
+        Remote(usize, bool),
+        Mark,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<u8>().prop_map(Step::Local),
+            (1usize..3, any::<bool>()).prop_map(|(s, get)| Step::Remote(s, get)),
+            Just(Step::Mark),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the interleaving, limit and write sizes: the output is every reply in
+        /// request order (or, up to the mark, those before it), and what is held never
+        /// exceeds what was queued plus the limit plus one reply.
+        #[test]
+        fn any_interleaving_comes_out_in_order(
+            steps in proptest::collection::vec(step(), 0..120),
+            limit in 0usize..64,
+            chunk in 1usize..40,
+            before_mark in proptest::bool::ANY,
+        ) {
+            let mut r = Replies::new(3);
+            let (mut want, mut marked) = (String::new(), String::new());
+            let mut counts = [0usize; 3];
+            let key = b"k".to_vec();
+            for st in &steps {
+                match *st {
+                    Step::Local(b) => {
+                        let text = format!("L{b};");
+                        r.push_local(text.as_bytes());
+                        want.push_str(&text);
+                    }
+                    Step::Remote(shard, get) => {
+                        if get {
+                            r.push_remote(shard, &Op::Get { key: &key, cas: false, touch: None }, false);
+                            want.push_str(&format!("{shard}:{};", counts[shard]));
+                        } else {
+                            r.push_remote(shard, &Op::Delete { key: &key }, false);
+                        }
+                        counts[shard] += 1;
+                    }
+                    Step::Mark => {
+                        r.set_mark();
+                        marked = want.clone();
+                    }
+                }
+            }
+            let queued = r.held();
+            let scope = if before_mark { Scope::BeforeMark } else { Scope::All };
+            let (out, peak) = drain(&mut r, limit, chunk, scope);
+            proptest::prop_assert_eq!(&out, if before_mark { &marked } else { &want });
+            proptest::prop_assert!(peak <= queued + limit + 8, "held {} > {} queued + {} limit + a reply", peak, queued, limit);
+        }
+    }
+
     #[test]
     fn replies_after_the_mark_are_dropped() {
         let mut r = Replies::new(2);
