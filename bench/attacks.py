@@ -28,11 +28,11 @@ MB = 1 << 20
 
 
 class Server:
-    def __init__(self, kind, args, env_limits=None):
+    def __init__(self, kind, args, env_limits=None, binary=RINGCACHE):
         self.kind = kind
         self.port = free_port()
-        if kind == "ringcache":
-            cmd = [RINGCACHE, "-l", "127.0.0.1", "-p", str(self.port)] + args
+        if kind != "memcached":
+            cmd = [binary, "-l", "127.0.0.1", "-p", str(self.port)] + args
         else:
             cmd = ["memcached", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-u", "root"] + args
         if env_limits:
@@ -150,6 +150,7 @@ def bigget(server, keys=1000):
 
 
 def bigget4000(server):
+    """The same with 4,000 keys; the server runs under a 3 GiB address-space limit."""
     return bigget(server, 4000)
 
 
@@ -292,6 +293,17 @@ def slowloris(server, conns=60):
     return {"served_after_s": None if served is None else round(served, 1)}
 
 
+def sighup(server):
+    """SIGHUP (a careless `kill -HUP`, a closed terminal): still serving afterwards?"""
+    server.proc.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    alive = server.alive()
+    return {"alive_after_sighup": alive}
+
+
+# Address-space limit of the server for an attack (prlimit arguments).
+LIMITS = {"bigget4000": ["--as=3221225472"]}
+
 ATTACKS = {
     "bigget": (bigget, ["-m", "64", "-t", "2"], ["-m", "64", "-t", "2"]),
     "bigget4000": (bigget4000, ["-m", "64", "-t", "2"], ["-m", "64", "-t", "2"]),
@@ -300,6 +312,7 @@ ATTACKS = {
     "manyconns": (manyconns, ["-m", "64", "-t", "2"], ["-m", "64", "-t", "2"]),
     "hugemultiget": (hugemultiget, ["-m", "64", "-t", "2"], ["-m", "64", "-t", "2"]),
     "sigterm_unread": (sigterm_unread, ["-m", "64", "-t", "2"], ["-m", "64", "-t", "2"]),
+    "sighup": (sighup, ["-m", "64", "-t", "2"], ["-m", "64", "-t", "2"]),
     "slowloris": (
         slowloris,
         ["-m", "64", "-t", "2", "-c", "50", "-o", "idle_timeout=3"],
@@ -312,14 +325,26 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", default=list(ATTACKS))
     ap.add_argument("--servers", nargs="*", default=["ringcache", "memcached"])
+    ap.add_argument(
+        "--before",
+        metavar="BINARY",
+        help="also attack this ringcache binary (an earlier build), labelled 'before'",
+    )
     args = ap.parse_args()
+    if args.before:
+        args.servers.insert(1, "before")
     os.sched_setaffinity(0, {1})
     print(f"{'attack':16} {'server':10} {'base MB':>8} {'peak MB':>8} {'checker':>12}  extra")
     for name in args.only:
         fn, rc_args, mc_args = ATTACKS[name]
         for kind in args.servers:
-            server = Server(kind, rc_args if kind == "ringcache" else mc_args)
-            checker = Checker(server) if name not in ("sigterm_unread", "slowloris") else None
+            server = Server(
+                kind,
+                mc_args if kind == "memcached" else rc_args,
+                env_limits=LIMITS.get(name),
+                binary=args.before if kind == "before" else RINGCACHE,
+            )
+            checker = Checker(server) if name not in ("sigterm_unread", "slowloris", "sighup") else None
             try:
                 extra = fn(server)
             except Exception as e:  # the attack itself failing is a result too
@@ -327,7 +352,7 @@ def main():
             finally:
                 if checker:
                     checker.stop()
-            alive = server.alive() or name == "sigterm_unread"
+            alive = server.alive() or name in ("sigterm_unread", "sighup")
             check = "-" if checker is None else f"{checker.failures} fail {checker.worst * 1000:.0f}ms"
             print(
                 f"{name:16} {kind:10} {server.base / MB:8.1f} {server.peak / MB:8.1f} {check:>12}  "

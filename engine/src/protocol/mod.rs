@@ -73,6 +73,14 @@ impl<'a> Keys<'a> {
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.0.split(|&b| b == b' ').filter(|k| !k.is_empty())
     }
+
+    /// The first key and the keys after it (to resume a long get part way).
+    pub fn split_first(&self) -> Option<(&'a [u8], Keys<'a>)> {
+        let start = self.0.iter().position(|&b| b != b' ')?;
+        let rest = &self.0[start..];
+        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        Some((&rest[..end], Keys(&rest[end..])))
+    }
 }
 
 /// One parsed request. Slices borrow the read buffer.
@@ -447,6 +455,20 @@ mod tests {
         let (req, _, _) = parsed(b"get a  b c\r\n");
         let Request::Get { keys, cas: false, touch: None } = req else { panic!("{req:?}") };
         assert_eq!(keys.iter().collect::<Vec<_>>(), vec![&b"a"[..], b"b", b"c"]);
+    }
+
+    #[test]
+    fn split_first_walks_the_same_keys_as_iter() {
+        for line in [&b"a  b c"[..], b"  x", b"", b"   ", b"k1 k2 ", b"one"] {
+            let keys = Keys(line);
+            let mut walked = Vec::new();
+            let mut rest = keys;
+            while let Some((key, after)) = rest.split_first() {
+                walked.push(key);
+                rest = after;
+            }
+            assert_eq!(walked, keys.iter().collect::<Vec<_>>(), "{line:?}");
+        }
     }
 
     #[test]

@@ -105,13 +105,27 @@ impl ShardContext {
 }
 
 /// What the connection must do after a request.
-enum Next {
+enum Next<'r> {
     Continue,
     Close,
     Stats,
     /// A get named a key over 250 bytes: memcached drops every reply it has not sent
     /// yet and answers `CLIENT_ERROR bad command line format`.
     BadGetKey,
+    /// A get reached the reply limit: write what it has, then run these keys.
+    MoreKeys {
+        keys: Keys<'r>,
+        cas: bool,
+        touch: Option<i32>,
+    },
+}
+
+/// Where a write got to.
+enum Written {
+    /// Everything that could be written is.
+    All,
+    /// The socket is full.
+    Blocked,
 }
 
 /// The connection broke: the peer left, a bound was exceeded, or the server is
@@ -236,19 +250,15 @@ impl<'c> Connection<'c> {
     }
 
     /// Handles one parsed request.
-    async fn request(
-        &mut self,
-        stream: &mut TcpStream,
-        request: &Request<'_>,
-        noreply: bool,
-        now: u32,
-    ) -> Result<Next, Broken> {
+    fn request<'r>(&mut self, request: &Request<'r>, noreply: bool, now: u32) -> Next<'r> {
         match *request {
             Request::Get { keys, cas, touch } => {
                 if keys.iter().any(|k| k.len() > KEY_MAX_LENGTH) {
-                    return Ok(Next::BadGetKey);
+                    return Next::BadGetKey;
                 }
-                self.get(stream, keys, cas, touch, now).await?;
+                if let Some(keys) = self.get(keys, cas, touch, now) {
+                    return Next::MoreKeys { keys, cas, touch };
+                }
             }
             Request::Store { mode, key, flags, exptime, data, cas } => {
                 self.op(Op::Store { mode, key, flags, exptime, data, cas }, key, noreply, now)
@@ -274,36 +284,31 @@ impl<'c> Connection<'c> {
                     self.replies.push_local(reply::OK);
                 }
             }
-            Request::Quit => return Ok(Next::Close),
-            Request::Stats { .. } => return Ok(Next::Stats),
+            Request::Quit => return Next::Close,
+            Request::Stats { .. } => return Next::Stats,
             Request::Error(e) => {
                 if !noreply {
                     self.replies.push_local(reply::error(e));
                 }
             }
         }
-        Ok(Next::Continue)
+        Next::Continue
     }
 
-    /// A multi-key get: one op per key; over the reply limit, the replies so far are
-    /// written before the next key is looked at.
-    async fn get(
-        &mut self,
-        stream: &mut TcpStream,
-        keys: Keys<'_>,
-        cas: bool,
-        touch: Option<i32>,
-        now: u32,
-    ) -> Result<(), Broken> {
-        for key in keys.iter() {
+    /// Runs the keys of a get, one op each, until the reply limit is reached: returns
+    /// the keys left then (to run once the replies so far are written), or None when
+    /// the get is done.
+    fn get<'k>(&mut self, mut keys: Keys<'k>, cas: bool, touch: Option<i32>, now: u32) -> Option<Keys<'k>> {
+        while let Some((key, rest)) = keys.split_first() {
             if self.over_limit() {
-                self.drain(stream, Scope::All).await?;
+                return Some(keys);
             }
             self.op(Op::Get { key, cas, touch }, key, false, now);
+            keys = rest;
         }
         self.replies.push_local(reply::END);
         self.replies.set_mark();
-        Ok(())
+        None
     }
 
     /// Runs every op queued for other shards and writes the replies (all of them, or
@@ -344,27 +349,47 @@ impl<'c> Connection<'c> {
         }
     }
 
-    /// Writes every reply that can be written now (see [`Replies::gather`]).
-    async fn write(&mut self, stream: &mut TcpStream, scope: Scope) -> Result<(), Broken> {
+    /// Writes what can be written now without waiting (see [`Replies::gather`]).
+    fn write_ready(&mut self, scope: Scope) -> Result<Written, Broken> {
         loop {
             self.iov.clear();
             if self.replies.gather(&mut self.iov, scope, MAX_SLICES) == 0 {
                 self.replies.advance(0);
-                return Ok(());
+                return Ok(Written::All);
             }
             let sent = match send_vectored(self.fd, &self.iov) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The socket is full: wait for room (bounded by the write timeout).
-                    let first = self.replies.first_slice(scope).ok_or(Broken)?;
-                    stream.write(first).await.map_err(|_| Broken)?
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Written::Blocked),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Err(Broken),
             };
             self.ctx.shard.borrow_mut().counters.bytes_written += sent as u64;
             self.replies.advance(sent);
         }
+    }
+
+    /// Writes every reply that can be written now, waiting for room in the socket
+    /// (bounded by the write timeout).
+    async fn write(&mut self, stream: &mut TcpStream, scope: Scope) -> Result<(), Broken> {
+        while let Written::Blocked = self.write_ready(scope)? {
+            let first = self.replies.first_slice(scope).ok_or(Broken)?;
+            let sent = stream.write(first).await.map_err(|_| Broken)?;
+            self.ctx.shard.borrow_mut().counters.bytes_written += sent as u64;
+            self.replies.advance(sent);
+        }
+        Ok(())
+    }
+
+    /// Writes everything without waiting when it can (replies made here only, and the
+    /// socket takes them): true when done.
+    fn try_flush(&mut self) -> Result<bool, Broken> {
+        if self.replies.has_unsent() || matches!(self.write_ready(Scope::All)?, Written::Blocked) {
+            return Ok(false);
+        }
+        if self.replies.is_done() {
+            self.replies.reset();
+        }
+        Ok(self.replies.is_done())
     }
 
     /// Handles every complete request in `input`. Returns true when the connection is
@@ -398,8 +423,16 @@ impl<'c> Connection<'c> {
                 Parse::Request { request, noreply, consumed } => (request, noreply, consumed),
             };
             handled = true;
-            match self.request(stream, &request, noreply, now).await? {
-                Next::Continue => {}
+            let mut next = self.request(&request, noreply, now);
+            while let Next::MoreKeys { keys, cas, touch } = next {
+                self.drain(stream, Scope::All).await?;
+                next = match self.get(keys, cas, touch, now) {
+                    Some(keys) => Next::MoreKeys { keys, cas, touch },
+                    None => Next::Continue,
+                };
+            }
+            match next {
+                Next::Continue | Next::MoreKeys { .. } => {}
                 Next::Close => close = true,
                 Next::BadGetKey => {
                     self.drain(stream, Scope::BeforeMark).await?;
@@ -499,7 +532,7 @@ async fn run(stream: &mut TcpStream, ctx: &ShardContext, fd: RawFd) -> Result<()
         input.filled(n);
         let close = conn.process(stream, &mut input).await?;
         // Like memcached, hold the replies while a too-large value is being swallowed.
-        if conn.swallow == 0 || close {
+        if (conn.swallow == 0 || close) && !conn.try_flush()? {
             conn.drain(stream, Scope::All).await?;
         }
         if close {
