@@ -338,10 +338,16 @@ fn sigterm_with_unread_replies_stops_after_the_grace_period_and_saves() {
     }
 }
 
-/// A second signal ends the connections at once instead of waiting out the grace period.
+/// A second signal ends the connections at once instead of waiting out the grace
+/// period, and the store is still saved.
 #[test]
 fn a_second_signal_stops_at_once() {
-    let mut server = start_ringcache(&["-t", "2", "--shutdown-grace", "60"]);
+    let dir = std::env::temp_dir().join(format!("ringcache-hostile-{}-second", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("mem");
+    let file = file.to_str().expect("utf-8 path");
+    let mut server = start_ringcache(&["-t", "2", "-e", file, "--shutdown-grace", "60"]);
     set(&server, "big", &value_of(4, 1_000_000));
     let mut stuck = server.connect();
     stuck.write_all(b"get big\r\n".repeat(100).as_slice()).expect("send gets");
@@ -352,6 +358,24 @@ fn a_second_signal_stops_at_once() {
     server.signal("-INT");
     let status = server.wait_for_exit(Duration::from_secs(5)).expect("stopped after the second signal");
     assert!(status.success(), "exit status {status}");
+    for shard in 0..2 {
+        let meta = format!("{file}.shard{shard}.meta");
+        assert!(std::path::Path::new(&meta).exists(), "{meta}: saved after the second signal too");
+    }
+}
+
+/// A shard that cannot start (here: its memory file cannot be created) stops the whole
+/// process with a message and a non-zero status, instead of leaving the other shards
+/// waiting for it.
+#[test]
+fn a_shard_that_cannot_start_stops_the_process() {
+    let (status, stderr) = run_ringcache_to_exit(
+        &["-l", "127.0.0.1", "-p", "0", "-t", "2", "-e", "/nonexistent-ringcache-dir/mem"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("shard") && stderr.contains("failed"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 /// SIGUSR1 stops gracefully, as in memcached (without -e there is nothing to save);

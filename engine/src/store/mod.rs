@@ -230,7 +230,8 @@ impl Store {
         let index = Index::try_with_expected_items(expected)
             .map_err(|e| io::Error::other(format!("cannot allocate an index for {expected} items: {e}")))?;
         let (arena, reusable) = match &config.memory_file {
-            Some(path) => Arena::file_backed(path, seg_size, nsegs, config.huge_pages)?,
+            Some(path) => Arena::file_backed(path, seg_size, nsegs, config.huge_pages)
+                .map_err(|e| io::Error::new(e.kind(), format!("memory file {}: {e}", path.display())))?,
             None => (Arena::anonymous(seg_size, nsegs, config.huge_pages)?, false),
         };
         let mut store = Store {
