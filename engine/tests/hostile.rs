@@ -302,15 +302,20 @@ fn forty_16mb_sets_stalled_one_byte_short() {
     });
 }
 
+/// A memory-file path (`-e`) in a fresh temporary directory of this test run.
+fn memory_file(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("ringcache-hostile-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join("mem").to_str().expect("utf-8 path").to_string()
+}
+
 /// SIGTERM while a client has 100 MB of replies unread: the stop completes after the
 /// grace period (ringcache before: never), exits 0, and with `-e` the store is saved.
 #[test]
 fn sigterm_with_unread_replies_stops_after_the_grace_period_and_saves() {
-    let dir = std::env::temp_dir().join(format!("ringcache-hostile-{}-grace", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("mem");
-    let file = file.to_str().expect("utf-8 path");
+    let file = memory_file("grace");
+    let file = file.as_str();
     let args = ["-t", "2", "-m", "64", "-e", file, "--shutdown-grace", "2"];
     let mut server = start_ringcache(&args);
     set(&server, "big", &value_of(3, 1_000_000));
@@ -342,11 +347,8 @@ fn sigterm_with_unread_replies_stops_after_the_grace_period_and_saves() {
 /// period, and the store is still saved.
 #[test]
 fn a_second_signal_stops_at_once() {
-    let dir = std::env::temp_dir().join(format!("ringcache-hostile-{}-second", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("mem");
-    let file = file.to_str().expect("utf-8 path");
+    let file = memory_file("second");
+    let file = file.as_str();
     let mut server = start_ringcache(&["-t", "2", "-e", file, "--shutdown-grace", "60"]);
     set(&server, "big", &value_of(4, 1_000_000));
     let mut stuck = server.connect();

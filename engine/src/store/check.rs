@@ -5,6 +5,8 @@
 //! - every index entry points into a segment that is in use, below its append position,
 //!   at a well-formed item that ends within the segment's used bytes;
 //! - the entry can be found again by its item's key (index and items agree);
+//! - the item lies on its segment's item chain (each item starting where the one before
+//!   it ends, from the segment's start), which is what compaction and sweeping walk;
 //! - no two entries point at overlapping bytes;
 //! - each segment's live item count and live bytes are exactly those of its entries, and
 //!   never exceed its used bytes;
@@ -26,6 +28,7 @@ impl Store {
         let nsegs = self.segs.meta.len();
         let mut live = vec![(0u64, 0u64); nsegs];
         let mut spans: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut chains: Vec<Option<std::collections::HashSet<usize>>> = vec![None; nsegs];
         for loc in self.index.locations() {
             let seg = loc as usize / seg_size;
             let m = self.segs.meta.get(seg).ok_or_else(|| format!("location {loc} beyond the arena"))?;
@@ -43,6 +46,17 @@ impl Store {
                 Some(found) if found.loc == loc => {}
                 Some(found) => return Err(format!("key at {loc} is found at {} instead", found.loc)),
                 None => return Err(format!("key at {loc} cannot be found by its hash")),
+            }
+            let chain = chains[seg].get_or_insert_with(|| {
+                let (mut starts, mut walk) = (std::collections::HashSet::new(), seg * seg_size);
+                while let Some(h) = item::decode(&bytes[walk..end]) {
+                    starts.insert(walk);
+                    walk += h.total();
+                }
+                starts
+            });
+            if !chain.contains(&at) {
+                return Err(format!("item at {loc} is not on segment {seg}'s item chain"));
             }
             let total = h.total() as u64;
             if let Some((&prev, &prev_end)) = spans.range(..=loc).next_back() {

@@ -221,8 +221,11 @@ impl Store {
         self.segs.restore(&restored);
         self.oldest_live = (oldest_live != 0).then(|| shift(oldest_live));
         let seg_size = self.arena.seg_size();
-        // End of the last item restored: an item starting before it overlaps it.
-        let mut restored_end = 0usize;
+        // Items are accepted only on their segment's item chain (each item starting where
+        // the one before it ends, from the segment's start): the chain is what compaction
+        // and sweeping walk, so an indexed item off it would be left behind, dangling.
+        // Locations are sorted, so one walk per segment suffices: (segment, next start).
+        let mut chain = (usize::MAX, 0usize);
         for loc in locations {
             let seg = loc as usize / seg_size;
             if seg >= nsegs || !verified[seg] {
@@ -230,10 +233,23 @@ impl Store {
             }
             let end = seg * seg_size + self.segs.meta[seg].write_at as usize;
             let at = loc as usize;
-            if at < restored_end {
+            if chain.0 != seg {
+                chain = (seg, seg * seg_size);
+            }
+            while chain.1 < at {
+                match item::decode(&self.arena.bytes()[chain.1..end]) {
+                    Some(h) => chain.1 += h.total(),
+                    None => chain.1 = usize::MAX,
+                }
+            }
+            if chain.1 != at {
                 continue;
             }
-            let Some(h) = self.arena.bytes().get(at..end).and_then(item::decode) else { continue };
+            let Some(h) = item::decode(&self.arena.bytes()[at..end]) else {
+                chain.1 = usize::MAX;
+                continue;
+            };
+            chain.1 = at + h.total();
             // Move the expiry onto this run's clock; an item whose field cannot hold the
             // moved value is not recovered.
             if h.exptime_at.is_some() && !item::set_exptime(&mut self.arena.bytes_mut()[at..], &h, shift(h.exptime)) {
@@ -246,7 +262,6 @@ impl Store {
             let (arena, hasher) = (&self.arena, &self.hasher);
             self.index.insert(hash, loc, |l| super::hash_at(arena, hasher, l));
             self.segs.count_live(seg, h.total());
-            restored_end = at + h.total();
             result.items += 1;
         }
         Some(result)

@@ -326,7 +326,8 @@ impl Replies {
     pub fn advance(&mut self, mut written: usize) {
         while written > 0 {
             let Some(piece) = self.piece(self.cursor.0) else { break };
-            let len = self.piece_bytes(piece).map_or(0, <[u8]>::len);
+            // Only what `gather` gave is written, and it stops before a missing reply.
+            let Some(len) = self.piece_bytes(piece).map(<[u8]>::len) else { break };
             let step = written.min(len - self.cursor.1);
             self.cursor.1 += step;
             written -= step;
