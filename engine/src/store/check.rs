@@ -9,7 +9,7 @@
 //!   it ends, from the segment's start), which is what compaction and sweeping walk;
 //! - no two entries point at overlapping bytes;
 //! - each segment's live item count and live bytes are exactly those of its entries, and
-//!   never exceed its used bytes;
+//!   never exceed its used bytes; its generation never shows as 0 in a CAS;
 //! - the free list holds exactly the free segments, and each TTL class appends to an
 //!   active segment of that class.
 
@@ -82,6 +82,9 @@ impl Store {
             }
             if m.live_bytes > m.write_at || m.write_at as usize > seg_size {
                 return Err(format!("segment {seg}: {} live bytes, {} used", m.live_bytes, m.write_at));
+            }
+            if self.segs.cas_gen(seg) == 0 {
+                return Err(format!("segment {seg}'s generation shows as 0 in a CAS"));
             }
         }
         let free_segments = self.segs.meta.iter().filter(|m| m.state == SegState::Free).count();

@@ -210,7 +210,9 @@ impl Segments {
             let m = &mut self.meta[seg];
             m.class = class;
             m.write_at = write_at;
-            m.gen = gen;
+            // A save never has a generation that shows as 0 in a CAS; a damaged one
+            // might, and CAS 0 means "no CAS".
+            m.gen = if gen & self.gen_mask == 0 { gen.wrapping_add(1) } else { gen };
             m.created = created;
             m.max_expiry = max_expiry;
             m.never_expires = never_expires;
