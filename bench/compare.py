@@ -121,7 +121,7 @@ def main():
     if shutil.which("memcached") is None:
         subprocess.run(["bash", os.path.join(ROOT, "ops", "install-deps.sh"), "--test"], check=True)
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "-p", "ringcache-engine", "-p", "ringcache-bench"],
+        subprocess.run(["cargo", "build", "--release", "-p", "ringcache-server", "-p", "ringcache-bench"],
                        cwd=ROOT, check=True)
     names = [w for w in WORKLOADS if not args.only or w in args.only.split(",")]
     results = {}

@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./ops/install-deps.sh
-cargo build --release -p ringcache-engine --bin ringcache
+cargo build --release -p ringcache-server --bin ringcache
 exec ./target/release/ringcache -l 127.0.0.1 -p 11211 "$@"

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-#[path = "../../../engine/tests/common/mod.rs"]
+#[path = "../../../engine/server/tests/common/mod.rs"]
 mod servers;
 pub use servers::Server;
 

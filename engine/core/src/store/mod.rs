@@ -1,0 +1,750 @@
+//! One shard's items, in mmap-backed segments (in the spirit of Segcache): items are
+//! appended to fixed-size segments of one region ([`arena`]), grouped by TTL class
+//! ([`segments`]); a compact hash index ([`index`]) maps keys to locations; the item
+//! header is 3 bytes for a small item without flags or TTL ([`item`]). Memory is
+//! reclaimed a segment at a time: whole segments whose items have all expired, and under
+//! pressure the oldest segment, compacted in place so that recently read items survive.
+//!
+//! The CAS of an item is derived from where it is (shard, segment generation, location),
+//! so it costs no bytes and changes whenever the item is rewritten.
+//!
+//! The store is owned by one shard's executor: single-threaded by construction, no locks.
+//! Its interface ([`Store`]'s methods) carries memcached's storage semantics.
+
+pub mod arena;
+mod check;
+pub mod index;
+pub mod item;
+mod persist;
+pub mod segments;
+
+use std::io;
+use std::path::PathBuf;
+
+use ahash::RandomState;
+
+use crate::protocol::numbers::parse_u64;
+use crate::protocol::{Limits, StoreMode};
+use arena::Arena;
+use index::{Index, Position};
+use item::Header;
+use segments::{SegState, Segments, NONE};
+
+/// Fixed seeds: key placement (and so shard ownership) is stable across restarts.
+pub fn key_hasher() -> RandomState {
+    RandomState::with_seeds(0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344, 0xa409_3822_299f_31d0, 0x082e_fa98_ec4e_6c89)
+}
+
+/// Smallest segment; segments grow (in powers of two) to hold the largest item.
+pub const MIN_SEGMENT_SIZE: usize = 1 << 20;
+/// A store needs at least this many segments (one to append to while another is evicted).
+pub const MIN_SEGMENTS: usize = 2;
+/// Without a hint, the index starts sized for this many items (it grows incrementally).
+const INITIAL_EXPECTED_ITEMS: usize = 64 * 1024;
+
+/// The segment size for a largest item of `max_item_size` bytes: 1 MiB, or the next
+/// power of two that holds one item.
+pub fn segment_size_for(max_item_size: usize) -> usize {
+    max_item_size.next_power_of_two().max(MIN_SEGMENT_SIZE)
+}
+
+/// The least item memory a store (one shard) can run with.
+pub fn min_memory_per_shard(max_item_size: usize) -> usize {
+    MIN_SEGMENTS * segment_size_for(max_item_size)
+}
+/// Victims compacted (keeping hot items) before eviction drops a segment whole.
+const COMPACTIONS_PER_ALLOCATION: usize = 4;
+
+/// How a store is configured.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Bytes of item memory (segments); the index comes on top.
+    pub memory_limit: usize,
+    /// `false` (memcached `-M`): refuse to store instead of evicting.
+    pub evictions: bool,
+    /// `false` (memcached `-C`): every CAS is 0.
+    pub cas_enabled: bool,
+    /// This shard's index and the shard count (part of every CAS, so CAS values are
+    /// unique across shards).
+    pub shard: usize,
+    pub nshards: usize,
+    /// The item size limit (`-I`) as memcached measures it.
+    pub limits: Limits,
+    /// Expected item count, to size the index (None: from memory / 96 bytes).
+    pub expected_items: Option<usize>,
+    /// Keep segments in this file (warm restart).
+    pub memory_file: Option<PathBuf>,
+    pub huge_pages: bool,
+    /// Unix time of relative time 0 on this run's clock (to carry TTLs across restarts).
+    pub clock_base_unix: i64,
+}
+
+impl StoreConfig {
+    /// One shard of one, `memory_limit` bytes of anonymous memory, memcached's defaults
+    /// otherwise (evictions and CAS on, 1 MiB items, index starting small).
+    pub fn with_memory(memory_limit: usize) -> Self {
+        StoreConfig {
+            memory_limit,
+            evictions: true,
+            cas_enabled: true,
+            shard: 0,
+            nshards: 1,
+            limits: Limits { max_item_size: 1 << 20, cas_enabled: true },
+            expected_items: None,
+            memory_file: None,
+            huge_pages: false,
+            clock_base_unix: 0,
+        }
+    }
+}
+
+/// A read view of a live item.
+#[derive(Debug, Clone, Copy)]
+pub struct ItemRef<'s> {
+    pub flags: u32,
+    pub cas: u64,
+    pub value: &'s [u8],
+}
+
+/// Result of a storage command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+    OutOfMemory,
+}
+
+/// Result of `incr`/`decr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithOutcome {
+    Value(u64),
+    NotFound,
+    NonNumeric,
+    OutOfMemory,
+}
+
+/// Counters and gauges of a store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreStats {
+    pub curr_items: u64,
+    pub total_items: u64,
+    /// Bytes of live items (headers, keys, values).
+    pub bytes: u64,
+    /// Bytes of overwritten, deleted or expired items not yet reclaimed.
+    pub dead_bytes: u64,
+    pub index_bytes: u64,
+    pub segments_total: u64,
+    pub segments_free: u64,
+    pub segment_size: u64,
+    pub evictions: u64,
+    pub expired_unfetched: u64,
+    pub reclaimed: u64,
+    pub get_expired: u64,
+    pub get_flushed: u64,
+}
+
+/// Where a new value comes from.
+#[derive(Clone, Copy)]
+enum Value<'a> {
+    Bytes(&'a [u8]),
+    /// The old value (at this location and length) followed by `data`.
+    Append {
+        old_at: usize,
+        old_len: usize,
+        data: &'a [u8],
+    },
+    Prepend {
+        old_at: usize,
+        old_len: usize,
+        data: &'a [u8],
+    },
+    /// A number, space-padded to `pad_to` bytes as memcached's in-place incr does.
+    Number {
+        digits: &'a [u8],
+        pad_to: usize,
+    },
+}
+
+impl Value<'_> {
+    fn len(&self) -> usize {
+        match *self {
+            Value::Bytes(b) => b.len(),
+            Value::Append { old_len, data, .. } | Value::Prepend { old_len, data, .. } => old_len + data.len(),
+            Value::Number { digits, pad_to } => digits.len().max(pad_to),
+        }
+    }
+}
+
+/// A live item found by key.
+#[derive(Clone, Copy)]
+struct Found {
+    pos: Position,
+    loc: u64,
+    header: Header,
+}
+
+pub struct Store {
+    config: StoreConfig,
+    hasher: RandomState,
+    arena: Arena,
+    index: Index,
+    segs: Segments,
+    /// memcached's `oldest_live` for a pending delayed `flush_all`.
+    oldest_live: Option<u32>,
+    loc_bits: u32,
+    shard_bits: u32,
+    sweep_cursor: usize,
+    stats: StoreStats,
+    /// Reused by compaction: the kept items, and where their index entries are.
+    scratch: Vec<u8>,
+    moved: Vec<(Position, u64, usize)>,
+}
+
+fn bits_for(n: u64) -> u32 {
+    u64::BITS - n.saturating_sub(1).leading_zeros()
+}
+
+impl Store {
+    /// A store with anonymous memory, or with the memory file of `config` (recovering
+    /// what it holds if it verifies; see `persist`).
+    pub fn new(config: StoreConfig) -> io::Result<Self> {
+        let seg_size = segment_size_for(config.limits.max_item_size);
+        let nsegs = config.memory_limit / seg_size;
+        if nsegs < MIN_SEGMENTS {
+            return Err(io::Error::other(format!(
+                "{} bytes of item memory is less than {MIN_SEGMENTS} segments of {seg_size} bytes",
+                config.memory_limit
+            )));
+        }
+        let arena_len = (seg_size * nsegs) as u64;
+        if arena_len > index::MAX_LOCATION {
+            return Err(io::Error::other("memory limit too large for one shard"));
+        }
+        let loc_bits = bits_for(arena_len);
+        let shard_bits = bits_for(config.nshards as u64);
+        let gen_bits = u64::BITS - loc_bits - shard_bits;
+        let expected = config.expected_items.unwrap_or(INITIAL_EXPECTED_ITEMS);
+        let index = Index::try_with_expected_items(expected)
+            .map_err(|e| io::Error::other(format!("cannot allocate an index for {expected} items: {e}")))?;
+        let (arena, reusable) = match &config.memory_file {
+            Some(path) => Arena::file_backed(path, seg_size, nsegs, config.huge_pages)
+                .map_err(|e| io::Error::new(e.kind(), format!("memory file {}: {e}", path.display())))?,
+            None => (Arena::anonymous(seg_size, nsegs, config.huge_pages)?, false),
+        };
+        let mut store = Store {
+            hasher: key_hasher(),
+            arena,
+            index,
+            segs: Segments::new(nsegs, gen_bits),
+            oldest_live: None,
+            loc_bits,
+            shard_bits,
+            sweep_cursor: 0,
+            stats: StoreStats::default(),
+            scratch: Vec::new(),
+            moved: Vec::new(),
+            config,
+        };
+        if reusable {
+            store.recover();
+        }
+        Ok(store)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let mut s = self.stats;
+        s.curr_items = self.index.len() as u64;
+        s.bytes = 0;
+        s.dead_bytes = 0;
+        for m in self.segs.meta.iter().filter(|m| m.state != SegState::Free) {
+            s.bytes += u64::from(m.live_bytes);
+            s.dead_bytes += u64::from(m.write_at - m.live_bytes);
+        }
+        s.index_bytes = self.index.memory_bytes() as u64;
+        s.segments_total = self.segs.meta.len() as u64;
+        s.segments_free = self.segs.free_count() as u64;
+        s.segment_size = self.arena.seg_size() as u64;
+        s
+    }
+
+    pub fn reset_stats(&mut self) {
+        self.stats = StoreStats::default();
+    }
+
+    /// Bytes of item memory.
+    pub fn memory_limit(&self) -> usize {
+        self.arena.seg_size() * self.arena.nsegs()
+    }
+
+    fn seg_of(&self, loc: u64) -> usize {
+        (loc as usize) / self.arena.seg_size()
+    }
+
+    /// The CAS of an item: stored in it if it was moved, else derived from its location.
+    fn cas_of(&self, loc: u64, header: &Header) -> u64 {
+        if !self.config.cas_enabled {
+            return 0;
+        }
+        if header.cas != 0 {
+            return header.cas;
+        }
+        let gen = self.segs.cas_gen(self.seg_of(loc));
+        (gen << (self.loc_bits + self.shard_bits)) | ((self.config.shard as u64) << self.loc_bits) | loc
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The live-or-expired item stored under `key`, if the index has one.
+    fn find(&self, key: &[u8], hash: u64) -> Option<Found> {
+        let bytes = self.arena.bytes();
+        let mut header = None;
+        let (pos, loc) = self.index.find(hash, |loc| {
+            let at = loc as usize;
+            match item::decode(&bytes[at..]) {
+                Some(h) if &bytes[at + h.key_at..at + h.key_at + h.key_len] == key => {
+                    header = Some(h);
+                    true
+                }
+                _ => false,
+            }
+        })?;
+        Some(Found { pos, loc, header: header? })
+    }
+
+    /// Applies a delayed flush_all whose time has come.
+    fn apply_pending_flush(&mut self, now: u32) {
+        if let Some(t) = self.oldest_live {
+            if t <= now {
+                self.oldest_live = None;
+                self.clear();
+            }
+        }
+    }
+
+    fn unlink(&mut self, found: &Found) {
+        self.index.remove(found.pos);
+        let seg = self.seg_of(found.loc);
+        self.segs.note_dead(seg, found.header.total());
+    }
+
+    /// Finds a live item, unlinking it if it has expired.
+    fn lookup(&mut self, key: &[u8], hash: u64, now: u32) -> Option<Found> {
+        self.apply_pending_flush(now);
+        let found = self.find(key, hash)?;
+        if found.header.exptime != 0 && found.header.exptime <= now {
+            self.unlink(&found);
+            self.stats.get_expired += 1;
+            return None;
+        }
+        Some(found)
+    }
+
+    fn item_ref(&self, found: &Found) -> ItemRef<'_> {
+        let at = found.loc as usize + found.header.value_at();
+        ItemRef {
+            flags: found.header.flags,
+            cas: self.cas_of(found.loc, &found.header),
+            value: &self.arena.bytes()[at..at + found.header.value_len],
+        }
+    }
+
+    fn bump(&mut self, found: &Found) {
+        if found.header.freq < item::MAX_FREQ {
+            let at = found.loc as usize;
+            item::set_freq(&mut self.arena.bytes_mut()[at..], found.header.freq + 1);
+        }
+    }
+
+    /// The value length of the live item under `key`, touching nothing (no expiry is
+    /// applied, no access recorded).
+    pub fn peek_value_len(&self, key: &[u8], now: u32) -> Option<usize> {
+        if self.oldest_live.is_some_and(|t| t <= now) {
+            return None;
+        }
+        let found = self.find(key, self.hash(key))?;
+        if found.header.exptime != 0 && found.header.exptime <= now {
+            return None;
+        }
+        Some(found.header.value_len)
+    }
+
+    /// The item size rule this store was made with.
+    pub fn limits(&self) -> Limits {
+        self.config.limits
+    }
+
+    /// `get`: a live item, marked as recently used.
+    pub fn get(&mut self, key: &[u8], now: u32) -> Option<ItemRef<'_>> {
+        let found = self.lookup(key, self.hash(key), now)?;
+        self.bump(&found);
+        Some(self.item_ref(&found))
+    }
+
+    /// `touch`/`gat`: sets a new expiry on a live item (the CAS stays unless the item
+    /// had no room for an expiry and must be rewritten).
+    pub fn touch(&mut self, key: &[u8], exptime: u32, now: u32) -> Option<ItemRef<'_>> {
+        let hash = self.hash(key);
+        let mut found = self.lookup(key, hash, now)?;
+        let at = found.loc as usize;
+        if item::set_exptime(&mut self.arena.bytes_mut()[at..], &found.header, exptime) {
+            let seg = self.seg_of(found.loc);
+            self.segs.meta[seg].note_expiry(exptime);
+            found.header.exptime = exptime;
+        } else if exptime != 0 {
+            // No room for this expiry: rewritten with it; same version, so the CAS is kept.
+            let old_at = found.loc as usize + found.header.value_at();
+            let value = Value::Append { old_at, old_len: found.header.value_len, data: &[] };
+            let cas = self.cas_of(found.loc, &found.header);
+            if self.put(key, hash, value, found.header.flags, exptime, cas, now) != StoreOutcome::Stored {
+                return None;
+            }
+            found = self.find(key, hash)?;
+        }
+        self.bump(&found);
+        Some(self.item_ref(&found))
+    }
+
+    /// `delete`: true if a live item was removed.
+    pub fn delete(&mut self, key: &[u8], now: u32) -> bool {
+        match self.lookup(key, self.hash(key), now) {
+            Some(found) => {
+                self.unlink(&found);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The storage commands, with memcached's `do_store_item` rules.
+    #[allow(clippy::too_many_arguments)]
+    pub fn store(
+        &mut self,
+        mode: StoreMode,
+        key: &[u8],
+        flags: u32,
+        exptime: u32,
+        data: &[u8],
+        cas: u64,
+        now: u32,
+    ) -> StoreOutcome {
+        let hash = self.hash(key);
+        let existing = self.lookup(key, hash, now);
+        match (mode, existing) {
+            (StoreMode::Add, Some(found)) => {
+                self.bump(&found);
+                StoreOutcome::NotStored
+            }
+            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => StoreOutcome::NotStored,
+            (StoreMode::Cas, None) => StoreOutcome::NotFound,
+            (StoreMode::Cas, Some(found)) if self.cas_of(found.loc, &found.header) != cas => StoreOutcome::Exists,
+            (StoreMode::Append | StoreMode::Prepend, Some(found)) => {
+                let h = found.header;
+                if !self.config.limits.item_fits(key.len(), h.flags, h.value_len + data.len()) {
+                    return StoreOutcome::NotStored;
+                }
+                let old_at = found.loc as usize + h.value_at();
+                let value = if mode == StoreMode::Append {
+                    Value::Append { old_at, old_len: h.value_len, data }
+                } else {
+                    Value::Prepend { old_at, old_len: h.value_len, data }
+                };
+                self.put(key, hash, value, h.flags, h.exptime, 0, now)
+            }
+            (StoreMode::Set | StoreMode::Add | StoreMode::Replace | StoreMode::Cas, _) => {
+                self.put(key, hash, Value::Bytes(data), flags, exptime, 0, now)
+            }
+        }
+    }
+
+    /// `incr`/`decr` with memcached's rules: 64-bit unsigned, incr wraps, decr stops at 0,
+    /// and a result no longer than the old value keeps its length, space-padded.
+    pub fn arith(&mut self, key: &[u8], incr: bool, delta: u64, now: u32) -> ArithOutcome {
+        let hash = self.hash(key);
+        let Some(found) = self.lookup(key, hash, now) else { return ArithOutcome::NotFound };
+        let h = found.header;
+        let value = self.item_ref(&found).value;
+        let Some(current) = (if value.is_empty() { None } else { parse_u64(value) }) else {
+            return ArithOutcome::NonNumeric;
+        };
+        let result = if incr { current.wrapping_add(delta) } else { current.saturating_sub(delta) };
+        let mut buf = [0u8; 20];
+        let digits = crate::protocol::reply::decimal(result, &mut buf);
+        let pad_to = if digits.len() <= h.value_len { h.value_len } else { 0 };
+        match self.put(key, hash, Value::Number { digits, pad_to }, h.flags, h.exptime, 0, now) {
+            StoreOutcome::Stored => ArithOutcome::Value(result),
+            _ => ArithOutcome::OutOfMemory,
+        }
+    }
+
+    /// A `set` that failed: memcached drops the old value so a stale one is not served.
+    pub fn drop_key(&mut self, key: &[u8], now: u32) {
+        self.delete(key, now);
+    }
+
+    /// `flush_all`: `oldest_live` None flushes now; Some(t) flushes everything once
+    /// relative time `t` is reached.
+    pub fn flush(&mut self, oldest_live: Option<u32>, now: u32) {
+        match oldest_live {
+            Some(t) if t > now => self.oldest_live = Some(t),
+            _ => {
+                self.oldest_live = None;
+                self.clear();
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.segs.reset();
+    }
+
+    /// Writes a new version of `key` and points the index at it, replacing any old one.
+    /// `cas` 0 gives it a new CAS (from its location); otherwise the item keeps `cas`.
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        value: Value<'_>,
+        flags: u32,
+        exptime: u32,
+        cas: u64,
+        now: u32,
+    ) -> StoreOutcome {
+        let value_len = value.len();
+        let size = item::size(key.len(), value_len, exptime, flags, cas);
+        let Some(loc) = self.reserve(size, exptime, now) else { return StoreOutcome::OutOfMemory };
+        // Reserving may have evicted or moved items: look the old version up again.
+        let old = self.find(key, hash);
+        let value = match (value, old) {
+            (Value::Append { old_len, data, .. }, Some(o)) if o.header.value_len == old_len => {
+                Value::Append { old_at: o.loc as usize + o.header.value_at(), old_len, data }
+            }
+            (Value::Prepend { old_len, data, .. }, Some(o)) if o.header.value_len == old_len => {
+                Value::Prepend { old_at: o.loc as usize + o.header.value_at(), old_len, data }
+            }
+            (Value::Append { .. } | Value::Prepend { .. }, _) => return StoreOutcome::NotStored,
+            (v, _) => v,
+        };
+        self.write(loc, key, value, flags, exptime, cas);
+        let seg = self.seg_of(loc);
+        self.segs.note_write(seg, size, exptime);
+        match old {
+            Some(o) => {
+                let old_seg = self.seg_of(o.loc);
+                self.segs.note_dead(old_seg, o.header.total());
+                self.index.set(o.pos, hash, loc);
+            }
+            None => {
+                let (arena, hasher) = (&self.arena, &self.hasher);
+                self.index.insert(hash, loc, |l| hash_at(arena, hasher, l));
+            }
+        }
+        self.stats.total_items += 1;
+        StoreOutcome::Stored
+    }
+
+    fn write(&mut self, loc: u64, key: &[u8], value: Value<'_>, flags: u32, exptime: u32, cas: u64) {
+        let at = loc as usize;
+        let value_len = value.len();
+        let bytes = self.arena.bytes_mut();
+        let value_at = at + item::encode_header(&mut bytes[at..], key, value_len, exptime, flags, cas);
+        match value {
+            Value::Bytes(b) => bytes[value_at..value_at + b.len()].copy_from_slice(b),
+            Value::Append { old_at, old_len, data } => {
+                bytes.copy_within(old_at..old_at + old_len, value_at);
+                bytes[value_at + old_len..value_at + old_len + data.len()].copy_from_slice(data);
+            }
+            Value::Prepend { old_at, old_len, data } => {
+                bytes[value_at..value_at + data.len()].copy_from_slice(data);
+                bytes.copy_within(old_at..old_at + old_len, value_at + data.len());
+            }
+            Value::Number { digits, pad_to } => {
+                bytes[value_at..value_at + digits.len()].copy_from_slice(digits);
+                bytes[value_at + digits.len()..value_at + value_len].fill(b' ');
+                debug_assert_eq!(value_len, digits.len().max(pad_to));
+            }
+        }
+    }
+
+    /// Finds room for `size` bytes in the segment of the item's TTL class, taking a new
+    /// segment (and freeing one if needed) when it is full. Returns the location.
+    fn reserve(&mut self, size: usize, exptime: u32, now: u32) -> Option<u64> {
+        let seg_size = self.arena.seg_size();
+        if size > seg_size {
+            return None;
+        }
+        let class = segments::ttl_class(exptime, now);
+        let mut compactions = 0;
+        loop {
+            let active = self.segs.active[class];
+            if active != NONE {
+                let m = &self.segs.meta[active as usize];
+                if m.write_at as usize + size <= seg_size {
+                    return Some((active as usize * seg_size + m.write_at as usize) as u64);
+                }
+                self.segs.seal(active);
+            }
+            if let Some(seg) = self.segs.take_free() {
+                self.segs.activate(seg, class, now);
+                continue;
+            }
+            let keep_hot = compactions < COMPACTIONS_PER_ALLOCATION;
+            if !self.free_up_segment(class, keep_hot, now) {
+                return None;
+            }
+            compactions += 1;
+        }
+    }
+
+    /// Makes room when no segment is free: reclaims a segment whose items have all
+    /// expired, or else (if evictions are on) compacts the oldest segment, keeping items
+    /// read since they were written when `keep_hot`, and evicting the rest. False when
+    /// nothing could be freed.
+    fn free_up_segment(&mut self, class: usize, keep_hot: bool, now: u32) -> bool {
+        if self.reclaim_expired_segment(now) {
+            return true;
+        }
+        if !self.config.evictions {
+            return false;
+        }
+        let victim = match self.segs.pop_oldest_sealed() {
+            Some(v) => v,
+            None => match self.oldest_active_except(class) {
+                Some(v) => v,
+                None => return false,
+            },
+        };
+        self.compact(victim, keep_hot, now);
+        if self.segs.meta[victim as usize].live_items == 0 {
+            self.segs.release(victim);
+        } else {
+            self.segs.reuse_compacted(victim);
+        }
+        true
+    }
+
+    fn oldest_active_except(&mut self, class: usize) -> Option<u32> {
+        let seg = (0..segments::TTL_CLASSES)
+            .filter(|&c| c != class)
+            .map(|c| self.segs.active[c])
+            .filter(|&s| s != NONE)
+            .min_by_key(|&s| self.segs.meta[s as usize].created)?;
+        self.segs.seal(seg);
+        self.segs.pop_oldest_sealed()
+    }
+
+    /// Empties and releases a sealed segment whose items have all expired, if any.
+    fn reclaim_expired_segment(&mut self, now: u32) -> bool {
+        let Some(seg) = (0..self.segs.meta.len())
+            .find(|&s| self.segs.meta[s].state == SegState::Sealed && self.segs.meta[s].expired(now))
+        else {
+            return false;
+        };
+        self.compact(seg as u32, false, now);
+        self.segs.release(seg as u32);
+        true
+    }
+
+    /// Walks the items of `seg`: dead ones are skipped, expired ones unlinked, and live
+    /// ones either kept (when `keep_hot`, items read since written, up to half the
+    /// segment) or evicted. Kept items are rewritten at the front of the segment, carrying
+    /// their CAS so that a move does not look like a new version.
+    fn compact(&mut self, seg: u32, keep_hot: bool, now: u32) {
+        let seg_size = self.arena.seg_size();
+        let base = seg as usize * seg_size;
+        let end = base + self.segs.meta[seg as usize].write_at as usize;
+        let keep_budget = seg_size / 2;
+        self.scratch.clear();
+        self.moved.clear();
+        // (some kept item never expires, latest expiry of the kept items)
+        let mut kept_expiry = (false, 0u32);
+        let mut at = base;
+        while at < end {
+            let Some(h) = item::decode(&self.arena.bytes()[at..end]) else { break };
+            let key = &self.arena.bytes()[at + h.key_at..at + h.key_at + h.key_len];
+            let hash = self.hasher.hash_one(key);
+            let loc = at as u64;
+            at += h.total();
+            let Some((pos, _)) = self.index.find(hash, |l| l == loc) else { continue };
+            let expired = h.exptime != 0 && h.exptime <= now;
+            let cas = self.cas_of(loc, &h);
+            let kept_size = item::size(h.key_len, h.value_len, h.exptime, h.flags, cas);
+            if !expired && keep_hot && h.freq > 0 && self.scratch.len() + kept_size <= keep_budget {
+                let off = self.scratch.len();
+                self.scratch.resize(off + kept_size, 0);
+                let src = loc as usize;
+                let bytes = self.arena.bytes();
+                let key = &bytes[src + h.key_at..src + h.key_at + h.key_len];
+                let value_at =
+                    off + item::encode_header(&mut self.scratch[off..], key, h.value_len, h.exptime, h.flags, cas);
+                self.scratch[value_at..off + kept_size].copy_from_slice(&bytes[src + h.value_at()..src + h.total()]);
+                item::set_freq(&mut self.scratch[off..], h.freq - 1);
+                self.moved.push((pos, hash, off));
+                kept_expiry.0 |= h.exptime == 0;
+                kept_expiry.1 = kept_expiry.1.max(h.exptime);
+                continue;
+            }
+            self.index.remove(pos);
+            if expired {
+                self.stats.reclaimed += 1;
+                self.stats.expired_unfetched += u64::from(h.freq == 0);
+            } else {
+                self.stats.evictions += 1;
+            }
+        }
+        let kept = self.scratch.len();
+        self.arena.bytes_mut()[base..base + kept].copy_from_slice(&self.scratch);
+        for &(pos, hash, off) in &self.moved {
+            self.index.set(pos, hash, (base + off) as u64);
+        }
+        self.segs.bump_gen(seg as usize);
+        let m = &mut self.segs.meta[seg as usize];
+        m.write_at = kept as u32;
+        m.live_bytes = kept as u32;
+        m.live_items = self.moved.len() as u32;
+        m.never_expires = kept_expiry.0;
+        m.max_expiry = kept_expiry.1;
+        m.created = now;
+    }
+
+    /// Reclaims whole segments whose items have all expired, looking at up to `budget`
+    /// segments from where the last sweep stopped. Returns how many were reclaimed.
+    pub fn sweep(&mut self, now: u32, budget: usize) -> usize {
+        self.apply_pending_flush(now);
+        let n = self.segs.meta.len();
+        let mut reclaimed = 0;
+        for _ in 0..budget.min(n) {
+            self.sweep_cursor = (self.sweep_cursor + 1) % n;
+            let seg = self.sweep_cursor;
+            if self.segs.meta[seg].state == SegState::Sealed && self.segs.meta[seg].expired(now) {
+                self.compact(seg as u32, false, now);
+                self.segs.release(seg as u32);
+                reclaimed += 1;
+            }
+        }
+        reclaimed
+    }
+
+    /// Writes what a restart needs to find the items again (file-backed stores only).
+    pub fn save(&self) -> io::Result<()> {
+        persist::save(self, self.config.clock_base_unix)
+    }
+}
+
+/// The hash of the key of the item at `loc`.
+fn hash_at(arena: &Arena, hasher: &RandomState, loc: u64) -> u64 {
+    let bytes = arena.bytes();
+    let at = loc as usize;
+    match item::decode(&bytes[at..]) {
+        Some(h) => hasher.hash_one(&bytes[at + h.key_at..at + h.key_at + h.key_len]),
+        None => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

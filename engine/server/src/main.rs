@@ -1,0 +1,66 @@
+//! The `ringcache` binary: parse flags, refuse settings that cannot work, plan the CPU
+//! map, log it, run the server. Exit status: 0 after a clean stop, 64 (`EX_USAGE`) for
+//! settings that cannot work, 71 (`EX_OSERR`) when the address cannot be listened on or
+//! enough files cannot be opened (memcached's statuses), 1 for any other failure.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ringcache_server::config::{Args, ConfigError};
+use ringcache_server::server::connection::{max_request_bytes, READ_BUFFER_BASE};
+use ringcache_server::{server, topology};
+
+fn refuse(status: u8, message: impl std::fmt::Display) -> ExitCode {
+    tracing::error!("{message}");
+    ExitCode::from(status)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let level = match args.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    for flag in args.ignored_flags() {
+        tracing::warn!("memcached option {flag} does not apply to ringcache; ignored");
+    }
+    let mut config = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => return refuse(ConfigError::EXIT_STATUS, e),
+    };
+    let shards = config.threads.unwrap_or_else(|| {
+        let cores = topology::physical_cores();
+        let fit = config.max_shards_for_memory();
+        if fit < cores {
+            tracing::info!("{cores} cores but -m feeds only {fit} shards; running {fit}");
+        }
+        cores.min(fit)
+    });
+    let plan = match topology::plan(shards) {
+        Ok(p) => p,
+        Err(e) => return refuse(ConfigError::EXIT_STATUS, e),
+    };
+    let largest_request = max_request_bytes(config.max_item_size) - READ_BUFFER_BASE;
+    if let Err(e) = config.fit_to_shards(plan.len(), largest_request) {
+        return refuse(ConfigError::EXIT_STATUS, e);
+    }
+    for slot in &plan {
+        tracing::info!("cpu map: {slot}");
+    }
+    match server::run(config, plan) {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => refuse(e.exit_status(), e),
+    }
+}

@@ -1,0 +1,546 @@
+//! One client connection: read requests, execute each op on the shard that owns its key
+//! (in place when that is this shard, batched per destination over the mesh otherwise),
+//! and write the replies back in request order.
+//!
+//! Everything the connection makes the server hold is bounded:
+//! - request bytes ([`input`]): a 16 KiB base buffer; one larger request (a value, a
+//!   long multi-get line) grows it with bytes taken from the shard's share of
+//!   `read_buf_mem_limit`, waiting (not reading) while other connections hold it;
+//! - replies ([`replies`]): once the replies held (own shard's, other shards', and ops
+//!   queued for other shards) reach `reply_buffer_limit`, the connection stops executing
+//!   requests until they are written (back-pressure: it reads nothing meanwhile);
+//! - time: a client that does not read its replies is closed after `write_timeout`, a
+//!   request trickled in slower than `request_timeout` is closed, and with memcached's
+//!   `idle_timeout` a connection without a request for that long is closed.
+//!
+//! Writes gather the replies' slices (this shard's buffer and the other shards' reply
+//! buffers) into one `sendmsg`, so a remote reply is copied once, by the shard that made
+//! it, and a round of requests costs one write.
+
+mod input;
+mod replies;
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::channel_mesh::Senders;
+use glommio::net::TcpStream;
+use glommio::sync::Semaphore;
+
+use super::mesh::{MeshMsg, OpsReply, ShardReport};
+use super::registry::ConnectionRegistry;
+use super::stats_reply;
+use super::Shared;
+use crate::config::ConnectionLimits;
+use input::{Input, Room};
+use replies::{Replies, Scope, Trip};
+use ringcache_core::protocol::{self, reply, Keys, Limits, Parse, ProtocolError, Request, KEY_MAX_LENGTH};
+use ringcache_core::shard::{owner_of, Op, Shard};
+
+pub use input::BASE as READ_BUFFER_BASE;
+
+/// Most slices one `sendmsg` gathers (the kernel's `IOV_MAX`).
+const MAX_SLICES: usize = 1024;
+
+/// The most request bytes one connection may need beyond its base buffer: the longest
+/// multi-get line, or the largest value with a command line that fills the base buffer.
+pub fn max_request_bytes(max_item_size: usize) -> usize {
+    (protocol::MAX_MULTIGET_LINE + 1).max(READ_BUFFER_BASE + max_item_size + 2)
+}
+
+/// What every connection of one shard shares.
+pub struct ShardContext {
+    pub index: usize,
+    pub nshards: usize,
+    pub shard: Rc<RefCell<Shard>>,
+    pub senders: Option<Rc<Senders<MeshMsg>>>,
+    pub registry: Rc<RefCell<ConnectionRegistry>>,
+    pub shared: Arc<Shared>,
+    pub limits: Limits,
+    conn: ConnectionLimits,
+    max_request: usize,
+    /// This shard's share of `read_buf_mem_limit`, in bytes.
+    read_budget: Semaphore,
+}
+
+impl ShardContext {
+    pub fn new(
+        index: usize,
+        nshards: usize,
+        shard: Rc<RefCell<Shard>>,
+        senders: Option<Rc<Senders<MeshMsg>>>,
+        registry: Rc<RefCell<ConnectionRegistry>>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let config = &shared.config;
+        let limits = Limits { max_item_size: config.max_item_size, cas_enabled: config.cas_enabled };
+        let conn = config.connections;
+        let share = conn.read_buf_mem_limit / nshards;
+        ShardContext {
+            index,
+            nshards,
+            shard,
+            senders,
+            registry,
+            limits,
+            conn,
+            max_request: max_request_bytes(config.max_item_size),
+            read_budget: Semaphore::new(share as u64),
+            shared,
+        }
+    }
+
+    /// Shutdown is past its grace period: connections waiting for request buffer
+    /// memory stop waiting (and close).
+    pub fn abort(&self) {
+        self.read_budget.close();
+    }
+}
+
+/// What the connection must do after a request.
+enum Next<'r> {
+    Continue,
+    Close,
+    Stats,
+    /// A get named a key over 250 bytes: memcached drops every reply it has not sent
+    /// yet and answers `CLIENT_ERROR bad command line format`.
+    BadGetKey,
+    /// A get reached the reply limit: write what it has, then run these keys.
+    MoreKeys {
+        keys: Keys<'r>,
+        cas: bool,
+        touch: Option<i32>,
+    },
+}
+
+/// Where a write got to.
+enum Written {
+    /// Everything that could be written is.
+    All,
+    /// The socket is full.
+    Blocked,
+}
+
+/// The connection broke: the peer left, a bound was exceeded, or the server is
+/// shutting down. It is closed.
+struct Broken;
+
+/// The state of one connection between reads.
+struct Connection<'c> {
+    ctx: &'c ShardContext,
+    fd: RawFd,
+    replies: Replies,
+    iov: Vec<libc::iovec>,
+    trips: Vec<Trip>,
+    waiting: Vec<(usize, usize, oneshot::Receiver<OpsReply>)>,
+    /// Bytes of a too-large value still to be skipped.
+    swallow: usize,
+    /// Total size of the pending request, when its command line said.
+    need: Option<usize>,
+    /// Bytes of the shard's read budget this connection holds.
+    granted: usize,
+    /// When the last complete request was read (for `idle_timeout`).
+    last_request: Instant,
+    /// Since when a partial request has been waiting for the rest (for `request_timeout`).
+    partial_since: Option<Instant>,
+}
+
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        self.ctx.read_budget.signal(self.granted as u64);
+    }
+}
+
+/// Sends the gathered slices without blocking: one `send` for one slice (the common
+/// case), else one `sendmsg`.
+fn send_vectored(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: the iovec entries point into buffers that stay untouched until this call
+    // returns; a zeroed msghdr is valid and is pointed at them.
+    let sent = unsafe {
+        if let [one] = iov {
+            libc::send(fd, one.iov_base, one.iov_len, flags)
+        } else {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = iov.len();
+            libc::sendmsg(fd, &msg, flags)
+        }
+    };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
+impl<'c> Connection<'c> {
+    fn new(ctx: &'c ShardContext, fd: RawFd) -> Self {
+        Connection {
+            ctx,
+            fd,
+            replies: Replies::new(ctx.nshards),
+            iov: Vec::new(),
+            trips: Vec::new(),
+            waiting: Vec::new(),
+            swallow: 0,
+            need: None,
+            granted: 0,
+            last_request: Instant::now(),
+            partial_since: None,
+        }
+    }
+
+    /// How long the next read may wait: until the idle or the partial-request deadline.
+    fn read_timeout(&self) -> Option<Duration> {
+        let limits = &self.ctx.conn;
+        let idle = limits.idle_timeout.map(|t| self.last_request + t);
+        let partial = limits.request_timeout.zip(self.partial_since).map(|(t, since)| since + t);
+        let deadline = match (idle, partial) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))
+    }
+
+    /// Takes `bytes` more of the shard's read budget, waiting while other connections
+    /// hold it. The wait is the server's, not the client's: it does not count against
+    /// the request's time.
+    async fn acquire(&mut self, bytes: usize) -> Result<(), Broken> {
+        self.ctx.read_budget.acquire(bytes as u64).await.map_err(|_| Broken)?;
+        self.granted += bytes;
+        if self.partial_since.is_some() {
+            self.partial_since = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, bytes: usize) {
+        self.granted -= bytes;
+        self.ctx.read_budget.signal(bytes as u64);
+    }
+
+    /// Runs `op` on its owner shard: here, or queued for the mesh.
+    fn op(&mut self, op: Op<'_>, key: &[u8], noreply: bool, now: u32) {
+        let owner = owner_of(key, self.ctx.nshards);
+        if owner == self.ctx.index {
+            self.execute_here(&op, noreply, now);
+        } else {
+            self.replies.push_remote(owner, &op, noreply);
+        }
+    }
+
+    /// Executes `op` on this shard, in order with the other replies.
+    fn execute_here(&mut self, op: &Op<'_>, noreply: bool, now: u32) {
+        let out = self.replies.local_mut();
+        let start = out.len();
+        self.ctx.shard.borrow_mut().execute(op, noreply, now, out);
+        self.replies.commit_local(start);
+    }
+
+    fn over_limit(&self) -> bool {
+        self.replies.held() >= self.ctx.conn.reply_buffer_limit
+    }
+
+    /// Handles one parsed request.
+    fn request<'r>(&mut self, request: &Request<'r>, noreply: bool, now: u32) -> Next<'r> {
+        match *request {
+            Request::Get { keys, cas, touch } => {
+                if keys.iter().any(|k| k.len() > KEY_MAX_LENGTH) {
+                    return Next::BadGetKey;
+                }
+                if let Some(keys) = self.get(keys, cas, touch, now) {
+                    return Next::MoreKeys { keys, cas, touch };
+                }
+            }
+            Request::Store { mode, key, flags, exptime, data, cas } => {
+                self.op(Op::Store { mode, key, flags, exptime, data, cas }, key, noreply, now)
+            }
+            Request::TooLarge { mode, key, .. } => self.op(Op::TooLarge { mode, key }, key, noreply, now),
+            Request::Delete { key } => self.op(Op::Delete { key }, key, noreply, now),
+            Request::Arith { key, incr, delta } => self.op(Op::Arith { key, incr, delta }, key, noreply, now),
+            Request::Touch { key, exptime } => self.op(Op::Touch { key, exptime }, key, noreply, now),
+            Request::FlushAll { delay } => {
+                // Every shard flushes, in order with this connection's other requests;
+                // only this shard answers.
+                for shard in 0..self.ctx.nshards {
+                    if shard == self.ctx.index {
+                        self.execute_here(&Op::FlushAll { delay, reply: true }, noreply, now);
+                    } else {
+                        self.replies.push_remote(shard, &Op::FlushAll { delay, reply: false }, noreply);
+                    }
+                }
+            }
+            Request::Version => self.replies.push_local(super::VERSION_LINE.as_bytes()),
+            Request::Verbosity => {
+                if !noreply {
+                    self.replies.push_local(reply::OK);
+                }
+            }
+            Request::Quit => return Next::Close,
+            Request::Stats { .. } => return Next::Stats,
+            Request::Error(e) => {
+                if !noreply {
+                    self.replies.push_local(reply::error(e));
+                }
+            }
+        }
+        Next::Continue
+    }
+
+    /// Runs the keys of a get, one op each, until the reply limit is reached: returns
+    /// the keys left then (to run once the replies so far are written), or None when
+    /// the get is done.
+    fn get<'k>(&mut self, mut keys: Keys<'k>, cas: bool, touch: Option<i32>, now: u32) -> Option<Keys<'k>> {
+        while let Some((key, rest)) = keys.split_first() {
+            if self.over_limit() {
+                return Some(keys);
+            }
+            self.op(Op::Get { key, cas, touch }, key, false, now);
+            keys = rest;
+        }
+        self.replies.push_local(reply::END);
+        self.replies.set_mark();
+        None
+    }
+
+    /// Runs every op queued for other shards and writes the replies (all of them, or
+    /// only those before the sent mark, dropping the rest), round trip by round trip
+    /// within the reply limit.
+    async fn drain(&mut self, stream: &mut TcpStream, scope: Scope) -> Result<(), Broken> {
+        loop {
+            if self.replies.has_unsent() {
+                let senders = self.ctx.senders.as_ref().ok_or(Broken)?;
+                let trips = &mut self.trips;
+                self.replies.take_trips(self.ctx.conn.reply_buffer_limit, |trip| trips.push(trip));
+                if self.trips.is_empty() {
+                    // Cannot happen (the first unanswered shard is always asked); a
+                    // connection that could not progress is closed rather than spun.
+                    debug_assert!(false, "queued ops but no round trip to make");
+                    return Err(Broken);
+                }
+                let now = self.ctx.shared.clock.now();
+                for Trip { shard, batch, from, budget, must_progress, out, ends } in self.trips.drain(..) {
+                    let (reply, answer) = oneshot::channel();
+                    let msg = MeshMsg::Ops { batch, from, budget, must_progress, now, out, ends, reply };
+                    senders.send_to(shard, msg).await.map_err(|_| Broken)?;
+                    self.waiting.push((shard, from, answer));
+                }
+                for (shard, from, answer) in self.waiting.drain(..) {
+                    let reply = answer.await.map_err(|_| Broken)?;
+                    self.replies.complete(shard, from, reply);
+                }
+            }
+            self.write(stream, scope).await?;
+            if scope == Scope::BeforeMark {
+                self.replies.drop_after_mark();
+            }
+            if self.replies.is_done() {
+                self.replies.reset();
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes what can be written now without waiting (see [`Replies::gather`]).
+    fn write_ready(&mut self, scope: Scope) -> Result<Written, Broken> {
+        loop {
+            self.iov.clear();
+            if self.replies.gather(&mut self.iov, scope, MAX_SLICES) == 0 {
+                self.replies.advance(0);
+                return Ok(Written::All);
+            }
+            let sent = match send_vectored(self.fd, &self.iov) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Written::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Broken),
+            };
+            self.ctx.shard.borrow_mut().counters.bytes_written += sent as u64;
+            self.replies.advance(sent);
+        }
+    }
+
+    /// Writes every reply that can be written now, waiting for room in the socket
+    /// (bounded by the write timeout).
+    async fn write(&mut self, stream: &mut TcpStream, scope: Scope) -> Result<(), Broken> {
+        while let Written::Blocked = self.write_ready(scope)? {
+            let first = self.replies.first_slice(scope).ok_or(Broken)?;
+            let sent = stream.write(first).await.map_err(|_| Broken)?;
+            self.ctx.shard.borrow_mut().counters.bytes_written += sent as u64;
+            self.replies.advance(sent);
+        }
+        Ok(())
+    }
+
+    /// Writes everything without waiting when it can (replies made here only, and the
+    /// socket takes them): true when done.
+    fn try_flush(&mut self) -> Result<bool, Broken> {
+        if self.replies.has_unsent() || matches!(self.write_ready(Scope::All)?, Written::Blocked) {
+            return Ok(false);
+        }
+        if self.replies.is_done() {
+            self.replies.reset();
+        }
+        Ok(self.replies.is_done())
+    }
+
+    /// Handles every complete request in `input`. Returns true when the connection is
+    /// to be closed once its replies are written.
+    async fn process(&mut self, stream: &mut TcpStream, input: &mut Input) -> Result<bool, Broken> {
+        let ctx = self.ctx;
+        let now = ctx.shared.clock.now();
+        let mut handled = false;
+        self.need = None;
+        let mut close = false;
+        loop {
+            if self.swallow > 0 {
+                let skip = self.swallow.min(input.pending().len());
+                input.consume(skip);
+                self.swallow -= skip;
+                if self.swallow > 0 {
+                    break;
+                }
+            }
+            let (request, noreply, consumed) = match protocol::parse(input.pending(), &ctx.limits) {
+                Parse::Incomplete => break,
+                Parse::NeedData { total } => {
+                    self.need = Some(total);
+                    break;
+                }
+                Parse::Close => {
+                    // memcached closes without sending the replies it still holds.
+                    self.drain(stream, Scope::BeforeMark).await?;
+                    return Ok(true);
+                }
+                Parse::Request { request, noreply, consumed } => (request, noreply, consumed),
+            };
+            handled = true;
+            let mut next = self.request(&request, noreply, now);
+            while let Next::MoreKeys { keys, cas, touch } = next {
+                self.drain(stream, Scope::All).await?;
+                next = match self.get(keys, cas, touch, now) {
+                    Some(keys) => Next::MoreKeys { keys, cas, touch },
+                    None => Next::Continue,
+                };
+            }
+            match next {
+                Next::Continue | Next::MoreKeys { .. } => {}
+                Next::Close => close = true,
+                Next::BadGetKey => {
+                    self.drain(stream, Scope::BeforeMark).await?;
+                    self.replies.push_local(reply::error(ProtocolError::BadFormat));
+                }
+                Next::Stats => {
+                    self.drain(stream, Scope::All).await?;
+                    let args = match request {
+                        Request::Stats { args } => args,
+                        _ => &[],
+                    };
+                    let reset = stats_reply::is_reset(args);
+                    let reports = collect_reports(ctx, reset).await?;
+                    let out = self.replies.local_mut();
+                    let start = out.len();
+                    stats_reply::write(out, args, &reports, ctx);
+                    self.replies.commit_local(start);
+                }
+            }
+            if let Request::TooLarge { swallow, .. } = request {
+                self.swallow = swallow;
+            }
+            input.consume(consumed);
+            if close {
+                break;
+            }
+            if self.over_limit() {
+                self.drain(stream, Scope::All).await?;
+            }
+        }
+        // Deadlines: idle counts from the last request, a partial request from when it
+        // (or what is left of it after the last complete one) began.
+        // (The clock is read only when a deadline needs it: not in the common case of
+        // whole requests and no idle timeout.)
+        let limits = &ctx.conn;
+        if handled && limits.idle_timeout.is_some() {
+            self.last_request = Instant::now();
+        }
+        let partial = !input.is_empty() || self.swallow > 0;
+        self.partial_since = match (partial, self.partial_since) {
+            (false, _) => None,
+            (true, Some(since)) if !handled => Some(since),
+            (true, _) if limits.request_timeout.is_some() => Some(Instant::now()),
+            (true, _) => None,
+        };
+        Ok(close)
+    }
+}
+
+/// Collects every shard's report (this one directly, the others over the mesh).
+async fn collect_reports(ctx: &ShardContext, reset: bool) -> Result<Vec<ShardReport>, Broken> {
+    let mut reports = Vec::with_capacity(ctx.nshards);
+    reports.push(super::mesh::report(&mut ctx.shard.borrow_mut(), &ctx.registry.borrow(), reset));
+    if let Some(senders) = &ctx.senders {
+        for shard in (0..ctx.nshards).filter(|&s| s != ctx.index) {
+            let (tx, rx) = oneshot::channel();
+            if senders.send_to(shard, MeshMsg::Stats { reset, reply: tx }).await.is_err() {
+                return Err(Broken);
+            }
+            reports.push(rx.await.map_err(|_| Broken)?);
+        }
+    }
+    Ok(reports)
+}
+
+/// Serves one accepted connection until the client leaves, sends `quit`, breaks the
+/// protocol or a bound, or the server shuts down.
+pub async fn serve(mut stream: TcpStream, ctx: Rc<ShardContext>) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let fd = stream.as_raw_fd();
+    let id = ctx.registry.borrow_mut().add(fd, peer);
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(ctx.conn.write_timeout);
+    let _ = run(&mut stream, &ctx, fd).await;
+    ctx.registry.borrow_mut().remove(id);
+    ctx.shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn run(stream: &mut TcpStream, ctx: &ShardContext, fd: RawFd) -> Result<(), Broken> {
+    let mut input = Input::default();
+    let mut conn = Connection::new(ctx, fd);
+    loop {
+        match input.room(conn.need, ctx.max_request) {
+            Room::Enough => {}
+            Room::TooLarge => return Ok(()),
+            Room::GrowTo(to) => {
+                conn.acquire(to - (READ_BUFFER_BASE + input.grown_by())).await?;
+                input.grow(to);
+            }
+        }
+        let _ = stream.set_read_timeout(conn.read_timeout());
+        let n = stream.read(input.spare()).await.map_err(|_| Broken)?;
+        if n == 0 {
+            return Ok(());
+        }
+        ctx.shard.borrow_mut().counters.bytes_read += n as u64;
+        input.filled(n);
+        let close = conn.process(stream, &mut input).await?;
+        // Like memcached, hold the replies while a too-large value is being swallowed.
+        if (conn.swallow == 0 || close) && !conn.try_flush()? {
+            conn.drain(stream, Scope::All).await?;
+        }
+        if close {
+            return Ok(());
+        }
+        let released = input.shrink();
+        if released > 0 {
+            conn.release(released);
+        }
+    }
+}

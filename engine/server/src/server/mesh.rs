@@ -1,0 +1,91 @@
+//! The cross-shard mesh: messages one shard sends another (a batch of ops for keys the
+//! other shard owns, or a request for its counters), and the task on each shard that
+//! serves one peer's messages. Replies travel back on a oneshot channel carried in the
+//! message, together with the buffers, so a connection reuses them round after round.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use futures_channel::oneshot;
+use glommio::channels::shared_channel::ConnectedReceiver;
+
+use super::registry::ConnectionRegistry;
+use ringcache_core::shard::stats::Counters;
+use ringcache_core::shard::{OpBatch, Shard};
+use ringcache_core::store::StoreStats;
+
+/// A message to another shard.
+pub enum MeshMsg {
+    /// Execute the ops of `batch` from byte offset `from`, in order, while their replies
+    /// fit in `budget` bytes (the first one regardless when `must_progress`); reply with
+    /// each executed op's reply bytes in `out`, ending at `ends[i]`, and the offset to
+    /// resume from. `out` and `ends` arrive empty and are reused.
+    Ops {
+        batch: OpBatch,
+        from: usize,
+        budget: usize,
+        must_progress: bool,
+        /// The sender's clock (relative seconds), so one round sees one time.
+        now: u32,
+        out: Vec<u8>,
+        ends: Vec<u32>,
+        reply: oneshot::Sender<OpsReply>,
+    },
+    /// Report counters (and reset them first if `reset`).
+    Stats { reset: bool, reply: oneshot::Sender<ShardReport> },
+}
+
+/// The answer to [`MeshMsg::Ops`]: the buffers back, filled, and where to resume.
+pub struct OpsReply {
+    pub batch: OpBatch,
+    pub out: Vec<u8>,
+    pub ends: Vec<u32>,
+    /// Byte offset of the first op not executed (`batch.bytes()` when all were).
+    pub resume: usize,
+}
+
+/// One shard's numbers for `stats`.
+#[derive(Debug, Clone, Default)]
+pub struct ShardReport {
+    pub counters: Counters,
+    pub store: StoreStats,
+    pub memory_limit: usize,
+    /// `(fd, peer address)` of this shard's open connections, for `stats conns`.
+    pub connections: Vec<(i32, String)>,
+}
+
+/// Builds this shard's report.
+pub fn report(shard: &mut Shard, registry: &ConnectionRegistry, reset: bool) -> ShardReport {
+    if reset {
+        shard.counters = Counters::default();
+        shard.store.reset_stats();
+    }
+    ShardReport {
+        counters: shard.counters,
+        store: shard.store.stats(),
+        memory_limit: shard.store.memory_limit(),
+        connections: registry.list(),
+    }
+}
+
+/// Serves one peer's messages until the mesh closes.
+pub async fn serve_peer(
+    receiver: ConnectedReceiver<MeshMsg>,
+    shard: Rc<RefCell<Shard>>,
+    registry: Rc<RefCell<ConnectionRegistry>>,
+) {
+    while let Some(msg) = receiver.recv().await {
+        match msg {
+            MeshMsg::Ops { batch, from, budget, must_progress, now, mut out, mut ends, reply } => {
+                let resume =
+                    shard.borrow_mut().execute_batch(&batch, from, budget, must_progress, now, &mut out, &mut ends);
+                // The requester may have gone away (connection closed); nothing to do then.
+                let _ = reply.send(OpsReply { batch, out, ends, resume });
+            }
+            MeshMsg::Stats { reset, reply } => {
+                let r = report(&mut shard.borrow_mut(), &registry.borrow(), reset);
+                let _ = reply.send(r);
+            }
+        }
+    }
+}

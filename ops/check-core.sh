@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Proves the core's boundary: ringcache-core reads no clock, opens no socket and depends on
+# nothing of the server's runtime. Fails with the offending lines or dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+status=0
+# Code lines only: comments may name what the core stays away from.
+if grep -rnE 'Instant::now|SystemTime::now|std::net|glommio|hwlocality|clap::|io_uring|signal_hook' engine/core/src \
+    | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//'; then
+  echo "check-core: ringcache-core must not read a clock or touch the server's runtime (lines above)" >&2
+  status=1
+fi
+deps="$(cargo tree -p ringcache-core -e normal --prefix none --format '{p}' 2>/dev/null | awk '{print $1}' | sort -u)"
+if echo "$deps" | grep -qE '^(glommio|hwlocality|hwlocality-sys|clap|io-uring|signal-hook|socket2|tokio)$'; then
+  echo "check-core: ringcache-core depends on: $(echo "$deps" | grep -E '^(glommio|hwlocality|hwlocality-sys|clap|io-uring|signal-hook|socket2|tokio)$' | tr '\n' ' ')" >&2
+  status=1
+fi
+[ "$status" -eq 0 ] && echo "check-core: ringcache-core reads no clock and depends on $(echo "$deps" | wc -l) crates, none of the server's runtime"
+exit "$status"
