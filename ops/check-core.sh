@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Proves the core's boundary: ringcache-core reads no clock, opens no socket and depends on
-# nothing of the server's runtime. Fails with the offending lines or dependencies.
+# nothing of the server's runtime, and inside it the store uses nothing of the protocol.
+# Fails with the offending lines or dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 status=0
@@ -8,6 +9,11 @@ status=0
 if grep -rnE 'Instant::now|SystemTime::now|std::net|glommio|hwlocality|clap::|io_uring|signal_hook' engine/core/src \
     | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//'; then
   echo "check-core: ringcache-core must not read a clock or touch the server's runtime (lines above)" >&2
+  status=1
+fi
+# The store knows no protocol: the protocol uses the store's rules, never the reverse.
+if grep -rn 'crate::protocol' engine/core/src/store | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//'; then
+  echo "check-core: the store must not use the protocol module (lines above)" >&2
   status=1
 fi
 deps="$(cargo tree -p ringcache-core -e normal --prefix none --format '{p}' 2>/dev/null | awk '{print $1}' | sort -u)"

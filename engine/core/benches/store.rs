@@ -2,7 +2,7 @@
 //! eviction once full) on one shard's store, through its public interface.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ringcache_core::protocol::StoreMode;
+use ringcache_core::store::StoreMode;
 use ringcache_core::store::{Store, StoreConfig};
 
 const KEYS: usize = 100_000;

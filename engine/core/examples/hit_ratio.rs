@@ -7,7 +7,7 @@
 //!
 //! cargo run --release -p ringcache-core --example hit_ratio -- [MEMORY_MB] [KEYS] [VALUE_BYTES] [ZIPF_S] [REQUESTS] [SET_PERCENT]
 
-use ringcache_core::protocol::StoreMode;
+use ringcache_core::store::StoreMode;
 use ringcache_core::store::{Store, StoreConfig};
 
 fn main() {

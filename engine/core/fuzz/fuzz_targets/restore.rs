@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringcache_core::protocol::StoreMode;
+use ringcache_core::store::StoreMode;
 use ringcache_core::store::{Store, StoreConfig};
 
 fuzz_target!(|data: &[u8]| {

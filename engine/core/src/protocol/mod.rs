@@ -4,10 +4,10 @@
 //! `proto_text.c`, including its odd corners (token counts, `noreply` on errors, numbers
 //! truncated to 32 bits), because byte-identical replies are the contract.
 
-pub mod numbers;
 pub mod reply;
 
-use numbers::{parse_i32_truncating, parse_u32_truncating, parse_u64};
+use crate::numbers::{parse_i32_truncating, parse_u32_truncating, parse_u64};
+pub use crate::store::{Limits, StoreMode};
 
 /// Longest key memcached accepts.
 pub const KEY_MAX_LENGTH: usize = 250;
@@ -15,39 +15,6 @@ pub const KEY_MAX_LENGTH: usize = 250;
 pub const MAX_LINE_WITHOUT_NEWLINE: usize = 2048;
 /// Our bound on one multi-key get line (memcached grows its buffer without limit).
 pub const MAX_MULTIGET_LINE: usize = 8 << 20;
-/// memcached's item header size with CAS (48 bytes of header plus the 8-byte CAS).
-const ITEM_HEADER_WITH_CAS: usize = 56;
-const ITEM_HEADER_WITHOUT_CAS: usize = 48;
-
-/// What the parser needs to know of the server's settings.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// `-I`: the largest item, header included, as memcached counts it.
-    pub max_item_size: usize,
-    /// `-C` turns CAS off, which shrinks memcached's item header by 8 bytes.
-    pub cas_enabled: bool,
-}
-
-impl Limits {
-    /// memcached's `item_size_ok`: header + key + 1 + value + "\r\n" (+4 for flags).
-    pub fn item_fits(&self, key_len: usize, flags: u32, value_len: usize) -> bool {
-        let header = if self.cas_enabled { ITEM_HEADER_WITH_CAS } else { ITEM_HEADER_WITHOUT_CAS };
-        let flags_len = if flags != 0 { 4 } else { 0 };
-        header + flags_len + key_len + 1 + value_len + 2 <= self.max_item_size
-    }
-}
-
-/// The storage commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreMode {
-    Set,
-    Add,
-    Replace,
-    Append,
-    Prepend,
-    Cas,
-}
-
 /// Error replies the protocol layer produces by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProtocolError {

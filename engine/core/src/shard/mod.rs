@@ -8,7 +8,8 @@ pub mod stats;
 
 pub use ops::{Op, OpBatch};
 
-use crate::protocol::{self, reply, StoreMode};
+use crate::protocol::{self, reply};
+use crate::store::StoreMode;
 use crate::store::{ArithOutcome, Store, StoreOutcome};
 use crate::time::TimeBase;
 use stats::Counters;

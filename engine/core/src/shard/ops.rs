@@ -3,7 +3,7 @@
 //! (a multi-key get becomes one op per key); local ops execute in place, borrowing the
 //! read buffer, and remote ones are copied once into the destination's batch.
 
-use crate::protocol::StoreMode;
+use crate::store::StoreMode;
 
 /// A single-key (or, for `FlushAll`, per-shard) operation.
 #[derive(Debug, Clone, Copy)]

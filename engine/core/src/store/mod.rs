@@ -16,15 +16,17 @@ mod check;
 pub mod index;
 pub mod item;
 mod persist;
+mod rules;
 pub mod segments;
+
+pub use rules::{Limits, StoreMode};
 
 use std::io;
 use std::path::PathBuf;
 
 use ahash::RandomState;
 
-use crate::protocol::numbers::parse_u64;
-use crate::protocol::{Limits, StoreMode};
+use crate::numbers::{decimal, parse_u64};
 use arena::Arena;
 use index::{Index, Position};
 use item::Header;
@@ -472,7 +474,7 @@ impl Store {
         };
         let result = if incr { current.wrapping_add(delta) } else { current.saturating_sub(delta) };
         let mut buf = [0u8; 20];
-        let digits = crate::protocol::reply::decimal(result, &mut buf);
+        let digits = decimal(result, &mut buf);
         let pad_to = if digits.len() <= h.value_len { h.value_len } else { 0 };
         match self.put(key, hash, Value::Number { digits, pad_to }, h.flags, h.exptime, 0, now) {
             StoreOutcome::Stored => ArithOutcome::Value(result),

@@ -1,6 +1,8 @@
-//! Number parsing exactly as memcached does it (`safe_strtoull`, `safe_strtoul`,
-//! `safe_strtol` on top of C's `strtoull`/`strtol`), so that odd inputs such as leading
-//! blanks, `+`/`-` signs, trailing tabs or out-of-range values get the same answer.
+//! Numbers exactly as memcached reads and writes them: parsing as its `safe_strtoull`,
+//! `safe_strtoul` and `safe_strtol` do on top of C's `strtoull`/`strtol` (so odd inputs
+//! such as leading blanks, `+`/`-` signs, trailing tabs or out-of-range values get the
+//! same answer), and decimal formatting without allocation. Shared by the protocol (the
+//! numbers of a command line) and the store (`incr`/`decr` on a stored value).
 
 fn is_c_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
@@ -80,6 +82,20 @@ pub fn parse_i32_truncating(s: &[u8]) -> Option<i32> {
     }
     let value = if sc.negative { (sc.magnitude as i64).wrapping_neg() } else { sc.magnitude as i64 };
     Some(value as i32)
+}
+
+/// Formats `n` in decimal into `buf`, returning the digits.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 #[cfg(test)]
