@@ -1,39 +1,26 @@
-//! Helpers for whole-process tests: start Debian's `memcached` on a free loopback port (the
-//! engine's shared test helpers; killed when the guard drops), run the `ringcache-bench`
-//! binary, and read its `--json` report.
+//! Helpers for the load tool's whole-process tests: start Debian's `memcached` (through the
+//! shared `ringcache-test-support`; killed when the guard drops), run the
+//! `ringcache-bench` binary, and read its `--json` report.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-#[path = "../../../engine/server/tests/common/mod.rs"]
-mod servers;
-pub use servers::Server;
+pub use ringcache_test_support::Server;
 
 /// Starts Debian's `memcached` with one thread (installed by `.ci/run` through
 /// ops/install-deps.sh).
 pub fn start_memcached() -> Server {
-    servers::start_memcached(&["-t", "1"])
+    ringcache_test_support::start_memcached(&["-t", "1"])
 }
 
 /// Sends `request` on a fresh connection and reads until the reply ends with `terminator`.
 pub fn roundtrip(addr: &str, request: &[u8], terminator: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request).expect("send");
-    let mut reply = Vec::new();
-    let mut chunk = [0u8; 65536];
-    while !reply.ends_with(terminator) {
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => reply.extend_from_slice(&chunk[..n]),
-            Err(e) => panic!("reading reply: {e}"),
-        }
-    }
-    reply
+    ringcache_test_support::roundtrip(&mut s, request, terminator)
 }
 
 /// A JSON report path unique to this test.

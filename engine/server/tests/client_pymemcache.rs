@@ -6,24 +6,17 @@
 //! value. The test passes only if the script exits 0; a missing `python3` or
 //! `pymemcache` is a failure, not a skip (CI runs `pip install pymemcache`).
 
-mod common;
-
-use common::{start_ringcache, Server};
+use ringcache_test_support::start_ringcache;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The server under test.
-fn start_server() -> Server {
-    start_ringcache(&["-t", "2"])
-}
 
 /// Upper bound for the whole script; it normally takes well under a second.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(60);
 
 #[test]
 fn pymemcache_client_suite_passes() {
-    let mut server = start_server();
+    let mut server = start_ringcache!(&["-t", "2"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/pymemcache_client.py");
 
     let mut child = Command::new("python3")

@@ -18,20 +18,12 @@
 //!
 //! Everything is bounded by operation counts (and socket read timeouts), not by time.
 
-mod common;
-mod support;
-
-use common::{start_ringcache, Server};
+use ringcache_test_support::{fnv1a, Block, Conn, Rng};
+use ringcache_test_support::{start_ringcache, Server};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use support::{fnv1a, Block, Conn, Rng};
-
-/// The server under test.
-fn start_server() -> Server {
-    start_ringcache(&["-t", "2"])
-}
 
 // ---------------------------------------------------------------------------------------
 // Self-verifying values.
@@ -48,7 +40,7 @@ fn body(key: &str, writer: u64, seq: u64, len: usize) -> Vec<u8> {
     let mut rng = Rng(fnv1a(&[key.as_bytes()]) ^ (writer << 40) ^ seq);
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
-        out.extend_from_slice(&rng.next().to_le_bytes());
+        out.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
     out.truncate(len);
     out
@@ -341,8 +333,8 @@ fn pipeline_worker(server: &Server, me: u64) -> u64 {
                     expects.push(Expect::Counter(counter));
                 }
                 90..=97 => {
-                    let flags = rng.next() as u32;
-                    let value: Vec<u8> = (0..rng.below(200)).map(|_| rng.next() as u8).collect();
+                    let flags = rng.next_u64() as u32;
+                    let value: Vec<u8> = (0..rng.below(200)).map(|_| rng.next_u64() as u8).collect();
                     batch.extend(storage_command("set", &private_key, flags, &value, ""));
                     expects.push(Expect::Stored { key: private_key.clone(), seq: 0 });
                     batch.extend(format!("get {private_key}\r\n").as_bytes());
@@ -442,7 +434,7 @@ fn pipeline_worker(server: &Server, me: u64) -> u64 {
 
 #[test]
 fn overlapping_keys_never_show_torn_or_foreign_values() {
-    let mut server = start_server();
+    let mut server = start_ringcache!(&["-t", "2"]);
     let checked = Arc::new(AtomicU64::new(0));
     std::thread::scope(|s| {
         let server = &server;
@@ -483,7 +475,7 @@ const CAS_INCREMENTS_PER_THREAD: u64 = 150;
 
 #[test]
 fn cas_retry_loops_lose_no_increment() {
-    let mut server = start_server();
+    let mut server = start_ringcache!(&["-t", "2"]);
     let key = "conc:cas-counter";
     let mut setup = Conn::open(&server, "cas setup");
     setup.send(format!("set {key} 0 0 1\r\n0\r\n").as_bytes());
@@ -560,7 +552,7 @@ const INCRS_PER_THREAD: u64 = 400;
 
 #[test]
 fn concurrent_incr_sums_exactly() {
-    let mut server = start_server();
+    let mut server = start_ringcache!(&["-t", "2"]);
     let key = "conc:incr-counter";
     let mut setup = Conn::open(&server, "incr setup");
     setup.send(format!("set {key} 0 0 1\r\n0\r\n").as_bytes());

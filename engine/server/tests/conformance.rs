@@ -33,9 +33,7 @@
 //! runner opens its own connections instead of `Server::connect`/`roundtrip`, because those
 //! panic on the first I/O error and this suite must report every mismatching case.
 
-mod common;
-
-use common::{start_memcached, start_ringcache};
+use ringcache_test_support::{start_memcached, start_ringcache};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, ErrorKind, Read, Write};
@@ -772,7 +770,7 @@ fn ringcache_matches_memcached() {
     assert!(!cases.is_empty(), "CONFORMANCE_FILTER={filter:?} selects no case");
 
     let reference = start_memcached(SERVER_ARGS);
-    let mut subject = start_ringcache(SERVER_ARGS);
+    let mut subject = start_ringcache!(SERVER_ARGS);
     let (ref_addr, sub_addr) = (reference.addr(), subject.addr());
 
     let started = Instant::now();

@@ -17,9 +17,6 @@
 //! clear message and memcached's exit status, and the signal cases that a stop always
 //! completes.
 
-mod common;
-mod support;
-
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -28,8 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{run_ringcache_to_exit, start_ringcache, start_ringcache_with, wait_child, Server};
-use support::{Conn, Rng};
+use ringcache_test_support::{run_ringcache_to_exit, start_ringcache, start_ringcache_with, wait_child, Server};
+use ringcache_test_support::{Conn, Rng};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
@@ -183,7 +180,7 @@ fn value_of(seed: u8, len: usize) -> Vec<u8> {
 /// `write_timeout` (1 s here).
 #[test]
 fn one_get_of_a_thousand_1mb_values_never_read() {
-    let mut server = start_ringcache(&["-t", "2", "-m", "64", "-o", "write_timeout=1"]);
+    let mut server = start_ringcache!(&["-t", "2", "-m", "64", "-o", "write_timeout=1"]);
     set(&server, "big", &value_of(1, 1_000_000));
     under_attack("get of 1,000 x 1 MB, not read", &mut server, MIB + per_connection(MAX_ITEM) + SLACK, |server| {
         let mut s = server.connect();
@@ -212,7 +209,7 @@ fn one_get_of_a_thousand_1mb_values_never_read() {
 /// a 4 GB allocation failed and the process aborted, losing every item).
 #[test]
 fn four_thousand_1mb_gets_under_a_3gib_address_space_limit() {
-    let mut server = start_ringcache_with(&["-t", "2", "-m", "64"], |command| {
+    let mut server = start_ringcache_with!(&["-t", "2", "-m", "64"], |command| {
         // SAFETY: setrlimit in the child between fork and exec touches no shared state.
         unsafe {
             command.pre_exec(|| {
@@ -243,7 +240,7 @@ fn four_thousand_1mb_gets_under_a_3gib_address_space_limit() {
 /// 2.9-3.4 GB, as other shards' replies were held for a whole round).
 #[test]
 fn pipelined_cross_shard_1mb_gets_read_in_full() {
-    let mut server = start_ringcache(&["-t", "2", "-m", "64"]);
+    let mut server = start_ringcache!(&["-t", "2", "-m", "64"]);
     let keys: Vec<String> = (0..4).map(|i| format!("cross-{i}")).collect();
     let values: Vec<Vec<u8>> = (0..4).map(|i| value_of(i, 1_000_000)).collect();
     for (k, v) in keys.iter().zip(&values) {
@@ -275,7 +272,7 @@ fn pipelined_cross_shard_1mb_gets_read_in_full() {
 /// ringcache before: 649 MB), and small requests are served meanwhile.
 #[test]
 fn forty_16mb_sets_stalled_one_byte_short() {
-    let mut server = start_ringcache(&["-t", "2", "-m", "64", "-I", "16m"]);
+    let mut server = start_ringcache!(&["-t", "2", "-m", "64", "-I", "16m"]);
     // The automatic read_buf_mem_limit for 2 shards and -I 16m: two of the largest
     // requests per shard.
     let read_budget = 2 * 2 * (16 * MIB + 2);
@@ -317,7 +314,7 @@ fn sigterm_with_unread_replies_stops_after_the_grace_period_and_saves() {
     let file = memory_file("grace");
     let file = file.as_str();
     let args = ["-t", "2", "-m", "64", "-e", file, "--shutdown-grace", "2"];
-    let mut server = start_ringcache(&args);
+    let mut server = start_ringcache!(&args);
     set(&server, "big", &value_of(3, 1_000_000));
     for i in 0..100 {
         set(&server, &format!("small{i}"), format!("v{i}").as_bytes());
@@ -334,7 +331,7 @@ fn sigterm_with_unread_replies_stops_after_the_grace_period_and_saves() {
     assert!(started.elapsed() >= Duration::from_millis(1900), "the stuck client got its grace period");
     drop(stuck);
 
-    let server = start_ringcache(&args);
+    let server = start_ringcache!(&args);
     let mut conn = Conn::open(&server, "after restart");
     for i in 0..100 {
         conn.send(format!("get small{i}\r\n").as_bytes());
@@ -349,7 +346,7 @@ fn sigterm_with_unread_replies_stops_after_the_grace_period_and_saves() {
 fn a_second_signal_stops_at_once() {
     let file = memory_file("second");
     let file = file.as_str();
-    let mut server = start_ringcache(&["-t", "2", "-e", file, "--shutdown-grace", "60"]);
+    let mut server = start_ringcache!(&["-t", "2", "-e", file, "--shutdown-grace", "60"]);
     set(&server, "big", &value_of(4, 1_000_000));
     let mut stuck = server.connect();
     stuck.write_all(b"get big\r\n".repeat(100).as_slice()).expect("send gets");
@@ -371,7 +368,7 @@ fn a_second_signal_stops_at_once() {
 /// waiting for it.
 #[test]
 fn a_shard_that_cannot_start_stops_the_process() {
-    let (status, stderr) = run_ringcache_to_exit(
+    let (status, stderr) = run_ringcache_to_exit!(
         &["-l", "127.0.0.1", "-p", "0", "-t", "2", "-e", "/nonexistent-ringcache-dir/mem"],
         Duration::from_secs(10),
     );
@@ -384,7 +381,7 @@ fn a_shard_that_cannot_start_stops_the_process() {
 /// SIGHUP is ignored (ringcache before: SIGHUP killed the process).
 #[test]
 fn sighup_is_ignored_and_sigusr1_stops_gracefully() {
-    let mut server = start_ringcache(&["-t", "2"]);
+    let mut server = start_ringcache!(&["-t", "2"]);
     let mut conn = Conn::open(&server, "client");
     server.signal("-HUP");
     std::thread::sleep(Duration::from_millis(200));
@@ -401,7 +398,7 @@ fn sighup_is_ignored_and_sigusr1_stops_gracefully() {
 #[test]
 fn bad_listen_addresses_refuse_to_start() {
     for address in ["fooble", "256.1.1.1", ""] {
-        let (status, stderr) = run_ringcache_to_exit(&["-l", address, "-p", "0"], Duration::from_secs(10));
+        let (status, stderr) = run_ringcache_to_exit!(&["-l", address, "-p", "0"], Duration::from_secs(10));
         assert_eq!(status.code(), Some(71), "-l {address:?}: {stderr}");
         assert!(stderr.contains("-l"), "-l {address:?}: the message names the flag: {stderr}");
         assert!(!stderr.contains("panicked"), "-l {address:?}: {stderr}");
@@ -412,9 +409,10 @@ fn bad_listen_addresses_refuse_to_start() {
 /// the kernel split clients between the two), and the first keeps every client.
 #[test]
 fn a_second_ringcache_on_the_same_port_is_refused() {
-    let server = start_ringcache(&["-t", "2"]);
+    let server = start_ringcache!(&["-t", "2"]);
     let port = server.port.to_string();
-    let (status, stderr) = run_ringcache_to_exit(&["-l", "127.0.0.1", "-p", &port, "-t", "2"], Duration::from_secs(10));
+    let (status, stderr) =
+        run_ringcache_to_exit!(&["-l", "127.0.0.1", "-p", &port, "-t", "2"], Duration::from_secs(10));
     assert_eq!(status.code(), Some(71), "{stderr}");
     assert!(stderr.contains("already served"), "{stderr}");
     for i in 0..40 {
@@ -445,7 +443,7 @@ fn settings_that_cannot_work_refuse_to_start() {
     for (args, message) in cases {
         let mut all = vec!["-l", "127.0.0.1", "-p", "0"];
         all.extend_from_slice(args);
-        let (status, stderr) = run_ringcache_to_exit(&all, Duration::from_secs(10));
+        let (status, stderr) = run_ringcache_to_exit!(&all, Duration::from_secs(10));
         assert_eq!(status.code(), Some(64), "{args:?}: {stderr}");
         assert!(stderr.contains(message), "{args:?}: expected {message:?} in {stderr}");
     }
@@ -474,7 +472,7 @@ fn conn_limit_above_the_file_limit_is_raised_or_refused() {
     let nr_open: u64 =
         std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1 << 20);
     let conns = (nr_open + 1).to_string();
-    let Some(binary) = option_env!("CARGO_BIN_EXE_ringcache") else { unreachable!() };
+    let binary = env!("CARGO_BIN_EXE_ringcache");
     let mut command = Command::new(binary);
     command.args(["-l", "127.0.0.1", "-p", "0", "-t", "1", "-c", &conns]).stdout(Stdio::null()).stderr(Stdio::piped());
     with_nofile(256, 256)(&mut command);
@@ -486,7 +484,7 @@ fn conn_limit_above_the_file_limit_is_raised_or_refused() {
     assert!(stderr.contains("file descriptors"), "{stderr}");
 
     // A soft limit below -c with a hard limit above it: raised, and the server serves.
-    let server = start_ringcache_with(&["-t", "1", "-c", "1024"], with_nofile(256, 4096));
+    let server = start_ringcache_with!(&["-t", "1", "-c", "1024"], with_nofile(256, 4096));
     let status = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap_or_default();
     let soft: u64 = status
         .lines()
@@ -504,7 +502,7 @@ fn conn_limit_above_the_file_limit_is_raised_or_refused() {
 /// each shard listened on a different random port).
 #[test]
 fn port_zero_listens_on_one_port_for_every_shard() {
-    let Some(binary) = option_env!("CARGO_BIN_EXE_ringcache") else { unreachable!() };
+    let binary = env!("CARGO_BIN_EXE_ringcache");
     let mut child = Command::new(binary)
         .args(["-l", "127.0.0.1", "-p", "0", "-t", "2"])
         .stdout(Stdio::null())
@@ -613,7 +611,7 @@ fn seconds_until_served(server: &Server, within: Duration) -> Option<f64> {
 /// 1.6.18 with idle_timeout=3: 6 s; ringcache before: never, idle_timeout was ignored).
 #[test]
 fn slow_loris_with_idle_timeout_frees_the_connection_limit() {
-    let server = start_ringcache(&["-t", "2", "-c", "50", "-o", "idle_timeout=2"]);
+    let server = start_ringcache!(&["-t", "2", "-c", "50", "-o", "idle_timeout=2"]);
     let attack = trickle(&server, 0, 60, b"g", b'e', 10);
     std::thread::sleep(Duration::from_millis(300));
     let served = seconds_until_served(&server, Duration::from_secs(10));
@@ -627,7 +625,7 @@ fn slow_loris_with_idle_timeout_frees_the_connection_limit() {
 /// in slower than `request_timeout` is closed, while an idle connection is not.
 #[test]
 fn a_trickled_request_is_closed_after_request_timeout() {
-    let server = start_ringcache(&["-t", "2", "-c", "20", "-o", "request_timeout=2"]);
+    let server = start_ringcache!(&["-t", "2", "-c", "20", "-o", "request_timeout=2"]);
     let mut idle = Conn::open(&server, "idle connection");
     let attack = trickle(&server, 1, 30, b"set k 0 0 100\r\n", b'v', 8);
     std::thread::sleep(Duration::from_millis(300));
@@ -658,7 +656,7 @@ fn ten_thousand_connections() {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
     let count = 10_000.min(limit.rlim_cur.saturating_sub(200) as usize);
-    let mut server = start_ringcache(&["-t", "2"]);
+    let mut server = start_ringcache!(&["-t", "2"]);
     under_attack(&format!("{count} connections"), &mut server, 1024 * 32 * KIB + SLACK, |server| {
         let mut open = Vec::with_capacity(count);
         let mut failed = 0;
@@ -687,7 +685,7 @@ fn ten_thousand_connections() {
 /// A get of 100,000 keys (ten of them set): answered with exactly those ten values.
 #[test]
 fn multiget_of_100000_keys() {
-    let mut server = start_ringcache(&["-t", "2"]);
+    let mut server = start_ringcache!(&["-t", "2"]);
     for i in 0..10 {
         set(&server, &format!("mk{}", i * 9_999), format!("value{i}").as_bytes());
     }
@@ -708,7 +706,7 @@ fn multiget_of_100000_keys() {
 /// stays within its bound, and serves the checker throughout.
 #[test]
 fn binary_garbage_and_extreme_numbers() {
-    let mut server = start_ringcache(&["-t", "2"]);
+    let mut server = start_ringcache!(&["-t", "2"]);
     under_attack("binary garbage and extreme numbers", &mut server, 8 * per_connection(MAX_ITEM) + SLACK, |server| {
         let addr = server.addr();
         let garbage: Vec<_> = (0..8u64)

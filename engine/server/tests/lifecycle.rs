@@ -17,35 +17,18 @@
 //! * `accepts_memcached_flags_that_do_not_apply`: `-U 0 -u root -R 20 -B ascii -o modern`
 //!   are accepted and the server serves.
 
-mod common;
-mod support;
-
-use common::{start_ringcache, Server};
+use ringcache_test_support::Conn;
+use ringcache_test_support::{start_ringcache, Server};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::Conn;
 
 /// The server under test, with `extra` flags after the 2-shard setting.
 fn start_server(extra: &[&str]) -> Server {
     let mut args = vec!["-t", "2"];
     args.extend_from_slice(extra);
-    start_ringcache(&args)
-}
-
-/// Polls until the process exits; `None` if it is still running at the deadline.
-fn wait_for_exit(server: &mut Server, within: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = server.child.try_wait().expect("poll server process") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    start_ringcache!(&args)
 }
 
 /// Checks that the peer closes the connection (EOF or reset) without sending anything
@@ -100,7 +83,8 @@ fn sigterm_answers_in_flight_request_then_exits_zero() {
         );
     }
 
-    let status = wait_for_exit(&mut server, Duration::from_secs(10))
+    let status = server
+        .wait_for_exit(Duration::from_secs(10))
         .unwrap_or_else(|| panic!("server still running 10 s after SIGTERM"));
     assert!(status.success(), "server exit status after SIGTERM: {status}, want 0");
     // Its connections are gone with it.

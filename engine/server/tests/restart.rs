@@ -3,16 +3,12 @@
 //! as last acknowledged; after a kill -9 the server restarts empty, never with older
 //! data; other settings start empty.
 
-mod common;
-mod support;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{start_ringcache, Server};
-use support::Conn;
+use ringcache_test_support::Conn;
+use ringcache_test_support::{start_ringcache, Server};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ringcache-restart-{}-{name}", std::process::id()));
@@ -23,24 +19,12 @@ fn temp_dir(name: &str) -> PathBuf {
 
 fn start(file: &Path, threads: &str) -> Server {
     let file = file.to_str().expect("utf-8 path");
-    start_ringcache(&["-t", threads, "-m", "16", "--memory-file", file])
+    start_ringcache!(&["-t", threads, "-m", "16", "--memory-file", file])
 }
 
-fn signal(server: &Server, sig: &str) {
-    let pid = server.child.id().to_string();
-    let status = Command::new("kill").args([sig, &pid]).status().expect("run kill");
-    assert!(status.success(), "kill {sig} {pid}");
-}
-
+/// Waits for the server to exit (20 s at most).
 fn wait_exit(server: &mut Server) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = server.child.try_wait().expect("poll process") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "server did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    server.wait_for_exit(Duration::from_secs(20)).unwrap_or_else(|| panic!("server did not exit"))
 }
 
 fn meta_files(file: &Path, shards: usize) -> Vec<PathBuf> {
@@ -71,7 +55,7 @@ fn graceful_restart_keeps_every_item_with_flags_cas_and_ttl() {
     set(&mut conn, "short", 0, 1, "expires");
     let before: Vec<_> = (0..2000u32).map(|i| gets(&mut conn, &format!("key{i}"))).collect();
     drop(conn);
-    signal(&server, "-TERM");
+    server.signal("-TERM");
     assert!(wait_exit(&mut server).success());
     for meta in meta_files(&file, 2) {
         assert!(meta.exists(), "graceful stop saved {}", meta.display());
@@ -133,7 +117,7 @@ fn sigusr1_saves_and_a_crash_never_brings_back_older_data() {
         acked.insert(format!("k{i}"), None);
     }
     drop(conn);
-    signal(&server, "-USR1");
+    server.signal("-USR1");
     assert!(wait_exit(&mut server).success(), "SIGUSR1 is a graceful stop, as in memcached");
     assert!(meta_files(&file, 2).iter().all(|m| m.exists()), "the stop saved every shard");
 
@@ -153,7 +137,7 @@ fn sigusr1_saves_and_a_crash_never_brings_back_older_data() {
         }
     }
     drop(conn);
-    signal(&server, "-KILL");
+    server.signal("-KILL");
     wait_exit(&mut server);
 
     let server = start(&file, "2");
@@ -203,7 +187,7 @@ fn sigusr1_during_a_write_storm_loses_no_acknowledged_write() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    signal(&server, "-USR1");
+    server.signal("-USR1");
     assert!(wait_exit(&mut server).success());
     let states: Vec<_> = writers.into_iter().map(|w| w.join().expect("writer thread")).collect();
 
@@ -226,7 +210,7 @@ fn other_settings_start_empty() {
     let mut conn = Conn::open(&server, "two shards");
     set(&mut conn, "k", 0, 0, "v");
     drop(conn);
-    signal(&server, "-TERM");
+    server.signal("-TERM");
     assert!(wait_exit(&mut server).success());
     // One shard: shard 0's file exists but was made for two shards.
     let server = start(&file, "1");

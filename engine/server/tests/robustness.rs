@@ -19,20 +19,12 @@
 //! Afterwards the server process must still be running and must answer a fresh
 //! connection correctly, with the data stored before the abuse intact.
 
-mod common;
-mod support;
-
-use common::{start_ringcache, Server};
+use ringcache_test_support::{start_ringcache, Server};
+use ringcache_test_support::{Conn, Rng};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use support::{Conn, Rng};
-
-/// The server under test.
-fn start_server() -> Server {
-    start_ringcache(&["-t", "2"])
-}
 
 /// The abuse below runs this many times (with different random data), concurrently
 /// with the well-behaved checker.
@@ -157,7 +149,7 @@ fn token_soup(rng: &mut Rng, bytes: usize) -> Vec<u8> {
     while out.len() < bytes {
         match rng.below(50) {
             0 => out.extend(std::iter::repeat_n(b'k', 200 + rng.below(400) as usize)),
-            1 => out.extend((0..rng.below(64)).map(|_| rng.next() as u8)),
+            1 => out.extend((0..rng.below(64)).map(|_| rng.next_u64() as u8)),
             _ => out.extend_from_slice(SOUP[rng.below(SOUP.len() as u64) as usize].as_bytes()),
         }
         if rng.chance(60) {
@@ -172,7 +164,7 @@ fn random_garbage(addr: &str, seed: u64) {
     let mut rng = Rng(seed);
     for i in 0..8 {
         let data: Vec<u8> = if i % 2 == 0 {
-            (0..48 * 1024).map(|_| rng.next() as u8).collect()
+            (0..48 * 1024).map(|_| rng.next_u64() as u8).collect()
         } else {
             token_soup(&mut rng, 48 * 1024)
         };
@@ -418,7 +410,7 @@ fn checker(server: &Server, stop: &AtomicBool, ops: &AtomicU64) {
 
 #[test]
 fn survives_garbage_and_misbehaving_clients() {
-    let mut server = start_server();
+    let mut server = start_ringcache!(&["-t", "2"]);
     let addr = server.addr();
     let started = Instant::now();
 

@@ -12,7 +12,7 @@
 //! its version (compaction, or a `touch` that needs room for an expiry) carries its CAS
 //! explicitly.
 
-/// The item has a 4-byte exptime field.
+/// The item has an exptime field (3 bytes, or 4 with [`EXPTIME_WIDE`]).
 const HAS_EXPTIME: u8 = 0x01;
 /// The item has a 4-byte flags field.
 const HAS_FLAGS: u8 = 0x02;

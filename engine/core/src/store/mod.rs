@@ -144,7 +144,6 @@ pub struct StoreStats {
     pub expired_unfetched: u64,
     pub reclaimed: u64,
     pub get_expired: u64,
-    pub get_flushed: u64,
 }
 
 /// Where a new value comes from.

@@ -4,8 +4,8 @@
 
 use std::sync::atomic::Ordering;
 
-use super::connection::ShardContext;
 use super::mesh::ShardReport;
+use super::Shared;
 use ringcache_core::protocol::reply::{self, stat};
 use ringcache_core::shard::stats::Counters;
 use ringcache_core::store::StoreStats;
@@ -32,7 +32,6 @@ fn totals(reports: &[ShardReport]) -> (Counters, StoreStats, usize) {
         store.expired_unfetched += r.store.expired_unfetched;
         store.reclaimed += r.store.reclaimed;
         store.get_expired += r.store.get_expired;
-        store.get_flushed += r.store.get_flushed;
         store.dead_bytes += r.store.dead_bytes;
         store.index_bytes += r.store.index_bytes;
         store.segments_total += r.store.segments_total;
@@ -54,8 +53,7 @@ fn rusage() -> (f64, f64) {
 }
 
 /// Appends the reply to `stats <args>`.
-pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], ctx: &ShardContext) {
-    let shared = &ctx.shared;
+pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], shared: &Shared) {
     let config = &shared.config;
     let (counters, store, limit) = totals(reports);
     let now = shared.clock.now();
@@ -80,7 +78,10 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], ctx: &Shar
                 stat(out, name, value);
                 if name == "get_misses" {
                     stat(out, "get_expired", store.get_expired);
-                    stat(out, "get_flushed", store.get_flushed);
+                    // memcached counts gets that found an item a flush_all had
+                    // invalidated; ringcache removes flushed items when the flush
+                    // applies, so a get never finds one: always 0.
+                    stat(out, "get_flushed", 0);
                 }
             }
             stat(out, "limit_maxbytes", limit);

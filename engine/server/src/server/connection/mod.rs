@@ -448,7 +448,7 @@ impl<'c> Connection<'c> {
                     let reports = collect_reports(ctx, reset).await?;
                     let out = self.replies.local_mut();
                     let start = out.len();
-                    stats_reply::write(out, args, &reports, ctx);
+                    stats_reply::write(out, args, &reports, &ctx.shared);
                     self.replies.commit_local(start);
                 }
             }

@@ -1,7 +1,6 @@
-//! Shared helpers for whole-process tests: start `ringcache` or Debian's `memcached` on a
-//! free loopback port, wait until it accepts connections, and stop it when the guard drops.
-//! The load tool's tests (`bench/tests`) include this file too.
-#![allow(dead_code)]
+//! Server processes for tests: start `ringcache` or Debian's `memcached` on a reserved
+//! loopback port, wait until it accepts connections, and stop it when the guard drops;
+//! run `ringcache` expecting it to exit; RSS and signals.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -70,13 +69,10 @@ pub fn wait_child(child: &mut Child, within: Duration) -> Option<std::process::E
     }
 }
 
-/// Runs `ringcache` with `args` (no port or address added) expecting it to exit by
+/// Runs the `ringcache` at `binary` with `args` (no port or address added) expecting it to exit by
 /// itself within `within`: its exit status and what it wrote to stderr. Panics if it
 /// is still running then (it is killed).
-pub fn run_ringcache_to_exit(args: &[&str], within: Duration) -> (std::process::ExitStatus, String) {
-    let Some(binary) = option_env!("CARGO_BIN_EXE_ringcache") else {
-        panic!("run_ringcache_to_exit is only available in ringcache-server's tests")
-    };
+pub fn run_ringcache_to_exit_at(binary: &str, args: &[&str], within: Duration) -> (std::process::ExitStatus, String) {
     let mut child = Command::new(binary)
         .args(args)
         .stdin(Stdio::null())
@@ -175,21 +171,17 @@ fn wait_until_accepting(server: &mut Server, what: &str) {
     }
 }
 
-/// Starts the `ringcache` binary built by cargo for this test run, with `extra` flags.
-pub fn start_ringcache(extra: &[&str]) -> Server {
-    start_ringcache_with(extra, |_| {})
+/// Starts the `ringcache` binary at `binary` with `extra` flags (see the crate's
+/// `start_ringcache!`).
+pub fn start_ringcache_at(binary: &str, extra: &[&str]) -> Server {
+    start_ringcache_with_at(binary, extra, |_| {})
 }
 
-/// As [`start_ringcache`], letting `configure` adjust the command first (resource
+/// As [`start_ringcache_at`], letting `configure` adjust the command first (resource
 /// limits, environment).
-pub fn start_ringcache_with(extra: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
+pub fn start_ringcache_with_at(binary: &str, extra: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
     let reservation = reserve_port();
     let port = reservation.port;
-    // Set by cargo for the engine's own tests; other crates including this file only
-    // start memcached.
-    let Some(binary) = option_env!("CARGO_BIN_EXE_ringcache") else {
-        panic!("start_ringcache is only available in ringcache-server's tests")
-    };
     let mut command = Command::new(binary);
     command
         .args(["-l", "127.0.0.1", "-p", &port.to_string()])

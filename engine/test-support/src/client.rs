@@ -1,9 +1,7 @@
-//! Helpers shared by the whole-process tests in this directory (alongside `common`): a
-//! tiny deterministic RNG, a checksum, and a minimal text-protocol client that panics
+//! A tiny deterministic RNG, a checksum, and a minimal text-protocol client that panics
 //! with a descriptive message instead of hanging (all reads have timeouts).
-#![allow(dead_code)]
 
-use crate::common::Server;
+use crate::process::Server;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -15,7 +13,7 @@ pub type Block = (String, u32, Option<u64>, Vec<u8>);
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -23,7 +21,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
