@@ -14,6 +14,7 @@
 //! Rule: nothing in this crate reads a clock, opens a socket or depends on the server's
 //! runtime (glommio, hwloc, clap); `ops/test.sh` checks it.
 
+pub mod codec;
 pub mod numbers;
 pub mod protocol;
 pub mod shard;

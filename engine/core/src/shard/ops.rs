@@ -3,6 +3,7 @@
 //! (a multi-key get becomes one op per key); local ops execute in place, borrowing the
 //! read buffer, and remote ones are copied once into the destination's batch.
 
+use crate::codec::{Reader, Writer};
 use crate::store::StoreMode;
 
 /// A single-key (or, for `FlushAll`, per-shard) operation.
@@ -101,59 +102,33 @@ impl OpBatch {
         self.buf.len()
     }
 
-    fn key(&mut self, key: &[u8]) {
-        debug_assert!(key.len() <= usize::from(u8::MAX));
-        self.buf.push(key.len() as u8);
-        self.buf.extend_from_slice(key);
-    }
-
-    fn u32(&mut self, v: u32) {
-        self.buf.extend_from_slice(&v.to_le_bytes());
-    }
-
-    fn u64(&mut self, v: u64) {
-        self.buf.extend_from_slice(&v.to_le_bytes());
-    }
-
     /// Appends `op`; returns its index in the batch.
     pub fn push(&mut self, op: &Op<'_>, noreply: bool) -> usize {
         let nr = u8::from(noreply);
+        let mut w = Writer::new(&mut self.buf);
         match *op {
             Op::Get { key, cas, touch } => {
-                self.buf.extend_from_slice(&[0, nr, u8::from(cas), u8::from(touch.is_some())]);
-                self.u32(touch.unwrap_or(0) as u32);
-                self.key(key);
+                w.u8(0).u8(nr).u8(u8::from(cas)).u8(u8::from(touch.is_some()));
+                w.u32(touch.unwrap_or(0) as u32).key(key);
             }
             Op::Store { mode, key, flags, exptime, data, cas } => {
-                self.buf.extend_from_slice(&[1, nr, store_mode_tag(mode)]);
-                self.u32(flags);
-                self.u32(exptime as u32);
-                self.u64(cas);
-                self.key(key);
-                self.u32(data.len() as u32);
-                self.buf.extend_from_slice(data);
+                w.u8(1).u8(nr).u8(store_mode_tag(mode));
+                w.u32(flags).u32(exptime as u32).u64(cas).key(key).bytes(data);
             }
             Op::TooLarge { mode, key } => {
-                self.buf.extend_from_slice(&[2, nr, store_mode_tag(mode)]);
-                self.key(key);
+                w.u8(2).u8(nr).u8(store_mode_tag(mode)).key(key);
             }
             Op::Delete { key } => {
-                self.buf.extend_from_slice(&[3, nr]);
-                self.key(key);
+                w.u8(3).u8(nr).key(key);
             }
             Op::Arith { key, incr, delta } => {
-                self.buf.extend_from_slice(&[4, nr, u8::from(incr)]);
-                self.u64(delta);
-                self.key(key);
+                w.u8(4).u8(nr).u8(u8::from(incr)).u64(delta).key(key);
             }
             Op::Touch { key, exptime } => {
-                self.buf.extend_from_slice(&[5, nr]);
-                self.u32(exptime as u32);
-                self.key(key);
+                w.u8(5).u8(nr).u32(exptime as u32).key(key);
             }
             Op::FlushAll { delay, reply } => {
-                self.buf.extend_from_slice(&[6, nr, u8::from(reply)]);
-                self.u32(delay as u32);
+                w.u8(6).u8(nr).u8(u8::from(reply)).u32(delay as u32);
             }
         }
         self.count += 1;
@@ -168,74 +143,51 @@ impl OpBatch {
     /// Decodes the ops from byte offset `from` (0, or an [`OpIter::position`] of this
     /// batch).
     pub fn iter_from(&self, from: usize) -> OpIter<'_> {
-        OpIter { buf: &self.buf, pos: from.min(self.buf.len()) }
+        OpIter { r: Reader::at(&self.buf, from) }
     }
 }
 
 /// Iterator over an [`OpBatch`].
 pub struct OpIter<'a> {
-    buf: &'a [u8],
-    pos: usize,
+    r: Reader<'a>,
 }
 
 impl<'a> OpIter<'a> {
     /// Byte offset of the next op (where [`OpBatch::iter_from`] resumes).
     pub fn position(&self) -> usize {
-        self.pos
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.buf.get(self.pos..self.pos + n)?;
-        self.pos += n;
-        Some(s)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|s| s[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4).and_then(|s| s.try_into().ok()).map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes)
-    }
-    fn key(&mut self) -> Option<&'a [u8]> {
-        let len = self.u8()?;
-        self.take(usize::from(len))
+        self.r.position()
     }
 
     fn decode(&mut self) -> Option<(Op<'a>, bool)> {
-        let tag = self.u8()?;
-        let noreply = self.u8()? != 0;
+        let r = &mut self.r;
+        let tag = r.u8()?;
+        let noreply = r.u8()? != 0;
         let op = match tag {
             0 => {
-                let cas = self.u8()? != 0;
-                let has_touch = self.u8()? != 0;
-                let exptime = self.u32()? as i32;
-                Op::Get { key: self.key()?, cas, touch: has_touch.then_some(exptime) }
+                let cas = r.u8()? != 0;
+                let has_touch = r.u8()? != 0;
+                let exptime = r.u32()? as i32;
+                Op::Get { key: r.key()?, cas, touch: has_touch.then_some(exptime) }
             }
             1 => {
-                let mode = store_mode(self.u8()?)?;
-                let flags = self.u32()?;
-                let exptime = self.u32()? as i32;
-                let cas = self.u64()?;
-                let key = self.key()?;
-                let len = self.u32()? as usize;
-                Op::Store { mode, key, flags, exptime, data: self.take(len)?, cas }
+                let mode = store_mode(r.u8()?)?;
+                let (flags, exptime, cas) = (r.u32()?, r.u32()? as i32, r.u64()?);
+                Op::Store { mode, key: r.key()?, flags, exptime, data: r.bytes()?, cas }
             }
-            2 => Op::TooLarge { mode: store_mode(self.u8()?)?, key: self.key()? },
-            3 => Op::Delete { key: self.key()? },
+            2 => Op::TooLarge { mode: store_mode(r.u8()?)?, key: r.key()? },
+            3 => Op::Delete { key: r.key()? },
             4 => {
-                let incr = self.u8()? != 0;
-                let delta = self.u64()?;
-                Op::Arith { key: self.key()?, incr, delta }
+                let incr = r.u8()? != 0;
+                let delta = r.u64()?;
+                Op::Arith { key: r.key()?, incr, delta }
             }
             5 => {
-                let exptime = self.u32()? as i32;
-                Op::Touch { key: self.key()?, exptime }
+                let exptime = r.u32()? as i32;
+                Op::Touch { key: r.key()?, exptime }
             }
             6 => {
-                let reply = self.u8()? != 0;
-                Op::FlushAll { delay: self.u32()? as i32, reply }
+                let reply = r.u8()? != 0;
+                Op::FlushAll { delay: r.u32()? as i32, reply }
             }
             _ => return None,
         };
@@ -246,13 +198,14 @@ impl<'a> OpIter<'a> {
 impl<'a> Iterator for OpIter<'a> {
     type Item = (Op<'a>, bool);
     fn next(&mut self) -> Option<Self::Item> {
-        if self.pos >= self.buf.len() {
+        if self.r.is_done() {
             return None;
         }
         let decoded = self.decode();
         debug_assert!(decoded.is_some(), "an OpBatch only holds what push encoded");
         if decoded.is_none() {
-            self.pos = self.buf.len();
+            // Stop at a damaged op (an OpBatch only holds what push encoded).
+            self.r = Reader::at(&[], 0);
         }
         decoded
     }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::segments::{SegState, TTL_CLASSES};
 use super::{item, Store};
+use crate::codec::{Reader, Writer};
 
 const MAGIC: &[u8; 8] = b"RCSEGv01";
 
@@ -50,27 +51,23 @@ pub(super) fn save(store: &Store, clock_base_unix: i64) -> io::Result<()> {
     let Some(data_path) = &store.config.memory_file else { return Ok(()) };
     store.arena.sync()?;
     let mut out = Vec::with_capacity(64 + store.segs.meta.len() * 32 + store.index.len() * 8);
-    out.extend_from_slice(MAGIC);
+    let mut w = Writer::new(&mut out);
+    w.raw(MAGIC);
     for v in settings(store) {
-        out.extend_from_slice(&v.to_le_bytes());
+        w.u64(v);
     }
-    out.extend_from_slice(&clock_base_unix.to_le_bytes());
-    out.extend_from_slice(&store.oldest_live.unwrap_or(0).to_le_bytes());
+    w.i64(clock_base_unix).u32(store.oldest_live.unwrap_or(0));
     for (seg, m) in store.segs.meta.iter().enumerate() {
-        out.push(state_code(m.state));
-        out.push(m.class);
-        out.push(u8::from(m.never_expires));
-        for v in [m.write_at, m.gen, m.created, m.max_expiry] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        w.u8(state_code(m.state)).u8(m.class).u8(u8::from(m.never_expires));
+        w.u32(m.write_at).u32(m.gen).u32(m.created).u32(m.max_expiry);
         let used = &store.arena.segment(seg)[..m.write_at as usize];
-        out.extend_from_slice(&crc32fast::hash(used).to_le_bytes());
+        w.u32(crc32fast::hash(used));
     }
     let mut locations: Vec<u64> = store.index.locations().collect();
     locations.sort_unstable();
-    out.extend_from_slice(&(locations.len() as u64).to_le_bytes());
+    w.u64(locations.len() as u64);
     for loc in locations {
-        out.extend_from_slice(&loc.to_le_bytes());
+        w.u64(loc);
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -89,29 +86,6 @@ pub(super) fn save(store: &Store, clock_base_unix: i64) -> io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
-}
-
-/// A little-endian reader over the metadata bytes.
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let s = self.buf.get(self.at..self.at + N)?;
-        self.at += N;
-        s.try_into().ok()
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take::<1>().map(|b| b[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take().map(u64::from_le_bytes)
-    }
 }
 
 /// What recovery found, for the log line.
@@ -167,13 +141,13 @@ impl Store {
         if crc32fast::hash(body).to_le_bytes() != crc || !body.starts_with(MAGIC) {
             return None;
         }
-        let mut r = Reader { buf: body, at: MAGIC.len() };
+        let mut r = Reader::at(body, MAGIC.len());
         for expected in settings(self) {
             if r.u64()? != expected {
                 return None;
             }
         }
-        let old_base = r.u64()? as i64;
+        let old_base = r.i64()?;
         let oldest_live = r.u32()?;
         let new_base = self.config.clock_base_unix;
         // Relative times of the old run, moved onto this run's clock.
