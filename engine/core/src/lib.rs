@@ -15,6 +15,7 @@
 //! runtime (glommio, hwloc, clap); `ops/test.sh` checks it.
 
 pub mod codec;
+pub mod effect;
 pub mod numbers;
 pub mod protocol;
 pub mod shard;

@@ -8,9 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringcache_core::protocol::{parse, Limits, Parse, Request};
-use ringcache_core::shard::stats::Counters;
 use ringcache_core::shard::{Op, OpBatch, Shard};
-use ringcache_core::time::TimeBase;
 use ringcache_core::store::{Store, StoreConfig};
 
 fn shard(setting: u8) -> Shard {
@@ -20,22 +18,18 @@ fn shard(setting: u8) -> Shard {
         cas_enabled,
         limits: Limits { max_item_size: 64 << 10, cas_enabled },
         expected_items: Some(64),
+        clock_base_unix: 1_700_000_000,
         ..StoreConfig::with_memory((2 + usize::from(setting & 0x03)) << 20)
     };
     let store = match Store::new(config) {
         Ok(s) => s,
         Err(e) => panic!("store: {e}"),
     };
-    Shard {
-        store,
-        time: TimeBase { unix_at_zero: 1_700_000_000 },
-        counters: Counters::default(),
-        flush_enabled: setting & 0x10 == 0,
-    }
+    Shard::new(store, setting & 0x10 == 0)
 }
 
 fn check(shard: &Shard, what: &str) {
-    if let Err(e) = shard.store.check() {
+    if let Err(e) = shard.store().check() {
         panic!("{what} store inconsistent: {e}");
     }
 }
@@ -68,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&budget, stream)) = rest.split_first() else { return };
     let budget = usize::from(budget) * 16;
     let (mut direct, mut batched) = (shard(setting), shard(setting));
-    let limits = direct.store.limits();
+    let limits = direct.store().limits();
     let mut direct_out = Vec::new();
     let mut batch = OpBatch::default();
     let mut now = 100u32;
@@ -90,8 +84,8 @@ fuzz_target!(|data: &[u8]| {
         if requests % 5 == 0 {
             run_batch(&mut batched, &mut batch, budget, now, &mut direct_out);
             now += 1;
-            direct.store.sweep(now, 4);
-            batched.store.sweep(now, 4);
+            direct.sweep(now);
+            batched.sweep(now);
             check(&direct, "direct");
             check(&batched, "batched");
         }
@@ -125,5 +119,5 @@ fuzz_target!(|data: &[u8]| {
     run_batch(&mut batched, &mut batch, budget, now, &mut direct_out);
     check(&direct, "direct");
     check(&batched, "batched");
-    assert_eq!(format!("{:?}", direct.counters), format!("{:?}", batched.counters), "counters differ");
+    assert_eq!(format!("{:?}", direct.counters()), format!("{:?}", batched.counters()), "counters differ");
 });

@@ -1,16 +1,19 @@
-//! A shard: one executor's store, time base and counters, and [`Shard::execute`], which
-//! runs one [`Op`] at the relative time `now` it is given and appends memcached's reply
-//! bytes. Both a connection on this shard and the mesh server (for ops sent from other
-//! shards) call it.
+//! A shard: one executor's store, time base and counters. [`Shard::execute`] runs one
+//! [`Op`] at the relative time `now` it is given and appends memcached's reply bytes; a
+//! mutating op runs in three steps, [`Shard::decide`] (conditions against the store: the
+//! outcome and the [`Effect`]), [`Shard::apply`] (the change, unconditional) and the
+//! answer (counters and reply). Standalone, the three run at once; a replication log
+//! will carry the effects between decide and apply. Both a connection on this shard and
+//! the mesh server (for ops sent from other shards) call `execute`.
 
 pub mod ops;
 pub mod stats;
 
 pub use ops::{Op, OpBatch};
 
+use crate::effect::Effect;
 use crate::protocol::{self, reply};
-use crate::store::StoreMode;
-use crate::store::{ArithOutcome, Store, StoreOutcome};
+use crate::store::{Applied, ArithOutcome, Store, StoreMode, StoreOutcome};
 use crate::time::TimeBase;
 use stats::Counters;
 
@@ -22,142 +25,263 @@ pub fn owner_of(key: &[u8], nshards: usize) -> usize {
     (crate::store::key_hasher().hash_one(key) % nshards as u64) as usize
 }
 
+/// One shard's store, its time base and counters.
 pub struct Shard {
-    pub store: Store,
+    store: Store,
     /// What relative time 0 is (to turn absolute exptimes into relative ones).
-    pub time: TimeBase,
-    pub counters: Counters,
+    time: TimeBase,
+    counters: Counters,
     /// `-F`: refuse `flush_all`.
-    pub flush_enabled: bool,
+    flush_enabled: bool,
+}
+
+/// What a mutating op decided: what the client will be told (unless applying the effect
+/// fails), and the change to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision<'a> {
+    pub outcome: Outcome,
+    pub effect: Option<Effect<'a>>,
+}
+
+/// What a mutating op tells the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// set/add/replace/append/prepend/cas.
+    Store(StoreOutcome),
+    /// A value over `-I` (a `set` also drops the key).
+    TooLarge,
+    /// delete: whether a live item was removed.
+    Deleted(bool),
+    /// incr/decr.
+    Arith(ArithOutcome),
+    /// touch: whether a live item got the new expiry.
+    Touched(bool),
+    /// flush_all done (or scheduled).
+    Flushed,
+    /// flush_all refused (`-F`).
+    FlushDisabled,
+    /// A get: nothing to decide ([`Shard::execute`] reads directly).
+    Read,
+}
+
+impl Outcome {
+    /// The outcome once the effect was applied: an effect that could not be applied
+    /// (no memory, a base version gone) changes what the client is told.
+    pub fn after(self, applied: Option<Applied>) -> Outcome {
+        match (self, applied) {
+            (_, None | Some(Applied::Done)) => self,
+            (Outcome::Store(_), Some(Applied::OutOfMemory)) => Outcome::Store(StoreOutcome::OutOfMemory),
+            (Outcome::Store(_), Some(_)) => Outcome::Store(StoreOutcome::NotStored),
+            (Outcome::Arith(_), Some(_)) => Outcome::Arith(ArithOutcome::OutOfMemory),
+            (Outcome::Deleted(_), Some(_)) => Outcome::Deleted(false),
+            (Outcome::Touched(_), Some(_)) => Outcome::Touched(false),
+            (other, Some(_)) => other,
+        }
+    }
 }
 
 impl Shard {
-    /// Executes `op` and appends its reply to `out` (nothing when `noreply`).
+    /// A shard around `store`; `flush_enabled` false is memcached's `-F`.
+    pub fn new(store: Store, flush_enabled: bool) -> Self {
+        Shard { time: store.time_base(), store, counters: Counters::default(), flush_enabled }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Zeroes the counters and the store's statistics (`stats reset`).
+    pub fn reset_stats(&mut self) {
+        self.counters = Counters::default();
+        self.store.reset_stats();
+    }
+
+    pub fn count_bytes_read(&mut self, n: u64) {
+        self.counters.bytes_read += n;
+    }
+
+    pub fn count_bytes_written(&mut self, n: u64) {
+        self.counters.bytes_written += n;
+    }
+
+    /// Reclaims expired and flushed memory, a slice at a time (the background sweep).
+    pub fn sweep(&mut self, now: u32) -> usize {
+        self.store.sweep(now, 64)
+    }
+
+    /// Executes `op` (decide, apply, answer) and appends its reply to `out` (nothing
+    /// when `noreply`).
     pub fn execute(&mut self, op: &Op<'_>, noreply: bool, now: u32, out: &mut Vec<u8>) {
         let mark = out.len();
-        self.execute_inner(op, now, out);
+        match *op {
+            Op::Get { key, cas, touch } => self.get(key, cas, touch, now, out),
+            _ => {
+                let decision = self.decide(op, now);
+                let applied = decision.effect.map(|e| self.apply(&e, now));
+                let outcome = decision.outcome.after(applied);
+                if let (Op::Store { mode: StoreMode::Set, key, .. }, Outcome::Store(StoreOutcome::OutOfMemory)) =
+                    (*op, outcome)
+                {
+                    // memcached drops the old value of a set it could not store.
+                    self.store.apply(&Effect::Delete { key }, now);
+                }
+                self.answer(op, outcome, out);
+            }
+        }
         if noreply {
             out.truncate(mark);
         }
     }
 
-    fn execute_inner(&mut self, op: &Op<'_>, now: u32, out: &mut Vec<u8>) {
-        let c = &mut self.counters;
-        match *op {
-            Op::Get { key, cas, touch } => {
-                c.cmd_get += 1;
-                let item = match touch {
-                    Some(exptime) => {
-                        c.cmd_touch += 1;
-                        let exp = self.time.expiry(exptime, now);
-                        let found = self.store.touch(key, exp, now);
-                        if found.is_some() {
-                            self.counters.touch_hits += 1;
-                        } else {
-                            self.counters.touch_misses += 1;
-                        }
-                        found
-                    }
-                    None => self.store.get(key, now),
-                };
-                match item {
-                    Some(item) => {
-                        self.counters.get_hits += 1;
-                        reply::value(out, key, item.flags, item.value, cas.then_some(item.cas));
-                    }
-                    None => self.counters.get_misses += 1,
+    /// Decides a mutating op (not a get) against the store: the outcome and the effect.
+    /// Changes nothing but local bookkeeping (expired items found on the way).
+    pub fn decide<'a>(&mut self, op: &Op<'a>, now: u32) -> Decision<'a> {
+        let (outcome, effect) = match *op {
+            Op::Get { .. } => (Outcome::Read, None),
+            Op::Store { mode, key, flags, exptime, data, cas } => {
+                let expiry = self.time.expiry(exptime, now);
+                let (outcome, effect) = self.store.decide_store(mode, key, flags, expiry, data, cas, now);
+                (Outcome::Store(outcome), effect)
+            }
+            Op::TooLarge { mode, key } => {
+                // A `set` that cannot be stored drops the old value, as memcached does.
+                (Outcome::TooLarge, (mode == StoreMode::Set).then_some(Effect::Delete { key }))
+            }
+            Op::Delete { key } => {
+                let effect = self.store.decide_delete(key, now);
+                (Outcome::Deleted(effect.is_some()), effect)
+            }
+            Op::Arith { key, incr, delta } => {
+                let (outcome, effect) = self.store.decide_arith(key, incr, delta, now);
+                (Outcome::Arith(outcome), effect)
+            }
+            Op::Touch { key, exptime } => {
+                let effect = self.store.decide_touch(key, self.time.expiry(exptime, now), now);
+                (Outcome::Touched(effect.is_some()), effect)
+            }
+            Op::FlushAll { delay, .. } => {
+                if !self.flush_enabled {
+                    (Outcome::FlushDisabled, None)
+                } else {
+                    // memcached: oldest_live = realtime(delay) - 1 for a positive delay.
+                    let oldest_live = (delay > 0).then(|| self.time.realtime(i64::from(delay), now).saturating_sub(1));
+                    (Outcome::Flushed, Some(self.store.decide_flush(oldest_live, now)))
                 }
             }
-            Op::Store { mode, key, flags, exptime, data, cas } => {
+        };
+        Decision { outcome, effect }
+    }
+
+    /// Applies an effect to the store (this shard's decision, or another node's).
+    pub fn apply(&mut self, effect: &Effect<'_>, now: u32) -> Applied {
+        self.store.apply(effect, now)
+    }
+
+    /// get/gets/gat/gats of one key: a `VALUE` block or nothing.
+    fn get(&mut self, key: &[u8], cas: bool, touch: Option<i32>, now: u32, out: &mut Vec<u8>) {
+        let c = &mut self.counters;
+        c.cmd_get += 1;
+        let item = match touch {
+            Some(exptime) => {
+                c.cmd_touch += 1;
+                let found = self.store.touch(key, self.time.expiry(exptime, now), now);
+                if found.is_some() {
+                    self.counters.touch_hits += 1;
+                } else {
+                    self.counters.touch_misses += 1;
+                }
+                found
+            }
+            None => self.store.get(key, now),
+        };
+        match item {
+            Some(item) => {
+                self.counters.get_hits += 1;
+                reply::value(out, key, item.flags, item.value, cas.then_some(item.cas));
+            }
+            None => self.counters.get_misses += 1,
+        }
+    }
+
+    /// Counts `op`'s outcome and appends memcached's reply for it.
+    fn answer(&mut self, op: &Op<'_>, outcome: Outcome, out: &mut Vec<u8>) {
+        let c = &mut self.counters;
+        let bytes = match (*op, outcome) {
+            (Op::Store { mode, .. }, Outcome::Store(stored)) => {
                 c.cmd_set += 1;
-                let exp = self.time.expiry(exptime, now);
-                let outcome = self.store.store(mode, key, flags, exp, data, cas, now);
                 if mode == StoreMode::Cas {
-                    match outcome {
-                        StoreOutcome::Stored => self.counters.cas_hits += 1,
-                        StoreOutcome::Exists => self.counters.cas_badval += 1,
-                        StoreOutcome::NotFound => self.counters.cas_misses += 1,
+                    match stored {
+                        StoreOutcome::Stored => c.cas_hits += 1,
+                        StoreOutcome::Exists => c.cas_badval += 1,
+                        StoreOutcome::NotFound => c.cas_misses += 1,
                         _ => {}
                     }
                 }
-                out.extend_from_slice(match outcome {
+                match stored {
                     StoreOutcome::Stored => reply::STORED,
                     StoreOutcome::NotStored => reply::NOT_STORED,
                     StoreOutcome::Exists => reply::EXISTS,
                     StoreOutcome::NotFound => reply::NOT_FOUND,
-                    StoreOutcome::OutOfMemory => {
-                        if mode == StoreMode::Set {
-                            self.store.drop_key(key, now);
-                        }
-                        reply::OUT_OF_MEMORY
-                    }
-                });
+                    StoreOutcome::OutOfMemory => reply::OUT_OF_MEMORY,
+                }
             }
-            Op::TooLarge { mode, key } => {
+            (_, Outcome::TooLarge) => {
                 c.cmd_set += 1;
-                if mode == StoreMode::Set {
-                    self.store.drop_key(key, now);
-                }
-                out.extend_from_slice(reply::TOO_LARGE);
+                reply::TOO_LARGE
             }
-            Op::Delete { key } => {
-                if self.store.delete(key, now) {
-                    c.delete_hits += 1;
-                    out.extend_from_slice(reply::DELETED);
-                } else {
-                    c.delete_misses += 1;
-                    out.extend_from_slice(reply::NOT_FOUND);
-                }
+            (_, Outcome::Deleted(true)) => {
+                c.delete_hits += 1;
+                reply::DELETED
             }
-            Op::Arith { key, incr, delta } => match self.store.arith(key, incr, delta, now) {
+            (_, Outcome::Deleted(false)) => {
+                c.delete_misses += 1;
+                reply::NOT_FOUND
+            }
+            (Op::Arith { incr, .. }, Outcome::Arith(arith)) => match arith {
                 ArithOutcome::Value(v) => {
-                    if incr {
-                        self.counters.incr_hits += 1;
-                    } else {
-                        self.counters.decr_hits += 1;
-                    }
+                    *(if incr { &mut c.incr_hits } else { &mut c.decr_hits }) += 1;
                     reply::number_line(out, v);
-                }
-                ArithOutcome::NotFound => {
-                    if incr {
-                        self.counters.incr_misses += 1;
-                    } else {
-                        self.counters.decr_misses += 1;
-                    }
-                    out.extend_from_slice(reply::NOT_FOUND);
-                }
-                ArithOutcome::NonNumeric => out.extend_from_slice(reply::NON_NUMERIC),
-                ArithOutcome::OutOfMemory => out.extend_from_slice(reply::ARITH_OUT_OF_MEMORY),
-            },
-            Op::Touch { key, exptime } => {
-                c.cmd_touch += 1;
-                let exp = self.time.expiry(exptime, now);
-                if self.store.touch(key, exp, now).is_some() {
-                    self.counters.touch_hits += 1;
-                    out.extend_from_slice(reply::TOUCHED);
-                } else {
-                    self.counters.touch_misses += 1;
-                    out.extend_from_slice(reply::NOT_FOUND);
-                }
-            }
-            Op::FlushAll { delay, reply: answer } => {
-                if answer {
-                    c.cmd_flush += 1;
-                }
-                if !self.flush_enabled {
-                    if answer {
-                        out.extend_from_slice(reply::FLUSH_DISABLED);
-                    }
                     return;
                 }
-                // memcached: oldest_live = realtime(delay) - 1 for a positive delay.
-                let oldest_live = (delay > 0).then(|| self.time.realtime(i64::from(delay), now).saturating_sub(1));
-                self.store.flush(oldest_live, now);
-                if answer {
-                    out.extend_from_slice(reply::OK);
+                ArithOutcome::NotFound => {
+                    *(if incr { &mut c.incr_misses } else { &mut c.decr_misses }) += 1;
+                    reply::NOT_FOUND
+                }
+                ArithOutcome::NonNumeric => reply::NON_NUMERIC,
+                ArithOutcome::OutOfMemory => reply::ARITH_OUT_OF_MEMORY,
+            },
+            (_, Outcome::Touched(hit)) => {
+                c.cmd_touch += 1;
+                if hit {
+                    c.touch_hits += 1;
+                    reply::TOUCHED
+                } else {
+                    c.touch_misses += 1;
+                    reply::NOT_FOUND
                 }
             }
-        }
+            (Op::FlushAll { reply: answer, .. }, flush) => {
+                if !answer {
+                    // Only the connection's own shard answers a flush_all.
+                    return;
+                }
+                c.cmd_flush += 1;
+                if flush == Outcome::FlushDisabled {
+                    reply::FLUSH_DISABLED
+                } else {
+                    reply::OK
+                }
+            }
+            (op, outcome) => {
+                debug_assert!(false, "no reply for {outcome:?} of {op:?}");
+                return;
+            }
+        };
+        out.extend_from_slice(bytes);
     }
 
     /// The most bytes the reply to `op` can take, looking at (not touching) the store.
@@ -208,3 +332,6 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,12 +13,14 @@
 
 pub mod arena;
 mod check;
+mod decide;
 pub mod index;
 pub mod item;
 mod persist;
 mod rules;
 pub mod segments;
 
+pub use decide::Applied;
 pub use rules::{Limits, StoreMode};
 
 use std::io;
@@ -26,7 +28,6 @@ use std::path::PathBuf;
 
 use ahash::RandomState;
 
-use crate::numbers::{decimal, parse_u64};
 use arena::Arena;
 use index::{Index, Position};
 use item::Header;
@@ -363,6 +364,12 @@ impl Store {
     /// The value length of the live item under `key`, touching nothing (no expiry is
     /// applied, no access recorded).
     pub fn peek_value_len(&self, key: &[u8], now: u32) -> Option<usize> {
+        self.peek(key, now).map(|(item, _)| item.value.len())
+    }
+
+    /// The live item under `key` and its relative expiry, touching nothing (no access
+    /// recorded, nothing dropped): for comparing stores.
+    pub fn peek(&self, key: &[u8], now: u32) -> Option<(ItemRef<'_>, u32)> {
         if self.oldest_live.is_some_and(|t| t <= now) {
             return None;
         }
@@ -370,7 +377,12 @@ impl Store {
         if found.header.exptime != 0 && found.header.exptime <= now {
             return None;
         }
-        Some(found.header.value_len)
+        Some((self.item_ref(&found), found.header.exptime))
+    }
+
+    /// What relative time 0 of this store is, in Unix time.
+    pub fn time_base(&self) -> crate::time::TimeBase {
+        crate::time::TimeBase { unix_at_zero: self.config.clock_base_unix }
     }
 
     /// The item size rule this store was made with.
@@ -383,119 +395,6 @@ impl Store {
         let found = self.lookup(key, self.hash(key), now)?;
         self.bump(&found);
         Some(self.item_ref(&found))
-    }
-
-    /// `touch`/`gat`: sets a new expiry on a live item (the CAS stays unless the item
-    /// had no room for an expiry and must be rewritten).
-    pub fn touch(&mut self, key: &[u8], exptime: u32, now: u32) -> Option<ItemRef<'_>> {
-        let hash = self.hash(key);
-        let mut found = self.lookup(key, hash, now)?;
-        let at = found.loc as usize;
-        if item::set_exptime(&mut self.arena.bytes_mut()[at..], &found.header, exptime) {
-            let seg = self.seg_of(found.loc);
-            self.segs.meta[seg].note_expiry(exptime);
-            found.header.exptime = exptime;
-        } else if exptime != 0 {
-            // No room for this expiry: rewritten with it; same version, so the CAS is kept.
-            let old_at = found.loc as usize + found.header.value_at();
-            let value = Value::Append { old_at, old_len: found.header.value_len, data: &[] };
-            let cas = self.cas_of(found.loc, &found.header);
-            if self.put(key, hash, value, found.header.flags, exptime, cas, now) != StoreOutcome::Stored {
-                return None;
-            }
-            found = self.find(key, hash)?;
-        }
-        self.bump(&found);
-        Some(self.item_ref(&found))
-    }
-
-    /// `delete`: true if a live item was removed.
-    pub fn delete(&mut self, key: &[u8], now: u32) -> bool {
-        match self.lookup(key, self.hash(key), now) {
-            Some(found) => {
-                self.unlink(&found);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The storage commands, with memcached's `do_store_item` rules.
-    #[allow(clippy::too_many_arguments)]
-    pub fn store(
-        &mut self,
-        mode: StoreMode,
-        key: &[u8],
-        flags: u32,
-        exptime: u32,
-        data: &[u8],
-        cas: u64,
-        now: u32,
-    ) -> StoreOutcome {
-        let hash = self.hash(key);
-        let existing = self.lookup(key, hash, now);
-        match (mode, existing) {
-            (StoreMode::Add, Some(found)) => {
-                self.bump(&found);
-                StoreOutcome::NotStored
-            }
-            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => StoreOutcome::NotStored,
-            (StoreMode::Cas, None) => StoreOutcome::NotFound,
-            (StoreMode::Cas, Some(found)) if self.cas_of(found.loc, &found.header) != cas => StoreOutcome::Exists,
-            (StoreMode::Append | StoreMode::Prepend, Some(found)) => {
-                let h = found.header;
-                if !self.config.limits.item_fits(key.len(), h.flags, h.value_len + data.len()) {
-                    return StoreOutcome::NotStored;
-                }
-                let old_at = found.loc as usize + h.value_at();
-                let value = if mode == StoreMode::Append {
-                    Value::Append { old_at, old_len: h.value_len, data }
-                } else {
-                    Value::Prepend { old_at, old_len: h.value_len, data }
-                };
-                self.put(key, hash, value, h.flags, h.exptime, 0, now)
-            }
-            (StoreMode::Set | StoreMode::Add | StoreMode::Replace | StoreMode::Cas, _) => {
-                self.put(key, hash, Value::Bytes(data), flags, exptime, 0, now)
-            }
-        }
-    }
-
-    /// `incr`/`decr` with memcached's rules: 64-bit unsigned, incr wraps, decr stops at 0,
-    /// and a result no longer than the old value keeps its length, space-padded.
-    pub fn arith(&mut self, key: &[u8], incr: bool, delta: u64, now: u32) -> ArithOutcome {
-        let hash = self.hash(key);
-        let Some(found) = self.lookup(key, hash, now) else { return ArithOutcome::NotFound };
-        let h = found.header;
-        let value = self.item_ref(&found).value;
-        let Some(current) = (if value.is_empty() { None } else { parse_u64(value) }) else {
-            return ArithOutcome::NonNumeric;
-        };
-        let result = if incr { current.wrapping_add(delta) } else { current.saturating_sub(delta) };
-        let mut buf = [0u8; 20];
-        let digits = decimal(result, &mut buf);
-        let pad_to = if digits.len() <= h.value_len { h.value_len } else { 0 };
-        match self.put(key, hash, Value::Number { digits, pad_to }, h.flags, h.exptime, 0, now) {
-            StoreOutcome::Stored => ArithOutcome::Value(result),
-            _ => ArithOutcome::OutOfMemory,
-        }
-    }
-
-    /// A `set` that failed: memcached drops the old value so a stale one is not served.
-    pub fn drop_key(&mut self, key: &[u8], now: u32) {
-        self.delete(key, now);
-    }
-
-    /// `flush_all`: `oldest_live` None flushes now; Some(t) flushes everything once
-    /// relative time `t` is reached.
-    pub fn flush(&mut self, oldest_live: Option<u32>, now: u32) {
-        match oldest_live {
-            Some(t) if t > now => self.oldest_live = Some(t),
-            _ => {
-                self.oldest_live = None;
-                self.clear();
-            }
-        }
     }
 
     fn clear(&mut self) {

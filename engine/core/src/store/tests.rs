@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::numbers::parse_u64;
 
 fn config(memory: usize) -> StoreConfig {
     StoreConfig { clock_base_unix: 1_000_000, ..StoreConfig::with_memory(memory) }

@@ -57,13 +57,12 @@ pub struct ShardReport {
 /// Builds this shard's report.
 pub fn report(shard: &mut Shard, registry: &ConnectionRegistry, reset: bool) -> ShardReport {
     if reset {
-        shard.counters = Counters::default();
-        shard.store.reset_stats();
+        shard.reset_stats();
     }
     ShardReport {
-        counters: shard.counters,
-        store: shard.store.stats(),
-        memory_limit: shard.store.memory_limit(),
+        counters: *shard.counters(),
+        store: shard.store().stats(),
+        memory_limit: shard.store().memory_limit(),
         connections: registry.list(),
     }
 }

@@ -38,7 +38,6 @@ use connection::ShardContext;
 use mesh::MeshMsg;
 use registry::ConnectionRegistry;
 use ringcache_core::protocol::{reply, Limits};
-use ringcache_core::shard::stats::Counters;
 use ringcache_core::shard::Shard;
 use ringcache_core::store::{Store, StoreConfig};
 
@@ -433,12 +432,7 @@ async fn shard_main(
         huge_pages: config.huge_pages,
         clock_base_unix: shared.clock.base().unix_at_zero,
     })?;
-    let shard = Rc::new(RefCell::new(Shard {
-        store,
-        time: shared.clock.base(),
-        counters: Counters::default(),
-        flush_enabled: config.flush_enabled,
-    }));
+    let shard = Rc::new(RefCell::new(Shard::new(store, config.flush_enabled)));
     let _ = events.send(Event::Ready);
     // The go comes from the main thread (a foreign wake for glommio). Nothing else wakes
     // this executor yet, so tick while waiting: if the wake-up is lost where glommio's
@@ -450,7 +444,7 @@ async fn shard_main(
     };
     if futures_lite::future::or(control.start, ticking).await != Ok(true) {
         // Start-up abandoned: keep what the store recovered for the next start.
-        save_store(index, &shard.borrow().store);
+        save_store(index, shard.borrow().store());
         return Ok(());
     }
 
@@ -472,7 +466,7 @@ async fn shard_main(
         loop {
             glommio::timer::sleep(Duration::from_millis(250)).await;
             let now = clock.now();
-            sweeper.borrow_mut().store.sweep(now, 64);
+            sweeper.borrow_mut().sweep(now);
         }
     })
     .detach();
@@ -521,7 +515,7 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     // No shard sends ops any more: the store is quiet, save it for a warm restart.
-    save_store(index, &shard.borrow().store);
+    save_store(index, shard.borrow().store());
     Ok(())
 }
 

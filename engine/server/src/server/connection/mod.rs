@@ -363,7 +363,7 @@ impl<'c> Connection<'c> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Err(Broken),
             };
-            self.ctx.shard.borrow_mut().counters.bytes_written += sent as u64;
+            self.ctx.shard.borrow_mut().count_bytes_written(sent as u64);
             self.replies.advance(sent);
         }
     }
@@ -374,7 +374,7 @@ impl<'c> Connection<'c> {
         while let Written::Blocked = self.write_ready(scope)? {
             let first = self.replies.first_slice(scope).ok_or(Broken)?;
             let sent = stream.write(first).await.map_err(|_| Broken)?;
-            self.ctx.shard.borrow_mut().counters.bytes_written += sent as u64;
+            self.ctx.shard.borrow_mut().count_bytes_written(sent as u64);
             self.replies.advance(sent);
         }
         Ok(())
@@ -528,7 +528,7 @@ async fn run(stream: &mut TcpStream, ctx: &ShardContext, fd: RawFd) -> Result<()
         if n == 0 {
             return Ok(());
         }
-        ctx.shard.borrow_mut().counters.bytes_read += n as u64;
+        ctx.shard.borrow_mut().count_bytes_read(n as u64);
         input.filled(n);
         let close = conn.process(stream, &mut input).await?;
         // Like memcached, hold the replies while a too-large value is being swallowed.
