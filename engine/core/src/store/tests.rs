@@ -488,3 +488,25 @@ fn untrusted_metadata_never_makes_an_inconsistent_store() {
     assert_eq!(r.check(), Ok(()), "crafted locations made an inconsistent store");
     assert_eq!(r.stats().curr_items, 50, "each real item once, nothing else");
 }
+
+/// The CAS source: standalone, a CAS is derived from where the item is and costs no
+/// bytes; a replicated store keeps the CAS its log gave the write, 8 bytes per item.
+#[test]
+fn a_stamped_cas_costs_eight_bytes_per_item() {
+    use crate::effect::{Effect, PutValue};
+    let (mut derived, mut stamped) = (store(4 << 20), store(4 << 20));
+    for i in 0..1000u64 {
+        let key = format!("key:{i:012}");
+        let put = |cas| Effect::Put {
+            key: key.as_bytes(),
+            flags: 0,
+            expires_at: 0,
+            value: PutValue::Bytes(&[b'v'; 32]),
+            cas,
+        };
+        assert_eq!(derived.apply(&put(0), 100), Applied::Done);
+        assert_eq!(stamped.apply(&put(i + 1), 100), Applied::Done);
+        assert_eq!(stamped.get(key.as_bytes(), 100).map(|it| it.cas), Some(i + 1));
+    }
+    assert_eq!(stamped.stats().bytes - derived.stats().bytes, 8 * 1000);
+}
