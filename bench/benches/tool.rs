@@ -9,12 +9,12 @@
 //! worker's `issue_op` and `parse_replies`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ringcache_bench::protocol::{self, DeleteReply, GetItem, IncrReply, Parsed, StoreReply};
 use ringcache_bench::stats::Recorder;
 use ringcache_bench::verify;
 use ringcache_bench::workload::{
     Generator, KeyDist, KeySpace, OpKind, Ratio, SizeDist, ValueSize, WorkloadSpec, MAX_KEY_LEN,
 };
+use ringcache_client::{self as protocol, DeleteReply, GetItem, IncrReply, Parsed, StoreReply};
 use std::hint::black_box;
 use std::time::Duration;
 

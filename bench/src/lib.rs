@@ -6,7 +6,6 @@ pub mod config;
 pub mod ketama;
 pub mod plot;
 pub mod progress;
-pub mod protocol;
 pub mod report;
 pub mod runner;
 pub mod stats;

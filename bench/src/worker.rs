@@ -22,12 +22,12 @@
 use crate::affinity::{self, AffinityError};
 use crate::config::{Config, StopAt};
 use crate::ketama::Continuum;
-use crate::protocol::{self, DeleteReply, GetItem, IncrReply, Parsed, ProtocolError, StoreReply};
 use crate::stats::Recorder;
 use crate::sync::{PhaseTag, Shared};
 use crate::verify;
 use crate::workload::{Generator, KeySpace, OpKind, WorkloadError, MAX_KEY_LEN};
 use io_uring::{opcode, squeue, types, IoUring};
+use ringcache_client::{self as protocol, DeleteReply, GetItem, IncrReply, Parsed, ProtocolError, StoreReply};
 use std::collections::VecDeque;
 use std::io;
 use std::net::TcpStream;

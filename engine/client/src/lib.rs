@@ -1,5 +1,7 @@
-//! memcached text protocol: request encoding into reusable buffers and incremental,
-//! allocation-free reply parsing that copes with replies split across reads.
+//! The client side of the memcached text protocol, sans-IO: request encoding into
+//! reusable buffers and incremental, allocation-free reply parsing that copes with
+//! replies split across reads. Shared by the load tool (`ringcache-bench`) and the admin
+//! tool; the server side (parsing requests, encoding replies) is `ringcache_core::protocol`.
 //!
 //! Parsers take the unread part of the receive buffer and return [`Parsed::Incomplete`] until a
 //! whole unit (one line, or one `VALUE` header plus its data block) is there; the caller keeps
@@ -221,18 +223,8 @@ pub fn parse_incr_reply(buf: &[u8]) -> Result<Parsed<IncrReply>, ProtocolError> 
 }
 
 /// Appends the decimal form of `v`.
-pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
+pub fn push_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(ringcache_core::numbers::decimal(v, &mut [0u8; 20]));
 }
 
 /// Starts a `get` request; add keys with [`push_get_key`] and finish with [`end_line`].
