@@ -26,8 +26,14 @@ use crate::stats::Recorder;
 use crate::sync::{PhaseTag, Shared};
 use crate::verify;
 use crate::workload::{Generator, KeySpace, OpKind, WorkloadError, MAX_KEY_LEN};
-use io_uring::{opcode, squeue, types, IoUring};
-use ringcache_client::{self as protocol, DeleteReply, GetItem, IncrReply, Parsed, ProtocolError, StoreReply};
+use ringcache_client::{self as protocol, GetItem, Parsed, ProtocolError};
+mod conn;
+mod ring;
+mod schedule;
+
+use conn::{push_value, CasOutcome, Part, Room, Sent, Sock, Wire, RBUF_MAX, SET_FLAGS};
+use ring::{is_transient, Ring, TAG_RECV, TAG_SEND};
+use schedule::{unsent, OpenLoop, Phase, Source};
 use std::collections::VecDeque;
 use std::io;
 use std::net::TcpStream;
@@ -41,22 +47,8 @@ const TICK_NS: u64 = 50_000_000;
 const PREFILL_DEPTH: usize = 16;
 /// Initial receive buffer size per socket; grows to fit the largest reply unit seen.
 const RBUF_INITIAL: usize = 16 * 1024;
-/// A single reply unit larger than this is treated as a protocol error.
-const RBUF_MAX: usize = 64 * 1024 * 1024;
 /// With requests outstanding and no byte received for this many timeouts, the run fails.
 const UNRESPONSIVE_TIMEOUTS: u64 = 10;
-
-/// Client flags stored with every set (checked by `--verify`).
-const SET_FLAGS: u32 = 0;
-/// What each `incr` adds to its counter.
-const INCR_DELTA: u64 = 1;
-
-/// `IORING_RECVSEND_POLL_FIRST`: a recv is re-armed right after its data was consumed, when
-/// the socket is almost always empty, so skip the first (wasted) receive attempt.
-const RECVSEND_POLL_FIRST: u16 = 1;
-
-const TAG_RECV: u64 = 1;
-const TAG_SEND: u64 = 2;
 
 /// Why a worker could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -101,55 +93,6 @@ pub struct ThreadResult {
     pub error: Option<WorkerError>,
 }
 
-/// The request a part's reply answers, which decides how the reply is parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wire {
-    Get,
-    Set,
-    Delete,
-    Incr,
-    /// The `gets` of a cas operation.
-    Gets,
-    /// The `cas` that follows a `gets` hit.
-    Cas,
-}
-
-/// How a cas operation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CasOutcome {
-    Miss,
-    Stored,
-    Exists,
-    NotFound,
-}
-
-/// One expected reply on a socket, in send order.
-#[derive(Debug, Clone, Copy)]
-struct Part {
-    slot: u32,
-    wire: Wire,
-    kstart: u16,
-    kend: u16,
-}
-
-struct Sock {
-    stream: TcpStream,
-    server: usize,
-    group: usize,
-    rbuf: Vec<u8>,
-    rstart: usize,
-    rend: usize,
-    recv_inflight: bool,
-    /// Bytes being sent (stable while `send_inflight`).
-    obuf: Vec<u8>,
-    osent: usize,
-    send_inflight: bool,
-    /// Requests queued while a send is in flight.
-    next: Vec<u8>,
-    dirty: bool,
-    parts: VecDeque<Part>,
-}
-
 #[derive(Debug)]
 struct Slot {
     busy: bool,
@@ -176,67 +119,6 @@ struct Group {
     slots: Vec<Slot>,
     free: Vec<u32>,
     busy: usize,
-}
-
-enum Source {
-    /// Keys `next..end`, then (when the mix has incrs) counters `ctr_next..ctr_end`.
-    Prefill {
-        next: u64,
-        end: u64,
-        ctr_next: u64,
-        ctr_end: u64,
-    },
-    Workload,
-}
-
-struct OpenLoop {
-    start: u64,
-    interval_ns: f64,
-    next: u64,
-}
-
-impl OpenLoop {
-    fn due(&self, i: u64) -> u64 {
-        self.start + (i as f64 * self.interval_ns) as u64
-    }
-}
-
-struct Phase {
-    tag: PhaseTag,
-    source: Source,
-    depth: usize,
-    open: Option<OpenLoop>,
-    measure_start: u64,
-    deadline: Option<u64>,
-    /// Measured operations still to issue (`--requests`, or the prefill range size).
-    quota: Option<u64>,
-    /// Give outstanding requests up after this long once issuing has stopped.
-    drain_limit: Option<u64>,
-    drain_start: Option<u64>,
-    rec: Recorder,
-    last_measured_done: Option<u64>,
-    interrupted: bool,
-    rr: usize,
-}
-
-/// Open loop with a deadline: measured operations scheduled before the deadline that were
-/// never sent (the backlog when sending stopped).
-fn unsent(p: &Phase) -> u64 {
-    let (Some(o), Some(d)) = (&p.open, p.deadline) else {
-        return 0;
-    };
-    // First index scheduled at or after `t`.
-    let first_at = |t: u64| {
-        let mut i = (t.saturating_sub(o.start) as f64 / o.interval_ns).ceil() as u64;
-        while i > 0 && o.due(i - 1) >= t {
-            i -= 1;
-        }
-        while o.due(i) < t {
-            i += 1;
-        }
-        i
-    };
-    first_at(d).saturating_sub(o.next.max(first_at(p.measure_start)))
 }
 
 /// Runs one worker thread to completion.
@@ -299,8 +181,10 @@ struct Worker {
     index: usize,
     cfg: Arc<Config>,
     shared: Arc<Shared>,
-    ring: IoUring,
+    ring: Ring,
     socks: Vec<Sock>,
+    /// The sockets, by the same index as `socks` (and as their fixed files).
+    streams: Vec<TcpStream>,
     groups: Vec<Group>,
     continuum: Continuum,
     keys: KeySpace,
@@ -308,25 +192,10 @@ struct Worker {
     filler: Vec<u8>,
     version: u32,
     epoch: Instant,
-    cqes: Vec<(u64, i32)>,
     dirty: Vec<usize>,
     reissue: Vec<usize>,
     interval: Recorder,
     last_rx: u64,
-}
-
-fn build_ring(entries: u32) -> io::Result<IoUring> {
-    if let Ok(r) = IoUring::builder().setup_single_issuer().setup_defer_taskrun().build(entries) {
-        return Ok(r);
-    }
-    if let Ok(r) = IoUring::builder().setup_coop_taskrun().build(entries) {
-        return Ok(r);
-    }
-    IoUring::new(entries)
-}
-
-fn is_transient(errno: i32) -> bool {
-    errno == libc::EINTR || errno == libc::EAGAIN || errno == libc::ENOBUFS
 }
 
 /// Counts a finished delete or incr as a hit or a miss (errors are counted elsewhere).
@@ -394,6 +263,7 @@ impl Worker {
         let ngroups = cfg.connections;
         let depth = cfg.pipeline.max(if cfg.prefill { PREFILL_DEPTH } else { 1 });
         let mut socks = Vec::with_capacity(ngroups * nservers);
+        let mut streams = Vec::with_capacity(ngroups * nservers);
         let mut groups = Vec::with_capacity(ngroups);
         let connect_timeout = cfg.timeout.max(Duration::from_secs(5));
         let multiget = cfg.workload.multiget;
@@ -429,8 +299,8 @@ impl Worker {
                 let stream = TcpStream::connect_timeout(&server.addr, connect_timeout)
                     .map_err(|source| WorkerError::Connect { server: server.name(), source })?;
                 stream.set_nodelay(true).map_err(|source| WorkerError::Connect { server: server.name(), source })?;
+                streams.push(stream);
                 socks.push(Sock {
-                    stream,
                     server: s,
                     group: g,
                     rbuf: vec![0; RBUF_INITIAL.max((vmax + 64).next_power_of_two())],
@@ -447,10 +317,9 @@ impl Worker {
             }
         }
         let entries = (2 * socks.len() + 16).next_power_of_two().clamp(64, 32768) as u32;
-        let ring = build_ring(entries).map_err(WorkerError::Ring)?;
         // Registered descriptors: socket `si` is fixed file `si` (saves a lookup per request).
-        let fds: Vec<i32> = socks.iter().map(|s| s.stream.as_raw_fd()).collect();
-        ring.submitter().register_files(&fds).map_err(WorkerError::Ring)?;
+        let fds: Vec<i32> = streams.iter().map(|s| s.as_raw_fd()).collect();
+        let ring = Ring::new(entries, &fds).map_err(WorkerError::Ring)?;
         let hosts: Vec<(&str, u16)> = cfg.servers.iter().map(|s| (s.host.as_str(), s.port)).collect();
         let continuum = Continuum::new(&hosts);
         let gen = Generator::new(cfg.workload, cfg.seed, index, cfg.threads())?;
@@ -463,13 +332,13 @@ impl Worker {
             shared,
             ring,
             socks,
+            streams,
             groups,
             continuum,
             gen,
             filler,
             version: (index as u32) << 24,
             epoch: Instant::now(),
-            cqes: Vec::with_capacity(entries as usize * 2),
             dirty: Vec::new(),
             reissue: Vec::new(),
             interval: Recorder::default(),
@@ -553,63 +422,28 @@ impl Worker {
 
     // ---- io_uring plumbing -------------------------------------------------------------
 
-    fn push(&mut self, e: squeue::Entry) -> Result<(), WorkerError> {
-        loop {
-            // SAFETY: every entry points into a buffer owned by `self.socks` that is neither
-            // moved, resized nor dropped until its completion has been reaped (see `Drop`).
-            if unsafe { self.ring.submission().push(&e) }.is_ok() {
-                return Ok(());
-            }
-            self.ring.submit().map_err(WorkerError::Ring)?;
-        }
-    }
-
     fn submit_recv(&mut self, si: usize) -> Result<(), WorkerError> {
         let s = &mut self.socks[si];
         debug_assert!(!s.recv_inflight && s.rend < s.rbuf.len());
         let len = (s.rbuf.len() - s.rend).min(u32::MAX as usize) as u32;
-        // SAFETY: rend < rbuf.len(), so the pointer stays inside the buffer.
-        let ptr = unsafe { s.rbuf.as_mut_ptr().add(s.rend) };
-        let e = opcode::Recv::new(types::Fixed(si as u32), ptr, len)
-            .ioprio(RECVSEND_POLL_FIRST)
-            .build()
-            .user_data(((si as u64) << 2) | TAG_RECV);
         s.recv_inflight = true;
-        self.push(e)
+        // SAFETY: rend < rbuf.len(), so the pointer stays inside the buffer, which is
+        // neither moved, resized nor dropped until the completion is reaped (see `Drop`;
+        // `on_recv` resizes only after it).
+        unsafe { self.ring.recv(si, s.rbuf.as_mut_ptr().add(s.rend), len) }.map_err(WorkerError::Ring)
     }
 
     fn submit_send(&mut self, si: usize) -> Result<(), WorkerError> {
         let s = &mut self.socks[si];
         debug_assert!(!s.send_inflight && s.osent < s.obuf.len());
         let len = (s.obuf.len() - s.osent).min(u32::MAX as usize) as u32;
-        // SAFETY: osent < obuf.len(), so the pointer stays inside the buffer.
-        let ptr = unsafe { s.obuf.as_ptr().add(s.osent) };
-        let e = opcode::Send::new(types::Fixed(si as u32), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(((si as u64) << 2) | TAG_SEND);
         s.send_inflight = true;
-        self.push(e)
+        // SAFETY: osent < obuf.len(); `obuf` is left alone while `send_inflight`.
+        unsafe { self.ring.send(si, s.obuf.as_ptr().add(s.osent), len) }.map_err(WorkerError::Ring)
     }
 
-    /// Submits queued entries and waits up to `wait_ns` for at least one completion.
     fn enter(&mut self, wait_ns: u64) -> Result<(), WorkerError> {
-        let ts = types::Timespec::new().sec(wait_ns / 1_000_000_000).nsec((wait_ns % 1_000_000_000) as u32);
-        let args = types::SubmitArgs::new().timespec(&ts);
-        match self.ring.submitter().submit_with_args(1, &args) {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {
-                Ok(())
-            }
-            Err(e) => Err(WorkerError::Ring(e)),
-        }
-    }
-
-    fn collect_cqes(&mut self) {
-        self.cqes.clear();
-        for e in self.ring.completion() {
-            self.cqes.push((e.user_data(), e.result()));
-        }
+        self.ring.enter(wait_ns).map_err(WorkerError::Ring)
     }
 
     /// Records that the operation `ud` is no longer in flight, without acting on its result.
@@ -655,8 +489,7 @@ impl Worker {
             let wait = self.wait_ns(p, now, next_tick);
             self.enter(wait)?;
             now = self.now();
-            self.collect_cqes();
-            let cqes = std::mem::take(&mut self.cqes);
+            let cqes = self.ring.completions();
             let mut r = Ok(());
             for &(ud, res) in &cqes {
                 let si = (ud >> 2) as usize;
@@ -671,7 +504,7 @@ impl Worker {
                     _ => Ok(()),
                 };
             }
-            self.cqes = cqes;
+            self.ring.give_back(cqes);
             r?;
             self.reissue_closed(p, now);
             self.issue_due(p, now);
@@ -930,57 +763,17 @@ impl Worker {
             }
             let si = group.first_sock + server as usize;
             let sock = &mut self.socks[si];
-            let out = &mut sock.next;
-            let wire = match kind {
-                OpKind::Get => {
-                    protocol::begin_get(out);
-                    for &(_, k) in &slot.keys[i..j] {
-                        write_key(k, key);
-                        protocol::push_get_key(out, key);
-                    }
-                    protocol::end_line(out);
-                    Wire::Get
-                }
-                OpKind::Set if counter => {
-                    write_key(slot.keys[i].1, key);
-                    protocol::set_header(out, key, SET_FLAGS, ttl, 1);
-                    out.push(b'0');
-                    protocol::end_line(out);
-                    Wire::Set
-                }
-                OpKind::Delete => {
-                    write_key(slot.keys[i].1, key);
-                    protocol::delete(out, key);
-                    Wire::Delete
-                }
-                OpKind::Incr => {
-                    write_key(slot.keys[i].1, key);
-                    protocol::incr(out, key, INCR_DELTA);
-                    Wire::Incr
-                }
-                OpKind::Cas => {
-                    write_key(slot.keys[i].1, key);
-                    protocol::begin_gets(out);
-                    protocol::push_get_key(out, key);
-                    protocol::end_line(out);
-                    Wire::Gets
-                }
-                OpKind::Set => {
-                    write_key(slot.keys[i].1, key);
-                    let size = self.gen.next_value_size();
-                    protocol::set_header(out, key, SET_FLAGS, ttl, size);
-                    if verify_values {
-                        let start = out.len();
-                        out.resize(start + size, 0);
-                        verify::fill_value(key, self.version, &mut out[start..]);
-                        self.version = self.version.wrapping_add(1);
-                    } else {
-                        out.extend_from_slice(&self.filler[..size]);
-                    }
-                    protocol::end_line(out);
-                    Wire::Set
-                }
+            let value_size = if kind == OpKind::Set && !counter { self.gen.next_value_size() } else { 0 };
+            let request = conn::Request {
+                kind,
+                counter,
+                ttl,
+                value_size,
+                verify: verify_values,
+                version: &mut self.version,
+                filler: &self.filler,
             };
+            let wire = conn::encode(&mut sock.next, request, &slot.keys[i..j], key_size, &write_key);
             sock.parts.push_back(Part { slot: slot_id, wire, kstart: i as u16, kend: j as u16 });
             if !sock.dirty {
                 sock.dirty = true;
@@ -999,13 +792,9 @@ impl Worker {
         for &si in &list {
             let s = &mut self.socks[si];
             s.dirty = false;
-            if r.is_err() || s.send_inflight || s.next.is_empty() {
-                continue;
+            if r.is_ok() && s.start_send() {
+                r = self.submit_send(si);
             }
-            std::mem::swap(&mut s.obuf, &mut s.next);
-            s.next.clear();
-            s.osent = 0;
-            r = self.submit_send(si);
         }
         list.clear();
         self.dirty = list;
@@ -1023,17 +812,15 @@ impl Worker {
             }
             return Err(self.gone(si, -res));
         }
-        s.osent += res as usize;
-        if s.osent < s.obuf.len() {
-            return self.submit_send(si);
+        match s.sent(res as usize) {
+            Sent::More => self.submit_send(si),
+            Sent::DoneWithMore if !s.dirty => {
+                s.dirty = true;
+                self.dirty.push(si);
+                Ok(())
+            }
+            Sent::DoneWithMore | Sent::Done => Ok(()),
         }
-        s.obuf.clear();
-        s.osent = 0;
-        if !s.next.is_empty() && !s.dirty {
-            s.dirty = true;
-            self.dirty.push(si);
-        }
-        Ok(())
     }
 
     fn on_recv(&mut self, p: &mut Phase, si: usize, res: i32, now: u64) -> Result<(), WorkerError> {
@@ -1053,25 +840,8 @@ impl Worker {
         self.last_rx = now;
         self.socks[si].rend += res as usize;
         let need = self.parse_replies(p, si, now)?;
-        let s = &mut self.socks[si];
-        if s.rstart == s.rend {
-            s.rstart = 0;
-            s.rend = 0;
-        } else {
-            let cap = s.rbuf.len();
-            let need = need.unwrap_or(0);
-            if s.rend == cap || s.rstart + need > cap || s.rstart > cap / 2 {
-                s.rbuf.copy_within(s.rstart..s.rend, 0);
-                s.rend -= s.rstart;
-                s.rstart = 0;
-            }
-            if s.rend == cap || need > cap {
-                let grown = need.max(cap * 2).next_power_of_two();
-                if grown > RBUF_MAX {
-                    return Err(WorkerError::ReplyTooLarge { server: self.server_name(si) });
-                }
-                s.rbuf.resize(grown, 0);
-            }
+        if self.socks[si].make_room(need) == Room::TooLarge {
+            return Err(WorkerError::ReplyTooLarge { server: self.server_name(si) });
         }
         self.submit_recv(si)
     }
@@ -1132,14 +902,7 @@ impl Worker {
                             let size = gen.next_value_size();
                             let out = &mut sock.next;
                             protocol::cas_header(out, key, SET_FLAGS, ttl, size, unique);
-                            if verify_values {
-                                let start = out.len();
-                                out.resize(start + size, 0);
-                                verify::fill_value(key, *version, &mut out[start..]);
-                                *version = version.wrapping_add(1);
-                            } else {
-                                out.extend_from_slice(&filler[..size]);
-                            }
+                            push_value(out, key, size, verify_values, version, filler);
                             protocol::end_line(out);
                             sock.parts.pop_front();
                             sock.parts.push_back(Part { wire: Wire::Cas, ..part });
@@ -1159,49 +922,30 @@ impl Worker {
                 },
                 Wire::Set | Wire::Cas => match protocol::parse_store_reply(buf).map_err(proto)? {
                     Parsed::Incomplete { need } => return Ok(need),
-                    Parsed::Done { consumed, item } => match item {
-                        StoreReply::Stored => {
-                            slot.cas = CasOutcome::Stored;
-                            (consumed, Some(false))
+                    Parsed::Done { consumed, item } => {
+                        let (cas, not_stored, error) = conn::store_reply(part.wire, item);
+                        if let Some(cas) = cas {
+                            slot.cas = cas;
                         }
-                        StoreReply::Exists if part.wire == Wire::Cas => {
-                            slot.cas = CasOutcome::Exists;
-                            (consumed, Some(false))
-                        }
-                        StoreReply::NotFound if part.wire == Wire::Cas => {
-                            slot.cas = CasOutcome::NotFound;
-                            (consumed, Some(false))
-                        }
-                        // memcached never answers a cas NOT_STORED; count it as an error.
-                        StoreReply::NotStored if part.wire == Wire::Cas => (consumed, Some(true)),
-                        StoreReply::NotStored | StoreReply::Exists | StoreReply::NotFound => {
-                            slot.not_stored = true;
-                            (consumed, Some(false))
-                        }
-                        StoreReply::Error(_) => (consumed, Some(true)),
-                    },
+                        slot.not_stored |= not_stored;
+                        (consumed, Some(error))
+                    }
                 },
                 Wire::Delete => match protocol::parse_delete_reply(buf).map_err(proto)? {
                     Parsed::Incomplete { need } => return Ok(need),
-                    Parsed::Done { consumed, item } => match item {
-                        DeleteReply::Deleted => {
-                            slot.hits = 1;
-                            (consumed, Some(false))
-                        }
-                        DeleteReply::NotFound => (consumed, Some(false)),
-                        DeleteReply::Error(_) => (consumed, Some(true)),
-                    },
+                    Parsed::Done { consumed, item } => {
+                        let (hit, error) = conn::counted_reply(item);
+                        slot.hits = slot.hits.max(u64::from(hit));
+                        (consumed, Some(error))
+                    }
                 },
                 Wire::Incr => match protocol::parse_incr_reply(buf).map_err(proto)? {
                     Parsed::Incomplete { need } => return Ok(need),
-                    Parsed::Done { consumed, item } => match item {
-                        IncrReply::Value(_) => {
-                            slot.hits = 1;
-                            (consumed, Some(false))
-                        }
-                        IncrReply::NotFound => (consumed, Some(false)),
-                        IncrReply::Error(_) => (consumed, Some(true)),
-                    },
+                    Parsed::Done { consumed, item } => {
+                        let (hit, error) = conn::counted_reply(item);
+                        slot.hits = slot.hits.max(u64::from(hit));
+                        (consumed, Some(error))
+                    }
                 },
             };
             sock.rstart += consumed;
@@ -1231,10 +975,10 @@ impl Drop for Worker {
     /// within two seconds the buffers are leaked rather than freed under the kernel's feet.
     fn drop(&mut self) {
         let inflight = |w: &Worker| w.socks.iter().any(|s| s.recv_inflight || s.send_inflight);
-        for s in &self.socks {
+        for (s, stream) in self.socks.iter().zip(&self.streams) {
             if s.recv_inflight || s.send_inflight {
                 // SAFETY: plain syscall on a descriptor this socket owns.
-                unsafe { libc::shutdown(s.stream.as_raw_fd(), libc::SHUT_RDWR) };
+                unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
             }
         }
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -1242,59 +986,14 @@ impl Drop for Worker {
             if self.enter(10_000_000).is_err() {
                 break;
             }
-            self.collect_cqes();
-            for i in 0..self.cqes.len() {
-                self.mark_completed(self.cqes[i].0);
+            let cqes = self.ring.completions();
+            for &(ud, _) in &cqes {
+                self.mark_completed(ud);
             }
+            self.ring.give_back(cqes);
         }
         if inflight(self) {
             std::mem::forget(std::mem::take(&mut self.socks));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn open_phase(start: u64, interval_ns: f64, next: u64, measure_start: u64, deadline: u64) -> Phase {
-        Phase {
-            tag: PhaseTag::Measure,
-            source: Source::Workload,
-            depth: 1,
-            open: Some(OpenLoop { start, interval_ns, next }),
-            measure_start,
-            deadline: Some(deadline),
-            quota: None,
-            drain_limit: None,
-            drain_start: None,
-            rec: Recorder::default(),
-            last_measured_done: None,
-            interrupted: false,
-            rr: 0,
-        }
-    }
-
-    #[test]
-    fn schedule_is_evenly_spaced_from_the_start() {
-        let o = OpenLoop { start: 1_000, interval_ns: 250.5, next: 0 };
-        assert_eq!(o.due(0), 1_000);
-        assert_eq!(o.due(2), 1_501);
-        assert_eq!(o.due(1_000), 251_500);
-    }
-
-    #[test]
-    fn unsent_counts_the_measured_backlog_before_the_deadline() {
-        // One request per 1000 ns from t=0; measured from t=10_000; deadline t=100_000, so
-        // requests 10..=99 are measured ones.
-        assert_eq!(unsent(&open_phase(0, 1000.0, 100, 10_000, 100_000)), 0);
-        assert_eq!(unsent(&open_phase(0, 1000.0, 60, 10_000, 100_000)), 40);
-        // Backlog reaching into the warmup only counts the measured part.
-        assert_eq!(unsent(&open_phase(0, 1000.0, 5, 10_000, 100_000)), 90);
-        // A deadline between two scheduled times.
-        assert_eq!(unsent(&open_phase(0, 1000.0, 0, 0, 99_500)), 100);
-        let mut closed = open_phase(0, 1000.0, 0, 0, 100_000);
-        closed.open = None;
-        assert_eq!(unsent(&closed), 0);
     }
 }
