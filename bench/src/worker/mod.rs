@@ -365,21 +365,11 @@ impl Worker {
         let now = self.now();
         // Counters are set to 0 only when the mix increments them.
         let ctr_end = if self.cfg.workload.ratio.incr > 0 { end } else { begin };
-        Phase {
-            tag: PhaseTag::Prefill,
-            source: Source::Prefill { next: begin, end, ctr_next: begin, ctr_end },
-            depth: self.groups.first().map_or(1, |g| g.slots.len()),
-            open: None,
-            measure_start: now,
-            deadline: None,
-            quota: Some((end - begin) + (ctr_end - begin)),
-            drain_limit: None,
-            drain_start: None,
-            rec: Recorder::default(),
-            last_measured_done: None,
-            interrupted: false,
-            rr: 0,
-        }
+        let depth = self.groups.first().map_or(1, |g| g.slots.len());
+        let source = Source::Prefill { next: begin, end, ctr_next: begin, ctr_end };
+        let mut phase = Phase::new(PhaseTag::Prefill, source, depth, now);
+        phase.quota = Some((end - begin) + (ctr_end - begin));
+        phase
     }
 
     fn measure_phase(&mut self) -> Phase {
@@ -394,21 +384,13 @@ impl Worker {
             }
         };
         let open = self.cfg.rate.map(|rate| OpenLoop { start: now, interval_ns: 1e9 * threads as f64 / rate, next: 0 });
-        Phase {
-            tag: if self.cfg.warmup.is_zero() { PhaseTag::Measure } else { PhaseTag::Warmup },
-            source: Source::Workload,
-            depth: self.cfg.pipeline,
-            open,
-            measure_start,
-            deadline,
-            quota,
-            drain_limit: Some(self.cfg.timeout.as_nanos() as u64),
-            drain_start: None,
-            rec: Recorder::default(),
-            last_measured_done: None,
-            interrupted: false,
-            rr: 0,
-        }
+        let tag = if self.cfg.warmup.is_zero() { PhaseTag::Measure } else { PhaseTag::Warmup };
+        let mut phase = Phase::new(tag, Source::Workload, self.cfg.pipeline, measure_start);
+        phase.open = open;
+        phase.deadline = deadline;
+        phase.quota = quota;
+        phase.drain_limit = Some(self.cfg.timeout.as_nanos() as u64);
+        phase
     }
 
     fn phase_result(&self, p: &Phase) -> PhaseResult {

@@ -46,6 +46,28 @@ pub(super) struct Phase {
     pub(super) rr: usize,
 }
 
+impl Phase {
+    /// A phase of `depth` operations in flight per group, measured from `measure_start`,
+    /// with no schedule, deadline, quota or drain limit yet.
+    pub(super) fn new(tag: PhaseTag, source: Source, depth: usize, measure_start: u64) -> Self {
+        Phase {
+            tag,
+            source,
+            depth,
+            open: None,
+            measure_start,
+            deadline: None,
+            quota: None,
+            drain_limit: None,
+            drain_start: None,
+            rec: Recorder::default(),
+            last_measured_done: None,
+            interrupted: false,
+            rr: 0,
+        }
+    }
+}
+
 /// Open loop with a deadline: measured operations scheduled before the deadline that were
 /// never sent (the backlog when sending stopped).
 pub(super) fn unsent(p: &Phase) -> u64 {
@@ -71,21 +93,10 @@ mod tests {
     use super::*;
 
     fn open_phase(start: u64, interval_ns: f64, next: u64, measure_start: u64, deadline: u64) -> Phase {
-        Phase {
-            tag: PhaseTag::Measure,
-            source: Source::Workload,
-            depth: 1,
-            open: Some(OpenLoop { start, interval_ns, next }),
-            measure_start,
-            deadline: Some(deadline),
-            quota: None,
-            drain_limit: None,
-            drain_start: None,
-            rec: Recorder::default(),
-            last_measured_done: None,
-            interrupted: false,
-            rr: 0,
-        }
+        let mut p = Phase::new(PhaseTag::Measure, Source::Workload, 1, measure_start);
+        p.open = Some(OpenLoop { start, interval_ns, next });
+        p.deadline = Some(deadline);
+        p
     }
 
     #[test]

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringcache_core::protocol::{parse, Limits, Parse, Request, KEY_MAX_LENGTH, MAX_LINE_WITHOUT_NEWLINE};
+use ringcache_core::protocol::{parse, Limits, Op, Parse, Request, KEY_MAX_LENGTH, MAX_LINE_WITHOUT_NEWLINE};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&setting, stream)) = data.split_first() else { return };
@@ -27,19 +27,22 @@ fuzz_target!(|data: &[u8]| {
                 assert!(total > buf.len(), "NeedData for {total} bytes with {} at hand", buf.len());
                 break;
             }
-            Parse::Request { request, consumed, .. } => {
+            Parse::Request { request, consumed, swallow: s, .. } => {
+                swallow = s;
                 assert!(consumed > 0 && consumed <= buf.len(), "consumed {consumed} of {}", buf.len());
                 match request {
-                    Request::Store { key, data, .. } => {
+                    Request::Op(Op::Store { key, data, .. }) => {
                         assert!(key.len() <= KEY_MAX_LENGTH);
                         let data_at = data.as_ptr() as usize - buf.as_ptr() as usize;
                         assert!(data_at + data.len() + 2 == consumed, "data block ends the request");
-                        assert!(limits.item_fits(key.len(), 0, data.len()) || limits.item_fits(key.len(), 1, data.len()));
+                        assert!(
+                            limits.item_fits(key.len(), 0, data.len()) || limits.item_fits(key.len(), 1, data.len())
+                        );
                     }
-                    Request::Delete { key } | Request::Arith { key, .. } | Request::Touch { key, .. } => {
-                        assert!(key.len() <= KEY_MAX_LENGTH)
+                    Request::Op(op) => {
+                        assert!(op.key().is_some_and(|key| key.len() <= KEY_MAX_LENGTH));
+                        assert!(s == 0 || matches!(op, Op::TooLarge { .. }), "only a too-large value is swallowed");
                     }
-                    Request::TooLarge { swallow: s, .. } => swallow = s,
                     _ => {}
                 }
                 // A line that fits the no-newline bound parses the same once whole,

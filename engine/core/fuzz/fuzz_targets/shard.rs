@@ -52,7 +52,12 @@ fn run_batch(batched: &mut Shard, batch: &mut OpBatch, budget: usize, now: u32, 
         );
         from = resume;
     }
-    assert!(out == *direct_out, "batched replies differ:\n{:?}\nvs direct\n{:?}", String::from_utf8_lossy(&out), String::from_utf8_lossy(direct_out));
+    assert!(
+        out == *direct_out,
+        "batched replies differ:\n{:?}\nvs direct\n{:?}",
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(direct_out)
+    );
     batch.clear();
     direct_out.clear();
 }
@@ -75,7 +80,10 @@ fuzz_target!(|data: &[u8]| {
             continue;
         }
         let (request, noreply, consumed) = match parse(&stream[at..], &limits) {
-            Parse::Request { request, noreply, consumed } => (request, noreply, consumed),
+            Parse::Request { request, noreply, consumed, swallow: s } => {
+                swallow = s;
+                (request, noreply, consumed)
+            }
             _ => break,
         };
         at += consumed;
@@ -102,16 +110,7 @@ fuzz_target!(|data: &[u8]| {
                     run(Op::Get { key, cas, touch }, false);
                 }
             }
-            Request::Store { mode, key, flags, exptime, data, cas } => {
-                run(Op::Store { mode, key, flags, exptime, data, cas }, noreply)
-            }
-            Request::TooLarge { mode, key, swallow: s } => {
-                swallow = s;
-                run(Op::TooLarge { mode, key }, noreply);
-            }
-            Request::Delete { key } => run(Op::Delete { key }, noreply),
-            Request::Arith { key, incr, delta } => run(Op::Arith { key, incr, delta }, noreply),
-            Request::Touch { key, exptime } => run(Op::Touch { key, exptime }, noreply),
+            Request::Op(op) => run(op, noreply),
             Request::FlushAll { delay } => run(Op::FlushAll { delay, reply: true }, noreply),
             _ => {}
         }

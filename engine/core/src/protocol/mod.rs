@@ -59,6 +59,32 @@ pub enum Request<'a> {
         cas: bool,
         touch: Option<i32>,
     },
+    /// A single-key command: set/add/replace/append/prepend/cas (or one whose value is
+    /// over `-I`: answer `SERVER_ERROR object too large for cache`, drop the key if it was
+    /// a `set`, and skip its data, see [`Parse::Request`]), delete, incr/decr, touch.
+    Op(Op<'a>),
+    FlushAll {
+        delay: i32,
+    },
+    Version,
+    Verbosity,
+    Quit,
+    Stats {
+        args: &'a [u8],
+    },
+    Error(ProtocolError),
+}
+
+/// One single-key operation (or, for `FlushAll`, one shard's part of a flush): what a
+/// request is broken into and what a shard executes.
+#[derive(Debug, Clone, Copy)]
+pub enum Op<'a> {
+    /// One key of get/gets/gat/gats: emits a `VALUE` block or nothing.
+    Get {
+        key: &'a [u8],
+        cas: bool,
+        touch: Option<i32>,
+    },
     Store {
         mode: StoreMode,
         key: &'a [u8],
@@ -67,13 +93,10 @@ pub enum Request<'a> {
         data: &'a [u8],
         cas: u64,
     },
-    /// A storage command whose value is over `-I`: answer
-    /// `SERVER_ERROR object too large for cache`, drop `key` if it was a `set`, and
-    /// swallow the next `swallow` bytes (the data block) from the connection.
+    /// A storage command whose value was over the size limit.
     TooLarge {
         mode: StoreMode,
         key: &'a [u8],
-        swallow: usize,
     },
     Delete {
         key: &'a [u8],
@@ -87,16 +110,26 @@ pub enum Request<'a> {
         key: &'a [u8],
         exptime: i32,
     },
+    /// `flush_all [delay]`; only one shard (the connection's) writes the `OK`.
     FlushAll {
         delay: i32,
+        reply: bool,
     },
-    Version,
-    Verbosity,
-    Quit,
-    Stats {
-        args: &'a [u8],
-    },
-    Error(ProtocolError),
+}
+
+impl Op<'_> {
+    /// The key the op is addressed to (None for a flush, which goes to every shard).
+    pub fn key(&self) -> Option<&[u8]> {
+        match *self {
+            Op::Get { key, .. }
+            | Op::Store { key, .. }
+            | Op::TooLarge { key, .. }
+            | Op::Delete { key }
+            | Op::Arith { key, .. }
+            | Op::Touch { key, .. } => Some(key),
+            Op::FlushAll { .. } => None,
+        }
+    }
 }
 
 /// The outcome of one [`parse`] call.
@@ -109,8 +142,9 @@ pub enum Parse<'a> {
     NeedData { total: usize },
     /// The protocol says to close the connection (over-long line, an HTTP request).
     Close,
-    /// A request (possibly an error reply) that used `consumed` bytes of the buffer.
-    Request { request: Request<'a>, noreply: bool, consumed: usize },
+    /// A request (possibly an error reply) that used `consumed` bytes of the buffer; the
+    /// next `swallow` bytes (the data block of a too-large value) are to be skipped.
+    Request { request: Request<'a>, noreply: bool, consumed: usize, swallow: usize },
 }
 
 const MAX_TOKENS: usize = 8;
@@ -152,7 +186,7 @@ impl<'a> Tokens<'a> {
 }
 
 fn done(request: Request<'_>, noreply: bool, consumed: usize) -> Parse<'_> {
-    Parse::Request { request, noreply, consumed }
+    Parse::Request { request, noreply, consumed, swallow: 0 }
 }
 
 /// Parses the first request in `buf`.
@@ -208,7 +242,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
             }
             let incr = command == b"incr";
             let request = key_and_number(&tokens, parse_u64, ProtocolError::InvalidDelta, |key, delta| {
-                Request::Arith { key, incr, delta }
+                Request::Op(Op::Arith { key, incr, delta })
             });
             done(request, tokens.noreply(), line_end)
         }
@@ -229,7 +263,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
             if key.len() > KEY_MAX_LENGTH {
                 return done(Request::Error(ProtocolError::BadFormat), noreply, line_end);
             }
-            done(Request::Delete { key }, noreply, line_end)
+            done(Request::Op(Op::Delete { key }), noreply, line_end)
         }
         b"touch" => {
             if tokens.count != 4 && tokens.count != 5 {
@@ -237,7 +271,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
             }
             let request =
                 key_and_number(&tokens, parse_i32_truncating, ProtocolError::InvalidExptime, |key, exptime| {
-                    Request::Touch { key, exptime }
+                    Request::Op(Op::Touch { key, exptime })
                 });
             done(request, tokens.noreply(), line_end)
         }
@@ -359,7 +393,8 @@ fn parse_store<'a>(buf: &'a [u8], tokens: &Tokens<'a>, mode: StoreMode, line_end
     }
     let vlen = vlen as usize;
     if !limits.item_fits(key.len(), flags, vlen) {
-        return done(Request::TooLarge { mode, key, swallow: vlen + 2 }, noreply, line_end);
+        let request = Request::Op(Op::TooLarge { mode, key });
+        return Parse::Request { request, noreply, consumed: line_end, swallow: vlen + 2 };
     }
     let data_end = line_end + vlen + 2;
     if buf.len() < data_end {
@@ -369,7 +404,7 @@ fn parse_store<'a>(buf: &'a [u8], tokens: &Tokens<'a>, mode: StoreMode, line_end
         return done(Request::Error(ProtocolError::BadDataChunk), noreply, data_end);
     }
     let data = &buf[line_end..line_end + vlen];
-    done(Request::Store { mode, key, flags, exptime, data, cas }, noreply, data_end)
+    done(Request::Op(Op::Store { mode, key, flags, exptime, data, cas }), noreply, data_end)
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
@@ -384,7 +419,7 @@ mod tests {
 
     fn parsed(buf: &[u8]) -> (Request<'_>, bool, usize) {
         match parse(buf, &LIMITS) {
-            Parse::Request { request, noreply, consumed } => (request, noreply, consumed),
+            Parse::Request { request, noreply, consumed, .. } => (request, noreply, consumed),
             other => panic!("expected a request from {buf:?}, got {other:?}"),
         }
     }
@@ -395,7 +430,7 @@ mod tests {
         assert!(!noreply);
         assert_eq!(used, 19);
         match req {
-            Request::Store { mode, key, flags, exptime, data, .. } => {
+            Request::Op(Op::Store { mode, key, flags, exptime, data, .. }) => {
                 assert_eq!((mode, key, flags, exptime, data), (StoreMode::Set, &b"k"[..], 5, 10, &b"abc"[..]));
             }
             other => panic!("{other:?}"),
@@ -447,9 +482,10 @@ mod tests {
 
     #[test]
     fn too_large_values_are_swallowed() {
-        let (req, _, used) = parsed(b"set k 0 0 2000000\r\n");
-        assert!(matches!(req, Request::TooLarge { swallow: 2000002, .. }));
-        assert_eq!(used, 19);
+        let parse = parse(b"set k 0 0 2000000\r\n", &LIMITS);
+        let Parse::Request { request, consumed, swallow, .. } = parse else { panic!("{parse:?}") };
+        assert!(matches!(request, Request::Op(Op::TooLarge { mode: StoreMode::Set, key: b"k" })));
+        assert_eq!((consumed, swallow), (19, 2_000_002));
     }
 
     #[test]
@@ -464,7 +500,7 @@ mod tests {
     #[test]
     fn noreply_and_arity() {
         let (req, noreply, _) = parsed(b"delete k noreply\r\n");
-        assert!(matches!(req, Request::Delete { .. }) && noreply);
+        assert!(matches!(req, Request::Op(Op::Delete { .. })) && noreply);
         let (req, _, _) = parsed(b"delete k 1\r\n");
         assert!(matches!(req, Request::Error(ProtocolError::BadDeleteFormat)));
         let (req, _, _) = parsed(b"incr k\r\n");

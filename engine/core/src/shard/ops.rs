@@ -1,51 +1,12 @@
-//! [`Op`]: one key-addressed operation a shard executes, and [`OpBatch`], its compact
-//! byte encoding for crossing to another shard. A connection turns each request into ops
-//! (a multi-key get becomes one op per key); local ops execute in place, borrowing the
-//! read buffer, and remote ones are copied once into the destination's batch.
+//! [`OpBatch`]: the compact byte encoding of [`Op`]s (the protocol's single-key
+//! operations) for crossing to another shard. A connection turns each request into ops (a
+//! multi-key get becomes one op per key); local ops execute in place, borrowing the read
+//! buffer, and remote ones are copied once into the destination's batch.
+
+pub use crate::protocol::Op;
 
 use crate::codec::{Reader, Writer};
 use crate::store::StoreMode;
-
-/// A single-key (or, for `FlushAll`, per-shard) operation.
-#[derive(Debug, Clone, Copy)]
-pub enum Op<'a> {
-    /// One key of get/gets/gat/gats: emits a `VALUE` block or nothing.
-    Get {
-        key: &'a [u8],
-        cas: bool,
-        touch: Option<i32>,
-    },
-    Store {
-        mode: StoreMode,
-        key: &'a [u8],
-        flags: u32,
-        exptime: i32,
-        data: &'a [u8],
-        cas: u64,
-    },
-    /// A storage command whose value was over the size limit.
-    TooLarge {
-        mode: StoreMode,
-        key: &'a [u8],
-    },
-    Delete {
-        key: &'a [u8],
-    },
-    Arith {
-        key: &'a [u8],
-        incr: bool,
-        delta: u64,
-    },
-    Touch {
-        key: &'a [u8],
-        exptime: i32,
-    },
-    /// `flush_all [delay]`; only one shard (the connection's) writes the `OK`.
-    FlushAll {
-        delay: i32,
-        reply: bool,
-    },
-}
 
 /// Ops encoded back to back: `tag, noreply, fields...` with keys as `u8 len + bytes` and
 /// data as `u32 len + bytes`, numbers little-endian.

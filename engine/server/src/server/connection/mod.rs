@@ -227,9 +227,10 @@ impl<'c> Connection<'c> {
         self.ctx.read_budget.signal(bytes as u64);
     }
 
-    /// Runs `op` on its owner shard: here, or queued for the mesh.
-    fn op(&mut self, op: Op<'_>, key: &[u8], noreply: bool, now: u32) {
-        let owner = owner_of(key, self.ctx.nshards);
+    /// Runs `op` on its owner shard: here, or queued for the mesh. (A flush goes to
+    /// every shard: see `request`.)
+    fn op(&mut self, op: Op<'_>, noreply: bool, now: u32) {
+        let owner = op.key().map_or(self.ctx.index, |key| owner_of(key, self.ctx.nshards));
         if owner == self.ctx.index {
             self.execute_here(&op, noreply, now);
         } else {
@@ -260,13 +261,7 @@ impl<'c> Connection<'c> {
                     return Next::MoreKeys { keys, cas, touch };
                 }
             }
-            Request::Store { mode, key, flags, exptime, data, cas } => {
-                self.op(Op::Store { mode, key, flags, exptime, data, cas }, key, noreply, now)
-            }
-            Request::TooLarge { mode, key, .. } => self.op(Op::TooLarge { mode, key }, key, noreply, now),
-            Request::Delete { key } => self.op(Op::Delete { key }, key, noreply, now),
-            Request::Arith { key, incr, delta } => self.op(Op::Arith { key, incr, delta }, key, noreply, now),
-            Request::Touch { key, exptime } => self.op(Op::Touch { key, exptime }, key, noreply, now),
+            Request::Op(op) => self.op(op, noreply, now),
             Request::FlushAll { delay } => {
                 // Every shard flushes, in order with this connection's other requests;
                 // only this shard answers.
@@ -303,7 +298,7 @@ impl<'c> Connection<'c> {
             if self.over_limit() {
                 return Some(keys);
             }
-            self.op(Op::Get { key, cas, touch }, key, false, now);
+            self.op(Op::Get { key, cas, touch }, false, now);
             keys = rest;
         }
         self.replies.push_local(reply::END);
@@ -420,7 +415,10 @@ impl<'c> Connection<'c> {
                     self.drain(stream, Scope::BeforeMark).await?;
                     return Ok(true);
                 }
-                Parse::Request { request, noreply, consumed } => (request, noreply, consumed),
+                Parse::Request { request, noreply, consumed, swallow } => {
+                    self.swallow = swallow;
+                    (request, noreply, consumed)
+                }
             };
             handled = true;
             let mut next = self.request(&request, noreply, now);
@@ -451,9 +449,6 @@ impl<'c> Connection<'c> {
                     stats_reply::write(out, args, &reports, &ctx.shared);
                     self.replies.commit_local(start);
                 }
-            }
-            if let Request::TooLarge { swallow, .. } = request {
-                self.swallow = swallow;
             }
             input.consume(consumed);
             if close {
