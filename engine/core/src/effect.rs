@@ -3,8 +3,10 @@
 //! there, does the CAS match, is the value a number) and produces at most one effect;
 //! applying the effect is then the same on every store that applies it, which is what a
 //! replication log carries. Times are absolute Unix seconds (each store turns them into
-//! its own relative time); the CAS of a written item is either derived by the store from
-//! where it puts the item (standalone, free) or given (a replicated log index).
+//! its own relative time). A write's CAS is 0 when decided; a replication log stamps it
+//! with the write's index ([`Effect::stamped`]). What a store does with the stamp is its
+//! setting ([`crate::store::CasSource`]): a standalone store derives its own CAS from
+//! where it puts the item (free), a replicated one stores the stamp (8 bytes an item).
 //!
 //! Rule: applying an effect may make a store *forget* (an eviction, a local expiry, a
 //! `Concat` whose base version this store does not hold drops the key) but never makes
@@ -54,8 +56,8 @@ impl PutValue<'_> {
 /// One change to a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect<'a> {
-    /// Store `value` under `key`, replacing any version. `cas` 0: the store derives the
-    /// CAS; otherwise the item carries exactly this CAS.
+    /// Store `value` under `key`, replacing any version; `cas` is the write's stamp (0:
+    /// none), which a store with stamped CAS gives the item.
     Put {
         key: &'a [u8],
         flags: u32,
@@ -64,7 +66,7 @@ pub enum Effect<'a> {
         cas: u64,
     },
     /// Append (or prepend) `data` to the value of the item whose CAS is `base_cas`; the
-    /// result keeps that item's flags and expiry and gets CAS `cas` (0: derived). A store
+    /// result keeps that item's flags and expiry; `cas` is the write's stamp. A store
     /// whose item under `key` has another CAS, or that has none, drops the key.
     Concat {
         key: &'a [u8],

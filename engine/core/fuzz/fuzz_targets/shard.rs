@@ -9,13 +9,13 @@
 use libfuzzer_sys::fuzz_target;
 use ringcache_core::protocol::{parse, Limits, Parse, Request};
 use ringcache_core::shard::{Op, OpBatch, Shard};
-use ringcache_core::store::{Store, StoreConfig};
+use ringcache_core::store::{CasSource, Store, StoreConfig};
 
 fn shard(setting: u8) -> Shard {
     let cas_enabled = setting & 0x08 == 0;
     let config = StoreConfig {
         evictions: setting & 0x04 == 0,
-        cas_enabled,
+        cas: if cas_enabled { CasSource::Derived } else { CasSource::Off },
         limits: Limits { max_item_size: 64 << 10, cas_enabled },
         expected_items: Some(64),
         clock_base_unix: 1_700_000_000,

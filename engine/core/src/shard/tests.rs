@@ -10,15 +10,20 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 
 use super::*;
-use crate::store::StoreConfig;
+use crate::store::{CasSource, StoreConfig};
 
 fn shard(memory: usize, base: i64) -> Shard {
     shard_with(memory, base, true)
 }
 
 fn shard_with(memory: usize, base: i64, evictions: bool) -> Shard {
-    let config =
-        StoreConfig { clock_base_unix: base, expected_items: Some(256), evictions, ..StoreConfig::with_memory(memory) };
+    let config = StoreConfig {
+        clock_base_unix: base,
+        expected_items: Some(256),
+        evictions,
+        cas: CasSource::Stamped,
+        ..StoreConfig::with_memory(memory)
+    };
     match Store::new(config) {
         Ok(store) => Shard::new(store, true),
         Err(e) => panic!("store: {e}"),

@@ -8,7 +8,7 @@
 //! applies at once ([`Store::store`] and friends); replicated, the deciding node's
 //! effects are applied by every node.
 
-use super::{item, ArithOutcome, Found, ItemRef, Store, StoreMode, StoreOutcome, Value};
+use super::{item, ArithOutcome, CasSource, Found, ItemRef, Store, StoreMode, StoreOutcome, Value};
 use crate::effect::{Effect, PutValue};
 use crate::numbers::parse_u64;
 
@@ -24,6 +24,9 @@ pub enum Applied {
     Dropped,
     /// A `Touch` or `Delete` of a key this store does not hold.
     Missing,
+    /// A write without a CAS stamp given to a store whose CAS is [`CasSource::Stamped`]:
+    /// refused, nothing changed (the store cannot make up a version every replica shares).
+    Unstamped,
 }
 
 impl Store {
@@ -42,6 +45,15 @@ impl Store {
             0
         } else {
             (at - self.config.clock_base_unix).clamp(1, i64::from(u32::MAX)) as u32
+        }
+    }
+
+    /// The CAS a write with stamp `stamp` stores in its item: the stamp where CAS is
+    /// stamped (None: the write has none), else 0 (derived from the location, or off).
+    fn written_cas(&self, stamp: u64) -> Option<u64> {
+        match self.config.cas {
+            CasSource::Stamped => (stamp != 0).then_some(stamp),
+            CasSource::Derived | CasSource::Off => Some(0),
         }
     }
 
@@ -136,6 +148,7 @@ impl Store {
         self.apply_pending_flush(now);
         match *effect {
             Effect::Put { key, flags, expires_at, value, cas } => {
+                let Some(cas) = self.written_cas(cas) else { return Applied::Unstamped };
                 let expiry = self.relative(expires_at);
                 let value = match value {
                     PutValue::Bytes(b) => Value::Bytes(b),
@@ -150,6 +163,7 @@ impl Store {
                 }
             }
             Effect::Concat { key, data, prepend, base_cas, cas } => {
+                let Some(cas) = self.written_cas(cas) else { return Applied::Unstamped };
                 let hash = self.hash(key);
                 let Some(found) = self.lookup(key, hash, now) else { return Applied::Dropped };
                 let h = found.header;
@@ -235,7 +249,7 @@ impl Store {
         match effect.map(|e| self.apply(&e, now)) {
             None | Some(Applied::Done) => outcome,
             Some(Applied::OutOfMemory) => StoreOutcome::OutOfMemory,
-            Some(Applied::Dropped | Applied::Missing) => StoreOutcome::NotStored,
+            Some(Applied::Dropped | Applied::Missing | Applied::Unstamped) => StoreOutcome::NotStored,
         }
     }
 

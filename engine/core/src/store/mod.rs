@@ -21,7 +21,7 @@ mod rules;
 pub mod segments;
 
 pub use decide::Applied;
-pub use rules::{Limits, StoreMode};
+pub use rules::{CasSource, Limits, StoreMode};
 
 use std::io;
 use std::path::PathBuf;
@@ -65,8 +65,8 @@ pub struct StoreConfig {
     pub memory_limit: usize,
     /// `false` (memcached `-M`): refuse to store instead of evicting.
     pub evictions: bool,
-    /// `false` (memcached `-C`): every CAS is 0.
-    pub cas_enabled: bool,
+    /// Where CAS values come from ([`CasSource::Off`] is memcached's `-C`).
+    pub cas: CasSource,
     /// This shard's index and the shard count (part of every CAS, so CAS values are
     /// unique across shards).
     pub shard: usize,
@@ -89,7 +89,7 @@ impl StoreConfig {
         StoreConfig {
             memory_limit,
             evictions: true,
-            cas_enabled: true,
+            cas: CasSource::Derived,
             shard: 0,
             nshards: 1,
             limits: Limits { max_item_size: 1 << 20, cas_enabled: true },
@@ -284,12 +284,13 @@ impl Store {
         (loc as usize) / self.arena.seg_size()
     }
 
-    /// The CAS of an item: stored in it if it was moved, else derived from its location.
+    /// The CAS of an item: stored in it (stamped, or derived and kept when the item was
+    /// moved), else derived from its location.
     fn cas_of(&self, loc: u64, header: &Header) -> u64 {
-        if !self.config.cas_enabled {
+        if self.config.cas == CasSource::Off {
             return 0;
         }
-        if header.cas != 0 {
+        if header.cas != 0 || self.config.cas == CasSource::Stamped {
             return header.cas;
         }
         let gen = self.segs.cas_gen(self.seg_of(loc));

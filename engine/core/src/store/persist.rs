@@ -42,7 +42,7 @@ fn settings(store: &Store) -> [u64; 6] {
         store.config.shard as u64,
         store.config.nshards as u64,
         store.config.limits.max_item_size as u64,
-        u64::from(store.config.cas_enabled),
+        store.config.cas.code(),
     ]
 }
 

@@ -24,6 +24,37 @@ impl Limits {
     }
 }
 
+/// Where the CAS (version) of a written item comes from: a setting of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasSource {
+    /// memcached's `-C`: every CAS is 0 and none is stored.
+    Off,
+    /// Standalone: the store derives a write's CAS from where the item lands (segment
+    /// generation, shard, offset), unique and free: no bytes in the item. A stamp an
+    /// effect carries is ignored.
+    Derived,
+    /// Replicated: every write carries its CAS (the log index of the write), the same on
+    /// every replica, and the item stores it: 8 bytes per item. A write without one is
+    /// refused ([`super::Applied::Unstamped`]).
+    Stamped,
+}
+
+impl CasSource {
+    pub fn enabled(self) -> bool {
+        self != CasSource::Off
+    }
+
+    /// The code the warm-restart metadata records (0 and 1 are what a `cas_enabled`
+    /// flag wrote before there was a choice).
+    pub fn code(self) -> u64 {
+        match self {
+            CasSource::Off => 0,
+            CasSource::Derived => 1,
+            CasSource::Stamped => 2,
+        }
+    }
+}
+
 /// The storage commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreMode {

@@ -489,12 +489,18 @@ fn untrusted_metadata_never_makes_an_inconsistent_store() {
     assert_eq!(r.stats().curr_items, 50, "each real item once, nothing else");
 }
 
-/// The CAS source: standalone, a CAS is derived from where the item is and costs no
-/// bytes; a replicated store keeps the CAS its log gave the write, 8 bytes per item.
+/// The CAS source is a setting of the store: derived from where the item is (no bytes;
+/// a stamp is ignored), stamped by the log (the item keeps it, 8 bytes; a write without
+/// one is refused), or off (`-C`: every CAS 0, none stored).
 #[test]
-fn a_stamped_cas_costs_eight_bytes_per_item() {
+fn the_cas_source_decides_what_an_item_carries() {
     use crate::effect::{Effect, PutValue};
-    let (mut derived, mut stamped) = (store(4 << 20), store(4 << 20));
+    let with = |cas| match Store::new(StoreConfig { cas, ..config(4 << 20) }) {
+        Ok(s) => s,
+        Err(e) => panic!("store: {e}"),
+    };
+    let (mut derived, mut stamped, mut off) =
+        (with(CasSource::Derived), with(CasSource::Stamped), with(CasSource::Off));
     for i in 0..1000u64 {
         let key = format!("key:{i:012}");
         let put = |cas| Effect::Put {
@@ -504,9 +510,15 @@ fn a_stamped_cas_costs_eight_bytes_per_item() {
             value: PutValue::Bytes(&[b'v'; 32]),
             cas,
         };
-        assert_eq!(derived.apply(&put(0), 100), Applied::Done);
-        assert_eq!(stamped.apply(&put(i + 1), 100), Applied::Done);
-        assert_eq!(stamped.get(key.as_bytes(), 100).map(|it| it.cas), Some(i + 1));
+        assert_eq!(stamped.apply(&put(0), 100), Applied::Unstamped, "a stamped store needs the log's CAS");
+        for s in [&mut derived, &mut stamped, &mut off] {
+            assert_eq!(s.apply(&put(i + 1_000_000), 100), Applied::Done);
+        }
+        assert_eq!(stamped.get(key.as_bytes(), 100).map(|it| it.cas), Some(i + 1_000_000));
+        assert_ne!(derived.get(key.as_bytes(), 100).map(|it| it.cas), Some(i + 1_000_000), "derived, not stamped");
+        assert_eq!(off.get(key.as_bytes(), 100).map(|it| it.cas), Some(0));
     }
-    assert_eq!(stamped.stats().bytes - derived.stats().bytes, 8 * 1000);
+    assert_eq!(stamped.stats().bytes - derived.stats().bytes, 8 * 1000, "a stamped CAS costs 8 bytes an item");
+    assert_eq!(derived.stats().bytes, off.stats().bytes, "a derived CAS costs none");
+    assert_eq!(stamped.stats().curr_items, 1000);
 }

@@ -39,7 +39,7 @@ use mesh::MeshMsg;
 use registry::ConnectionRegistry;
 use ringcache_core::protocol::{reply, Limits};
 use ringcache_core::shard::Shard;
-use ringcache_core::store::{Store, StoreConfig};
+use ringcache_core::store::{CasSource, Store, StoreConfig};
 
 /// The `version` reply.
 pub const VERSION_LINE: &str = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "-ringcache\r\n");
@@ -423,7 +423,7 @@ async fn shard_main(
     let store = Store::new(StoreConfig {
         memory_limit: config.memory_limit_bytes / nshards,
         evictions: config.evictions,
-        cas_enabled: config.cas_enabled,
+        cas: if config.cas_enabled { CasSource::Derived } else { CasSource::Off },
         shard: index,
         nshards,
         limits,
