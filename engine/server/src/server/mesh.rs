@@ -10,9 +10,8 @@ use futures_channel::oneshot;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
 use super::registry::ConnectionRegistry;
-use ringcache_core::shard::stats::Counters;
+use super::shard_report::ShardReport;
 use ringcache_core::shard::{OpBatch, Shard};
-use ringcache_core::store::StoreStats;
 
 /// A message to another shard.
 pub enum MeshMsg {
@@ -44,29 +43,6 @@ pub struct OpsReply {
     pub resume: usize,
 }
 
-/// One shard's numbers for `stats`.
-#[derive(Debug, Clone, Default)]
-pub struct ShardReport {
-    pub counters: Counters,
-    pub store: StoreStats,
-    pub memory_limit: usize,
-    /// `(fd, peer address)` of this shard's open connections, for `stats conns`.
-    pub connections: Vec<(i32, String)>,
-}
-
-/// Builds this shard's report.
-pub fn report(shard: &mut Shard, registry: &ConnectionRegistry, reset: bool) -> ShardReport {
-    if reset {
-        shard.reset_stats();
-    }
-    ShardReport {
-        counters: *shard.counters(),
-        store: shard.store().stats(),
-        memory_limit: shard.store().memory_limit(),
-        connections: registry.list(),
-    }
-}
-
 /// Serves one peer's messages until the mesh closes.
 pub async fn serve_peer(
     receiver: ConnectedReceiver<MeshMsg>,
@@ -82,7 +58,7 @@ pub async fn serve_peer(
                 let _ = reply.send(OpsReply { batch, out, ends, resume });
             }
             MeshMsg::Stats { reset, reply } => {
-                let r = report(&mut shard.borrow_mut(), &registry.borrow(), reset);
+                let r = ShardReport::gather(&mut shard.borrow_mut(), &registry.borrow(), reset);
                 let _ = reply.send(r);
             }
         }

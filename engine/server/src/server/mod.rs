@@ -15,6 +15,7 @@ pub mod connection;
 pub mod listen;
 pub mod mesh;
 pub mod registry;
+mod shard_report;
 mod stats_reply;
 
 use std::cell::{Cell, RefCell};

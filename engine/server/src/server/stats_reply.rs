@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::mesh::ShardReport;
+use super::shard_report::ShardReport;
 use super::Shared;
 use ringcache_core::protocol::reply::{self, stat};
 use ringcache_core::shard::stats::Counters;

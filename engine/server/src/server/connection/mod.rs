@@ -34,8 +34,9 @@ use glommio::channels::channel_mesh::Senders;
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
-use super::mesh::{MeshMsg, OpsReply, ShardReport};
+use super::mesh::{MeshMsg, OpsReply};
 use super::registry::ConnectionRegistry;
+use super::shard_report::ShardReport;
 use super::stats_reply;
 use super::Shared;
 use crate::config::ConnectionLimits;
@@ -480,7 +481,7 @@ impl<'c> Connection<'c> {
 /// Collects every shard's report (this one directly, the others over the mesh).
 async fn collect_reports(ctx: &ShardContext, reset: bool) -> Result<Vec<ShardReport>, Broken> {
     let mut reports = Vec::with_capacity(ctx.nshards);
-    reports.push(super::mesh::report(&mut ctx.shard.borrow_mut(), &ctx.registry.borrow(), reset));
+    reports.push(ShardReport::gather(&mut ctx.shard.borrow_mut(), &ctx.registry.borrow(), reset));
     if let Some(senders) = &ctx.senders {
         for shard in (0..ctx.nshards).filter(|&s| s != ctx.index) {
             let (tx, rx) = oneshot::channel();
