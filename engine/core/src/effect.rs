@@ -150,6 +150,11 @@ impl EffectBatch {
         self.count = 0;
     }
 
+    /// Bytes [`EffectBatch::encode_into`] will write.
+    pub fn encoded_len(&self) -> usize {
+        self.buf.len().max(HEADER) + 4
+    }
+
     /// Appends `effect`.
     pub fn push(&mut self, effect: &Effect<'_>) {
         if self.buf.is_empty() {

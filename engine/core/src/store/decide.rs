@@ -31,7 +31,7 @@ pub enum Applied {
 
 impl Store {
     /// Absolute Unix time of relative time `rel` (0, never, stays 0).
-    fn absolute(&self, rel: u32) -> i64 {
+    pub(super) fn absolute(&self, rel: u32) -> i64 {
         if rel == 0 {
             0
         } else {

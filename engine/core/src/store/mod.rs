@@ -14,6 +14,7 @@
 pub mod arena;
 mod check;
 mod decide;
+mod export;
 pub mod index;
 pub mod item;
 mod persist;

@@ -522,3 +522,69 @@ fn the_cas_source_decides_what_an_item_carries() {
     assert_eq!(derived.stats().bytes, off.stats().bytes, "a derived CAS costs none");
     assert_eq!(stamped.stats().curr_items, 1000);
 }
+
+#[test]
+fn an_export_recreates_the_store_on_another() {
+    use crate::effect::{Effect, PutValue};
+    let stamped =
+        |base| match Store::new(StoreConfig { cas: CasSource::Stamped, clock_base_unix: base, ..config(4 << 20) }) {
+            Ok(s) => s,
+            Err(e) => panic!("store: {e}"),
+        };
+    let mut source = stamped(1_000_000);
+    for i in 0..500u64 {
+        let key = format!("k{i}");
+        // Every third item expires at relative 50 (already past at 60), the others at 1000 or never.
+        let expires_at = match i % 3 {
+            0 => 1_000_050,
+            1 => 1_001_000,
+            _ => 0,
+        };
+        let put = Effect::Put {
+            key: key.as_bytes(),
+            flags: i as u32,
+            expires_at,
+            value: PutValue::Bytes(key.as_bytes()),
+            cas: i + 1,
+        };
+        assert_eq!(source.apply(&put, 10), Applied::Done);
+    }
+    source.apply(&Effect::Delete { key: b"k1" }, 10);
+    // A pending delayed flush travels too.
+    source.apply(&Effect::Flush { at: Some(1_002_000) }, 10);
+    let mut effects = Vec::new();
+    source.export(60, |e| {
+        let owned = match *e {
+            Effect::Put { key, flags, expires_at, value: PutValue::Bytes(v), cas } => {
+                (Some((key.to_vec(), flags, expires_at, v.to_vec(), cas)), None)
+            }
+            Effect::Flush { at } => (None, at),
+            ref other => panic!("an export has only puts and a flush: {other:?}"),
+        };
+        effects.push(owned);
+    });
+    assert_eq!(effects.first().map(|e| e.1), Some(Some(1_002_000)), "the pending flush comes first");
+    // The copy's clock starts elsewhere: expiries are carried as absolute times.
+    let mut copy = stamped(1_000_020);
+    for (put, flush) in &effects {
+        let effect = match put {
+            Some((key, flags, expires_at, value, cas)) => {
+                Effect::Put { key, flags: *flags, expires_at: *expires_at, value: PutValue::Bytes(value), cas: *cas }
+            }
+            None => Effect::Flush { at: *flush },
+        };
+        assert_eq!(copy.apply(&effect, 40), Applied::Done);
+    }
+    assert_eq!(copy.stats().curr_items, 500 - 167 - 1, "expired and deleted items are not exported");
+    for i in 0..500u64 {
+        let key = format!("k{i}");
+        let at_source = source
+            .peek(key.as_bytes(), 60)
+            .map(|(it, exp)| (it.flags, it.cas, it.value.to_vec(), exp + 1_000_000 * u32::from(exp != 0)));
+        let at_copy = copy
+            .peek(key.as_bytes(), 40)
+            .map(|(it, exp)| (it.flags, it.cas, it.value.to_vec(), exp + 1_000_020 * u32::from(exp != 0)));
+        assert_eq!(at_source, at_copy, "{key}");
+    }
+    assert!(copy.peek(b"k2", 1980).is_none(), "the flush arrives at its absolute time on the copy");
+}
