@@ -143,6 +143,7 @@ impl Index {
 
     /// Finds the entry for `hash` whose location satisfies `is_match` (the caller
     /// compares the key stored there).
+    #[inline]
     pub fn find(&self, hash: u64, mut is_match: impl FnMut(u64) -> bool) -> Option<(Position, u64)> {
         if let Some((bucket, slot, loc)) = self.cur.find(hash, &mut is_match) {
             return Some((Position { in_old: false, bucket, slot }, loc));

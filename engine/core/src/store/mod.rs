@@ -303,6 +303,7 @@ impl Store {
     }
 
     /// The live-or-expired item stored under `key`, if the index has one.
+    #[inline]
     fn find(&self, key: &[u8], hash: u64) -> Option<Found> {
         let bytes = self.arena.bytes();
         let mut header = None;
@@ -347,6 +348,7 @@ impl Store {
         Some(found)
     }
 
+    #[inline]
     fn item_ref(&self, found: &Found) -> ItemRef<'_> {
         let at = found.loc as usize + found.header.value_at();
         ItemRef {
