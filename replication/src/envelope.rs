@@ -1,7 +1,7 @@
 //! The peer wire format, sans-IO: what one node sends another over their connection.
 //! A frame is `len u32 | kind u8 | group u32 | body` (`len` counts what follows it);
 //! many frames, for many groups, go out in one write. Bodies: a Raft message in its
-//! protobuf encoding, or a snapshot chunk. [`Frames`] cuts a received byte stream back
+//! protobuf encoding, a snapshot chunk, or a job forwarded to the leader and its answer. [`Frames`] cuts a received byte stream back
 //! into frames and refuses a frame longer than its limit before buffering it.
 
 use protobuf::Message as _;
@@ -15,10 +15,27 @@ use crate::snapshot::Chunk;
 pub enum Envelope {
     Raft(Message),
     Chunk(Chunk),
+    /// A follower's job for the leader: encoded ops (an `OpBatch`), to run within
+    /// `budget` reply bytes; `id` is the follower's.
+    Forward {
+        id: u64,
+        budget: u32,
+        ops: Vec<u8>,
+    },
+    /// The leader's answer: the replies of the ops it ran, each ending at `ends[i]`, and
+    /// the offset in the forwarded ops to resume from.
+    ForwardReply {
+        id: u64,
+        resume: u32,
+        ends: Vec<u32>,
+        out: Vec<u8>,
+    },
 }
 
 const KIND_RAFT: u8 = 1;
 const KIND_CHUNK: u8 = 2;
+const KIND_FORWARD: u8 = 3;
+const KIND_FORWARD_REPLY: u8 = 4;
 
 /// Appends the frame of `envelope` for group `group` to `out`.
 pub fn encode(out: &mut Vec<u8>, group: u32, envelope: &Envelope) {
@@ -32,6 +49,17 @@ pub fn encode(out: &mut Vec<u8>, group: u32, envelope: &Envelope) {
         }
         Envelope::Chunk(c) => {
             Writer::new(out).u8(KIND_CHUNK).u32(group).u64(c.index).u64(c.term).u32(c.seq).u32(c.total).bytes(&c.data);
+        }
+        Envelope::Forward { id, budget, ops } => {
+            Writer::new(out).u8(KIND_FORWARD).u32(group).u64(*id).u32(*budget).bytes(ops);
+        }
+        Envelope::ForwardReply { id, resume, ends, out: replies } => {
+            let mut w = Writer::new(out);
+            w.u8(KIND_FORWARD_REPLY).u32(group).u64(*id).u32(*resume).u32(ends.len() as u32);
+            for &end in ends {
+                w.u32(end);
+            }
+            w.bytes(replies);
         }
     }
     let len = (out.len() - start - 4) as u32;
@@ -67,6 +95,31 @@ pub fn decode(frame: &[u8]) -> Result<(u32, Envelope), FrameError> {
                 }
                 _ => return Err(FrameError::Malformed),
             }
+        }
+        KIND_FORWARD => {
+            let (id, budget, ops) = (r.u64(), r.u32(), r.bytes());
+            match (id, budget, ops) {
+                (Some(id), Some(budget), Some(ops)) if r.is_done() => {
+                    Envelope::Forward { id, budget, ops: ops.to_vec() }
+                }
+                _ => return Err(FrameError::Malformed),
+            }
+        }
+        KIND_FORWARD_REPLY => {
+            let (id, resume, count) = (r.u64(), r.u32(), r.u32());
+            let (Some(id), Some(resume), Some(count)) = (id, resume, count) else { return Err(FrameError::Malformed) };
+            if count as usize > r.remaining() / 4 {
+                return Err(FrameError::Malformed);
+            }
+            let ends = (0..count).map(|_| r.u32()).collect::<Option<Vec<u32>>>().ok_or(FrameError::Malformed)?;
+            let replies = r.bytes().ok_or(FrameError::Malformed)?;
+            if !r.is_done()
+                || ends.windows(2).any(|w| w[0] > w[1])
+                || ends.last().is_some_and(|&e| e as usize > replies.len())
+            {
+                return Err(FrameError::Malformed);
+            }
+            Envelope::ForwardReply { id, resume, ends, out: replies.to_vec() }
         }
         _ => return Err(FrameError::Malformed),
     };
@@ -139,6 +192,8 @@ mod tests {
         let sent = vec![
             (3, Envelope::Raft(msg)),
             (0, Envelope::Chunk(Chunk { index: 5, term: 2, seq: 1, total: 3, data: vec![1, 2, 3] })),
+            (1, Envelope::Forward { id: 7, budget: 1 << 20, ops: vec![3, 0, 1, b'k'] }),
+            (1, Envelope::ForwardReply { id: 7, resume: 4, ends: vec![3, 9], out: b"abcdefghi".to_vec() }),
         ];
         let mut wire = Vec::new();
         for (group, e) in &sent {
@@ -166,5 +221,13 @@ mod tests {
         assert_eq!(decode(&[9, 0, 0, 0, 0]), Err(FrameError::Malformed));
         assert_eq!(decode(&[KIND_CHUNK, 0, 0, 0, 0, 1]), Err(FrameError::Malformed));
         assert_eq!(decode(&[KIND_RAFT, 0]), Err(FrameError::Malformed));
+        // Reply ends beyond the replies, or a count larger than the frame.
+        let mut bad = Vec::new();
+        encode(&mut bad, 0, &Envelope::ForwardReply { id: 1, resume: 0, ends: vec![10], out: b"abc".to_vec() });
+        assert_eq!(decode(&bad[4..]), Err(FrameError::Malformed));
+        let mut huge = vec![KIND_FORWARD_REPLY, 0, 0, 0, 0];
+        huge.extend_from_slice(&[0; 12]);
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode(&huge), Err(FrameError::Malformed));
     }
 }

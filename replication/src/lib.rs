@@ -5,6 +5,9 @@
 //!
 //! - [`group`]: [`group::Group`], a shard's store driven by its raft-rs `RawNode`: proposals of
 //!   effect batches, the Ready loop (persist, send, apply), snapshots, membership.
+//! - [`replica`]: a shard's jobs (ops from connections, shards and peers) over its group:
+//!   decide under per-key latches on the leader, batch effects into proposals, gate
+//!   reads on ReadIndex rounds, forward from followers, answer in request order.
 //! - [`log_store`]: the in-memory Raft log (entries since the last compaction, hard state,
 //!   configuration) that raft-rs reads through its `Storage` trait.
 //! - [`wal`]: the byte format of the write-ahead log and of snapshot files: checksummed
@@ -35,6 +38,7 @@ pub mod envelope;
 pub mod group;
 pub mod handshake;
 pub mod log_store;
+pub mod replica;
 pub mod snapshot;
 pub mod wal;
 

@@ -11,42 +11,22 @@
 
 #![allow(clippy::field_reassign_with_default)] // raft-rs messages are built field by field
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+mod common;
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use common::{config, digest, shard, torn_bytes, Network};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringcache_core::effect::{Effect, EffectBatch, PutValue};
 use ringcache_core::shard::{Op, Shard};
-use ringcache_core::store::{CasSource, Store, StoreConfig, StoreMode};
+use ringcache_core::store::StoreMode;
 use ringcache_replication::durable::MemoryDurable;
-use ringcache_replication::envelope::{self, Envelope};
-use ringcache_replication::group::{Group, GroupConfig, Outgoing, Output, Ticket};
+use ringcache_replication::envelope::Envelope;
+use ringcache_replication::group::{Group, Outgoing, Output, Ticket};
 use ringcache_replication::stamp;
 
 const KEYS: usize = 24;
-const CLOCK_BASE: i64 = 1_000_000;
-
-fn shard() -> Shard {
-    let config =
-        StoreConfig { cas: CasSource::Stamped, clock_base_unix: CLOCK_BASE, ..StoreConfig::with_memory(4 << 20) };
-    match Store::new(config) {
-        Ok(store) => Shard::new(store, true),
-        Err(e) => panic!("store: {e}"),
-    }
-}
-
-/// An order-independent digest of a store's live items, and how many there are.
-fn digest(shard: &Shard, now: u32) -> (u64, usize) {
-    let (mut sum, mut count) = (0u64, 0usize);
-    shard.store().export(now, |e| {
-        let mut h = std::hash::DefaultHasher::new();
-        format!("{e:?}").hash(&mut h);
-        sum = sum.wrapping_add(h.finish());
-        count += 1;
-    });
-    (sum, count)
-}
 
 struct Node {
     id: u64,
@@ -55,23 +35,12 @@ struct Node {
     down: Option<(MemoryDurable, u64)>,
 }
 
-struct InFlight {
-    at: u64,
-    from: u64,
-    to: u64,
-    /// Encoded frame content (the wire format is exercised too).
-    frame: Vec<u8>,
-}
-
 struct Sim {
     rng: ChaCha8Rng,
     step: u64,
     nodes: Vec<Node>,
     voters: Vec<u64>,
-    net: Vec<InFlight>,
-    /// Nodes cut off from the others (both directions) until the step given.
-    isolated: HashMap<u64, u64>,
-    drop_rate: f64,
+    net: Network,
     /// Every entry applied anywhere: index -> term.
     applied_terms: BTreeMap<u64, u64>,
     /// Every proposal: (index, term) -> its encoded effect batch.
@@ -91,18 +60,6 @@ struct Sim {
     restarts: usize,
 }
 
-/// A node's configuration; its election timeout is drawn from the simulation's RNG
-/// (raft-rs would draw it from an unseeded one).
-fn config(id: u64, rng: &mut ChaCha8Rng) -> GroupConfig {
-    let timeout = rng.gen_range(10..20);
-    GroupConfig {
-        snapshot_after_bytes: 4 << 10,
-        keep_entries: 8,
-        election_timeout: Some((timeout, timeout + 1)),
-        ..GroupConfig::new(id)
-    }
-}
-
 impl Sim {
     fn new(seed: u64, n: u64) -> Self {
         let voters: Vec<u64> = (1..=n).collect();
@@ -119,9 +76,7 @@ impl Sim {
             step: 0,
             nodes,
             voters,
-            net: Vec::new(),
-            isolated: HashMap::new(),
-            drop_rate: 0.05,
+            net: Network::new(0.05),
             applied_terms: BTreeMap::new(),
             proposals: HashMap::new(),
             digests: HashMap::new(),
@@ -139,23 +94,12 @@ impl Sim {
         1 + (self.step / 10) as u32
     }
 
-    fn cut_off(&self, a: u64, b: u64) -> bool {
-        let isolated = |n: u64| self.isolated.get(&n).is_some_and(|&until| until > self.step);
-        isolated(a) || isolated(b)
-    }
-
     fn leader(&self) -> Option<usize> {
         self.nodes.iter().position(|n| n.group.as_ref().is_some_and(|g| g.is_leader()))
     }
 
-    fn send(&mut self, from: u64, to: u64, group_frame: Envelope) {
-        if self.cut_off(from, to) || self.rng.gen_bool(self.drop_rate) {
-            return;
-        }
-        let mut frame = Vec::new();
-        envelope::encode(&mut frame, 0, &group_frame);
-        let at = self.step + self.rng.gen_range(1..=4);
-        self.net.push(InFlight { at, from, to, frame: frame[4..].to_vec() });
+    fn send(&mut self, from: u64, to: u64, envelope: Envelope) {
+        self.net.send(&mut self.rng, self.step, from, to, &envelope);
     }
 
     /// Runs node `i`'s Ready loop and handles what it produced.
@@ -234,23 +178,17 @@ impl Sim {
     }
 
     fn deliver(&mut self) {
-        let step = self.step;
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.net).into_iter().partition(|m| m.at <= step);
-        self.net = later;
-        for m in due {
-            if self.cut_off(m.from, m.to) {
-                continue;
-            }
+        for m in self.net.due(self.step) {
             let Some(node) = self.nodes.iter_mut().find(|n| n.id == m.to) else { continue };
             let Some(group) = node.group.as_mut() else { continue };
-            match envelope::decode(&m.frame) {
-                Ok((_, Envelope::Raft(msg))) => group.step(msg),
-                Ok((_, Envelope::Chunk(chunk))) => {
+            match m.envelope() {
+                Envelope::Raft(msg) => group.step(msg),
+                Envelope::Chunk(chunk) => {
                     if let Err(e) = group.receive_chunk(chunk) {
                         panic!("node {}: {e}", m.to);
                     }
                 }
-                Err(e) => panic!("a frame did not decode: {e:?}"),
+                other => panic!("no jobs are forwarded here: {other:?}"),
             }
         }
     }
@@ -316,7 +254,7 @@ impl Sim {
                 _ => self.nodes[self.rng.gen_range(0..n)].id,
             };
             let until = self.step + self.rng.gen_range(20..200);
-            self.isolated.insert(who, until);
+            self.net.isolate(who, until);
         } else if roll < 10 {
             // Crash a node (never more than a minority at once).
             let down = self.nodes.iter().filter(|n| n.group.is_none()).count();
@@ -334,8 +272,7 @@ impl Sim {
     fn crash(&mut self, i: usize) {
         let Some(group) = self.nodes[i].group.take() else { return };
         let mut durable = group.into_durable();
-        let torn: Vec<u8> = (0..self.rng.gen_range(0..40)).map(|_| self.rng.gen()).collect();
-        durable.crash(&torn);
+        durable.crash(&torn_bytes(&mut self.rng));
         let back_at = self.step + self.rng.gen_range(10..150);
         self.nodes[i].down = Some((durable, back_at));
         let id = self.nodes[i].id;
@@ -383,8 +320,7 @@ impl Sim {
     /// Heals everything and runs until every node has applied the same index as the
     /// leader's commit.
     fn settle(&mut self) {
-        self.isolated.clear();
-        self.drop_rate = 0.0;
+        self.net.heal();
         for _ in 0..3000 {
             self.run_step(false, false);
             let statuses: Vec<_> = self.nodes.iter().filter_map(|n| n.group.as_ref().map(|g| g.status())).collect();
@@ -473,7 +409,7 @@ fn five_nodes_under_drops_partitions_and_crashes() {
 fn a_restarted_node_recovers_from_its_log_and_snapshot_alone() {
     // No network after the crash: what the node holds comes from its own storage.
     let mut sim = Sim::new(7, 3);
-    sim.drop_rate = 0.0;
+    sim.net.drop_rate = 0.0;
     for _ in 0..600 {
         sim.run_step(false, true);
     }
@@ -501,7 +437,7 @@ fn a_restarted_node_recovers_from_its_log_and_snapshot_alone() {
 #[test]
 fn puts_carry_the_stamp_of_their_log_position() {
     let mut sim = Sim::new(11, 3);
-    sim.drop_rate = 0.0;
+    sim.net.drop_rate = 0.0;
     for _ in 0..100 {
         sim.run_step(false, false);
     }

@@ -60,6 +60,11 @@ pub const ARITH_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory\r\n";
 pub const VALUE_HEADER_MAX: usize = 6 + 3 * 21 + 4;
 /// The most bytes of any reply other than a `VALUE` block or `stats`.
 pub const SMALL_REPLY_MAX: usize = 64;
+/// A replicated write whose fate this node could not learn (it stopped leading, or the
+/// leader's snapshot replaced its store first): it may or may not have been applied.
+pub const OUTCOME_UNKNOWN: &[u8] = b"SERVER_ERROR replication: outcome unknown, the leader changed\r\n";
+/// No leader of the key's replica group could be found in time.
+pub const NO_LEADER: &[u8] = b"SERVER_ERROR replication: no leader for this key\r\n";
 pub const NON_NUMERIC: &[u8] = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
 pub const FLUSH_DISABLED: &[u8] = b"CLIENT_ERROR flush_all not allowed\r\n";
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";

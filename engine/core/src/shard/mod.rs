@@ -207,6 +207,17 @@ impl Shard {
         }
     }
 
+    /// Counts `op`'s outcome and appends memcached's reply for it (nothing when
+    /// `noreply`): the third step of a mutating op, once its effect was applied (here,
+    /// or by a replication log).
+    pub fn reply(&mut self, op: &Op<'_>, outcome: Outcome, noreply: bool, out: &mut Vec<u8>) {
+        let mark = out.len();
+        self.answer(op, outcome, out);
+        if noreply {
+            out.truncate(mark);
+        }
+    }
+
     /// Counts `op`'s outcome and appends memcached's reply for it.
     fn answer(&mut self, op: &Op<'_>, outcome: Outcome, out: &mut Vec<u8>) {
         let c = &mut self.counters;
@@ -285,7 +296,7 @@ impl Shard {
     }
 
     /// The most bytes the reply to `op` can take, looking at (not touching) the store.
-    fn reply_size_bound(&self, op: &Op<'_>, noreply: bool, now: u32) -> usize {
+    pub fn reply_size_bound(&self, op: &Op<'_>, noreply: bool, now: u32) -> usize {
         match *op {
             Op::Get { key, .. } => {
                 self.store.peek_value_len(key, now).map_or(0, |len| reply::VALUE_HEADER_MAX + key.len() + len)

@@ -96,6 +96,29 @@ impl OpBatch {
         self.count - 1
     }
 
+    /// The encoded ops (to send to another node, or to keep).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The ops of another batch from byte offset `from` (an [`OpIter::position`]) on.
+    pub fn tail(&self, from: usize) -> OpBatch {
+        let from = from.min(self.buf.len());
+        OpBatch { buf: self.buf[from..].to_vec(), count: self.iter_from(from).count() }
+    }
+
+    /// The ops encoded in `bytes` (received from another node), checked whole: None if
+    /// any op does not decode.
+    pub fn from_bytes(bytes: Vec<u8>) -> Option<OpBatch> {
+        let mut it = OpIter { r: Reader::new(&bytes) };
+        let mut count = 0;
+        while !it.r.is_done() {
+            it.decode()?;
+            count += 1;
+        }
+        Some(OpBatch { buf: bytes, count })
+    }
+
     /// Decodes the ops in order, with their `noreply` flags.
     pub fn iter(&self) -> OpIter<'_> {
         self.iter_from(0)
@@ -203,6 +226,16 @@ mod tests {
             it.next();
         }
         assert_eq!(batch.iter_from(it.position()).count(), 0);
+        // Bytes round-trip, checked; a tail is the ops from a position on.
+        let copy = OpBatch::from_bytes(batch.as_bytes().to_vec());
+        assert_eq!(copy.as_ref().map(|b| (b.len(), b.as_bytes() == batch.as_bytes())), Some((ops.len(), true)));
+        let mut second = batch.iter();
+        second.next();
+        assert_eq!(batch.tail(second.position()).len(), ops.len() - 1);
+        let mut damaged = batch.as_bytes().to_vec();
+        damaged.truncate(damaged.len() - 1);
+        assert!(OpBatch::from_bytes(damaged).is_none());
+        assert!(OpBatch::from_bytes(vec![9, 0]).is_none());
         for (i, ((op, noreply), original)) in decoded.iter().zip(ops.iter()).enumerate() {
             assert_eq!(*noreply, i % 2 == 0);
             assert_eq!(format!("{op:?}"), format!("{original:?}"));
