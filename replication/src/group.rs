@@ -24,7 +24,10 @@ use protobuf::Message as _;
 use raft::prelude::{
     ConfChange, ConfChangeV2, Entry, EntryType, HardState, Message, MessageType, ReadState, Snapshot, SnapshotMetadata,
 };
-use raft::{Config, RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
+use raft::{Config, RawNode, ReadOnlyOption, SnapshotStatus};
+
+/// A node's role in its group (raft-rs's).
+pub use raft::StateRole;
 use ringcache_core::effect::{Effect, EffectBatch};
 use ringcache_core::shard::Shard;
 use ringcache_core::store::Applied;

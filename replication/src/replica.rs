@@ -119,6 +119,8 @@ struct Job {
     /// The budget stopped it before the end.
     stopped: bool,
     forwarded: bool,
+    /// The node it was forwarded to.
+    forwarded_to: u64,
     /// Ticks spent waiting for a leader.
     waited: u32,
 }
@@ -204,6 +206,7 @@ impl<D: Durable> Replica<D> {
             reply_bytes: 0,
             stopped: false,
             forwarded: false,
+            forwarded_to: 0,
             waited: 0,
         });
         id
@@ -307,6 +310,14 @@ impl<D: Durable> Replica<D> {
         let leads = self.group.can_decide();
         let leader = self.group.leader().filter(|&l| l != self.group.status().node_id);
         for i in 0..self.jobs.len() {
+            let job = &mut self.jobs[i];
+            if job.forwarded && (leads || leader.is_some_and(|l| l != job.forwarded_to)) {
+                // Leadership moved while the job was away: its answer may never come (the
+                // old leader may be gone), so say so now and let the client go on.
+                job.forwarded = false;
+                self.give_up(i, reply::OUTCOME_UNKNOWN);
+                continue;
+            }
             if self.jobs[i].forwarded || self.jobs[i].at_end() {
                 continue;
             }
@@ -326,6 +337,7 @@ impl<D: Durable> Replica<D> {
             match leader {
                 Some(to) if !unresolved => {
                     job.forwarded = true;
+                    job.forwarded_to = to;
                     job.waited = 0;
                     let ops = job.batch.tail(job.cursor);
                     let budget = job.budget.saturating_sub(job.reply_bytes);

@@ -585,7 +585,7 @@ fn check(seed: u64, nodes: u64, steps: u64) {
         "seed {seed}, {nodes} nodes: {} ops answered, {} with an unknown outcome, {} found no leader",
         sim.completed, sim.unknown, sim.not_run
     );
-    assert!(sim.completed > 100, "seed {seed}: the clients made progress");
+    assert!(sim.completed > 50, "seed {seed}: the clients made progress");
 }
 
 /// Seeds to run: `SIM_SEEDS` (a count) runs more for a soak; CI runs the default.

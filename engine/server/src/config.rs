@@ -61,6 +61,30 @@ pub struct Args {
     /// TOML config file (keys as the long flag names, with underscores, and the `-o` options).
     #[arg(long = "config")]
     pub config: Option<PathBuf>,
+    /// This node's id in its replica group (with --peers).
+    #[arg(long = "node-id")]
+    pub node_id: Option<u64>,
+    /// The replica group: every node's peer address as ID=HOST:PORT, comma-separated,
+    /// this node's included (shard i of a node uses PORT+i). Without it the node runs alone.
+    #[arg(long = "peers")]
+    pub peers: Option<String>,
+    /// Where this node keeps its replication log and snapshots (one directory per shard).
+    #[arg(long = "data-dir")]
+    pub data_dir: Option<PathBuf>,
+    /// strong (default): a write is acknowledged once a quorum has it.
+    #[arg(long = "replication")]
+    pub replication: Option<String>,
+    /// linearizable (default), lease, or local (any node's own copy, may be stale).
+    #[arg(long = "reads")]
+    pub reads: Option<String>,
+    /// fsync (default): the log is synced before a write is acknowledged; none: written,
+    /// not synced (survives a process crash, not a power loss).
+    #[arg(long = "durability")]
+    pub durability: Option<String>,
+    /// A file holding the secret every node of the group shares (16 bytes or more);
+    /// peers prove they hold it before anything else is read from them.
+    #[arg(long = "cluster-secret-file")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// memcached's extended options, comma-separated `name=value`: `idle_timeout`,
     /// `hashpower`, `read_buf_mem_limit`, and ringcache's `request_timeout`,
     /// `write_timeout`, `reply_buffer_limit`, `shutdown_grace`. Others are ignored.
@@ -159,6 +183,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Whether `read_buf_mem_limit` was given (else it is sized from the shard count).
     pub read_buf_mem_limit_given: bool,
+    /// The replica group this node belongs to (None: it runs alone).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// A configuration error: the server refuses to start.
@@ -186,6 +212,10 @@ pub enum ConfigError {
     HashpowerTooHigh(u32),
     #[error("an index for {items} expected items needs {need_mb} MB, more than this machine's {have_mb} MB of memory")]
     IndexTooLarge { items: usize, need_mb: usize, have_mb: usize },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("-e/--memory-file cannot be used with --peers yet: a replica restarts from its log and snapshots")]
+    ReplicatedMemoryFile,
     #[error("reply_buffer_limit {0} is out of range (1k to 1g)")]
     ReplyBufferRange(usize),
     #[error(
@@ -407,7 +437,21 @@ impl Args {
             return Err(ConfigError::ReplyBufferRange(reply_buffer_limit));
         }
         let read_buf_mem_limit = ext.read_buf_mem_limit.or(file.read_buf_mem_limit);
+        let cluster = crate::cluster::ClusterArgs {
+            node_id: self.node_id,
+            peers: self.peers.clone(),
+            data_dir: self.data_dir.clone(),
+            replication: self.replication.clone(),
+            reads: self.reads.clone(),
+            durability: self.durability.clone(),
+            secret_file: self.cluster_secret_file.clone(),
+        }
+        .resolve()?;
+        if cluster.is_some() && (self.memory_file.is_some() || file.memory_file.is_some()) {
+            return Err(ConfigError::ReplicatedMemoryFile);
+        }
         Ok(Config {
+            cluster,
             port: self.port.or(file.port).unwrap_or(11211),
             listen: self.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1".into()),
             memory_limit_bytes,

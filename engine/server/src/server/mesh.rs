@@ -11,7 +11,9 @@ use glommio::channels::shared_channel::ConnectedReceiver;
 
 use super::registry::ConnectionRegistry;
 use super::shard_report::ShardReport;
-use ringcache_core::shard::{OpBatch, Shard};
+use ringcache_core::shard::OpBatch;
+
+use super::shard_cell::ShardCell;
 
 /// A message to another shard.
 pub enum MeshMsg {
@@ -46,19 +48,31 @@ pub struct OpsReply {
 /// Serves one peer's messages until the mesh closes.
 pub async fn serve_peer(
     receiver: ConnectedReceiver<MeshMsg>,
-    shard: Rc<RefCell<Shard>>,
+    shard: Rc<ShardCell>,
     registry: Rc<RefCell<ConnectionRegistry>>,
 ) {
     while let Some(msg) = receiver.recv().await {
         match msg {
             MeshMsg::Ops { batch, from, budget, must_progress, now, mut out, mut ends, reply } => {
+                if let Some(replicated) = shard.replicated() {
+                    // The replica answers when the ops are final; this task does not wait
+                    // for it (it never waits for anything but its own receiver).
+                    let answer = replicated.submit(batch, from, budget, must_progress);
+                    glommio::spawn_local(async move {
+                        if let Ok(r) = answer.await {
+                            let _ = reply.send(r);
+                        }
+                    })
+                    .detach();
+                    continue;
+                }
                 let resume =
                     shard.borrow_mut().execute_batch(&batch, from, budget, must_progress, now, &mut out, &mut ends);
                 // The requester may have gone away (connection closed); nothing to do then.
                 let _ = reply.send(OpsReply { batch, out, ends, resume });
             }
             MeshMsg::Stats { reset, reply } => {
-                let r = ShardReport::gather(&mut shard.borrow_mut(), &registry.borrow(), reset);
+                let r = ShardReport::gather(&shard, &registry.borrow(), reset);
                 let _ = reply.send(r);
             }
         }

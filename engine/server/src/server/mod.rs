@@ -15,6 +15,8 @@ pub mod connection;
 pub mod listen;
 pub mod mesh;
 pub mod registry;
+pub mod replicated;
+pub mod shard_cell;
 mod shard_report;
 mod stats_reply;
 
@@ -41,6 +43,7 @@ use registry::ConnectionRegistry;
 use ringcache_core::protocol::{reply, Limits};
 use ringcache_core::shard::Shard;
 use ringcache_core::store::{CasSource, Store, StoreConfig};
+use shard_cell::ShardCell;
 
 /// The `version` reply.
 pub const VERSION_LINE: &str = concat!("VERSION ", env!("CARGO_PKG_VERSION"), "-ringcache\r\n");
@@ -398,6 +401,56 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
     }
 }
 
+/// Opens shard `index`'s replica group: recovers its log and snapshot from the data
+/// directory, binds its peer port, starts its peer links and its driver.
+fn join_group(
+    cluster: &crate::cluster::ClusterConfig,
+    index: usize,
+    nshards: usize,
+    shard: Shard,
+    shared: &Arc<Shared>,
+) -> io::Result<Rc<replicated::Replicated>> {
+    use crate::cluster::ClusterConfig;
+    use ringcache_replication::drivers::file::FileDurable;
+    use ringcache_replication::group::{Group, GroupConfig};
+    use ringcache_replication::replica::Replica;
+
+    let dir = cluster.data_dir.join(format!("shard-{index}"));
+    let durable = FileDurable::open(&dir, cluster.durability)?;
+    let group = Group::open(GroupConfig::new(cluster.node_id), durable, shard, &cluster.voters(), shared.clock.now())
+        .map_err(|e| {
+        io::Error::new(e.kind(), format!("shard {index}: replication log in {}: {e}", dir.display()))
+    })?;
+    // Job ids of this run differ from any earlier run's (answers for those may still arrive).
+    let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let replica = Replica::new(group, cluster.reads, replicated::NO_LEADER_TICKS, incarnation);
+    let base = cluster.own_address();
+    if usize::from(base.port()) + nshards > usize::from(u16::MAX) {
+        return Err(io::Error::other(format!("peer ports from {base} run past 65535 for {nshards} shards")));
+    }
+    let own = ClusterConfig::shard_address(base, index);
+    let listener = glommio::net::TcpListener::bind(own)
+        .map_err(|e| io::Error::other(format!("shard {index}: cannot listen for peers on {own}: {e}")))?;
+    let setup = replicated::peers::PeerSetup {
+        node_id: cluster.node_id,
+        shard: index,
+        nshards,
+        peers: cluster
+            .peers
+            .iter()
+            .filter(|(id, _)| *id != cluster.node_id)
+            .map(|&(id, addr)| (id, ClusterConfig::shard_address(addr, index)))
+            .collect(),
+        secret: Rc::new(cluster.secret.clone()),
+    };
+    let links = replicated::peers::Links::start(&setup);
+    let (replica, woken) = replicated::Replicated::new(cluster.node_id, index, replica, links, shared.clock);
+    glommio::spawn_local(replica.clone().drive(woken)).detach();
+    glommio::spawn_local(replicated::peers::listen(listener, Rc::downgrade(&replica), setup)).detach();
+    tracing::info!(shard = index, node = cluster.node_id, peers = %own, "joined replica group {index}");
+    Ok(replica)
+}
+
 /// The memory file of shard `index` (`PATH.shardN`).
 fn shard_memory_file(config: &Config, index: usize) -> Option<std::path::PathBuf> {
     config.memory_file.as_ref().map(|p| {
@@ -424,7 +477,12 @@ async fn shard_main(
     let store = Store::new(StoreConfig {
         memory_limit: config.memory_limit_bytes / nshards,
         evictions: config.evictions,
-        cas: if config.cas_enabled { CasSource::Derived } else { CasSource::Off },
+        // A replicated store keeps the CAS its log stamps (the same on every replica).
+        cas: match (&config.cluster, config.cas_enabled) {
+            (Some(_), _) => CasSource::Stamped,
+            (None, true) => CasSource::Derived,
+            (None, false) => CasSource::Off,
+        },
         shard: index,
         nshards,
         limits,
@@ -433,7 +491,11 @@ async fn shard_main(
         huge_pages: config.huge_pages,
         clock_base_unix: shared.clock.base().unix_at_zero,
     })?;
-    let shard = Rc::new(RefCell::new(Shard::new(store, config.flush_enabled)));
+    let shard = Shard::new(store, config.flush_enabled);
+    let shard = match &config.cluster {
+        None => Rc::new(ShardCell::Alone(RefCell::new(shard))),
+        Some(cluster) => Rc::new(ShardCell::Replicated(join_group(cluster, index, nshards, shard, &shared)?)),
+    };
     let _ = events.send(Event::Ready);
     // The go comes from the main thread (a foreign wake for glommio). Nothing else wakes
     // this executor yet, so tick while waiting: if the wake-up is lost where glommio's

@@ -3,9 +3,22 @@
 //! `stats` request over the mesh) and summed by `stats_reply`.
 
 use super::registry::ConnectionRegistry;
+use super::shard_cell::ShardCell;
 use ringcache_core::shard::stats::Counters;
-use ringcache_core::shard::Shard;
 use ringcache_core::store::StoreStats;
+use ringcache_replication::durable::Durable;
+use ringcache_replication::group::{GroupStats, GroupStatus};
+
+/// A replicated shard's group: where it stands, and the batching it achieved.
+#[derive(Debug, Clone)]
+pub struct ReplicationReport {
+    pub shard: usize,
+    pub status: GroupStatus,
+    pub stats: GroupStats,
+    pub syncs: u64,
+    /// Jobs waiting for their outcome.
+    pub jobs: usize,
+}
 
 /// One shard's numbers for `stats`.
 #[derive(Debug, Clone, Default)]
@@ -15,11 +28,24 @@ pub struct ShardReport {
     pub memory_limit: usize,
     /// `(fd, peer address)` of this shard's open connections, for `stats conns`.
     pub connections: Vec<(i32, String)>,
+    pub replication: Option<ReplicationReport>,
 }
 
 impl ShardReport {
     /// Gathers this shard's report (resetting its counters first if `reset`: `stats reset`).
-    pub fn gather(shard: &mut Shard, registry: &ConnectionRegistry, reset: bool) -> ShardReport {
+    pub fn gather(cell: &ShardCell, registry: &ConnectionRegistry, reset: bool) -> ShardReport {
+        let replication = cell.replicated().map(|r| {
+            let replica = r.replica.borrow();
+            let group = replica.group();
+            ReplicationReport {
+                shard: r.shard,
+                status: group.status(),
+                stats: group.stats(),
+                syncs: group.durable().syncs(),
+                jobs: replica.jobs(),
+            }
+        });
+        let mut shard = cell.borrow_mut();
         if reset {
             shard.reset_stats();
         }
@@ -28,6 +54,7 @@ impl ShardReport {
             store: shard.store().stats(),
             memory_limit: shard.store().memory_limit(),
             connections: registry.list(),
+            replication,
         }
     }
 }

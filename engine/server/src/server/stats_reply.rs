@@ -9,6 +9,7 @@ use super::Shared;
 use ringcache_core::protocol::reply::{self, stat};
 use ringcache_core::shard::stats::Counters;
 use ringcache_core::store::StoreStats;
+use ringcache_replication::group::StateRole;
 
 fn subcommand(args: &[u8]) -> &[u8] {
     args.split(|&b| b == b' ').find(|t| !t.is_empty()).unwrap_or(&[])
@@ -50,6 +51,62 @@ fn rusage() -> (f64, f64) {
     }
     let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     (secs(usage.ru_utime), secs(usage.ru_stime))
+}
+
+/// `stats replication`: each shard's group (nothing for a node alone): role, leader,
+/// term, commit and applied index, the log's span, the peers' match index (on a
+/// leader), and the batching achieved: effects per entry, entries per fsync, bytes per
+/// append message.
+fn replication(out: &mut Vec<u8>, reports: &[ShardReport]) {
+    let mut groups: Vec<_> = reports.iter().filter_map(|r| r.replication.as_ref()).collect();
+    groups.sort_by_key(|g| g.shard);
+    for g in groups {
+        let (s, st, b) = (g.shard, &g.status, &g.stats);
+        let role = match st.role {
+            StateRole::Leader => "leader",
+            StateRole::Follower => "follower",
+            StateRole::Candidate => "candidate",
+            StateRole::PreCandidate => "precandidate",
+        };
+        stat(out, &format!("shard:{s}:node"), st.node_id);
+        stat(out, &format!("shard:{s}:role"), role);
+        stat(out, &format!("shard:{s}:leader"), st.leader);
+        stat(out, &format!("shard:{s}:term"), st.term);
+        stat(out, &format!("shard:{s}:commit"), st.commit);
+        stat(out, &format!("shard:{s}:applied"), st.applied);
+        stat(out, &format!("shard:{s}:first_index"), st.first_index);
+        stat(out, &format!("shard:{s}:last_index"), st.last_index);
+        stat(out, &format!("shard:{s}:snapshot_index"), st.snapshot);
+        let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        stat(out, &format!("shard:{s}:voters"), ids(&st.voters));
+        stat(out, &format!("shard:{s}:learners"), ids(&st.learners));
+        for &(peer, matched, _) in &st.peers {
+            stat(out, &format!("shard:{s}:peer:{peer}:match"), matched);
+            stat(out, &format!("shard:{s}:peer:{peer}:lag"), st.last_index.saturating_sub(matched));
+        }
+        stat(out, &format!("shard:{s}:jobs_waiting"), g.jobs);
+        stat(out, &format!("shard:{s}:proposals"), b.proposals);
+        stat(out, &format!("shard:{s}:effects_proposed"), b.effects_proposed);
+        stat(out, &format!("shard:{s}:entries_persisted"), b.entries_persisted);
+        stat(out, &format!("shard:{s}:fsyncs"), g.syncs);
+        stat(out, &format!("shard:{s}:append_messages"), b.append_messages);
+        stat(out, &format!("shard:{s}:append_bytes"), b.bytes_sent);
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        stat(
+            out,
+            &format!("shard:{s}:writes_per_entry"),
+            format_args!("{:.2}", ratio(b.effects_proposed, b.proposals)),
+        );
+        stat(out, &format!("shard:{s}:entries_per_fsync"), format_args!("{:.2}", ratio(b.entries_persisted, g.syncs)));
+        stat(
+            out,
+            &format!("shard:{s}:bytes_per_append"),
+            format_args!("{:.1}", ratio(b.bytes_sent, b.append_messages)),
+        );
+        stat(out, &format!("shard:{s}:snapshots_taken"), b.snapshots_taken);
+        stat(out, &format!("shard:{s}:snapshots_sent"), b.snapshots_sent);
+        stat(out, &format!("shard:{s}:snapshots_installed"), b.snapshots_installed);
+    }
 }
 
 /// Appends the reply to `stats <args>`.
@@ -149,6 +206,7 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], shared: &S
                 }
             }
         }
+        b"replication" => replication(out, reports),
         b"sizes" => stat(out, "sizes_status", "disabled"),
         b"detail" => {
             // Per-prefix detail is not collected; accept the switches as memcached does.

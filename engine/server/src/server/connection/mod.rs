@@ -36,6 +36,7 @@ use glommio::sync::Semaphore;
 
 use super::mesh::{MeshMsg, OpsReply};
 use super::registry::ConnectionRegistry;
+use super::shard_cell::ShardCell;
 use super::shard_report::ShardReport;
 use super::stats_reply;
 use super::Shared;
@@ -43,7 +44,7 @@ use crate::config::ConnectionLimits;
 use input::{Input, Room};
 use replies::{Replies, Scope, Trip};
 use ringcache_core::protocol::{self, reply, Keys, Limits, Parse, ProtocolError, Request, KEY_MAX_LENGTH};
-use ringcache_core::shard::{owner_of, Op, Shard};
+use ringcache_core::shard::{owner_of, Op};
 
 pub use input::BASE as READ_BUFFER_BASE;
 
@@ -60,7 +61,7 @@ pub fn max_request_bytes(max_item_size: usize) -> usize {
 pub struct ShardContext {
     pub index: usize,
     pub nshards: usize,
-    pub shard: Rc<RefCell<Shard>>,
+    pub shard: Rc<ShardCell>,
     pub senders: Option<Rc<Senders<MeshMsg>>>,
     pub registry: Rc<RefCell<ConnectionRegistry>>,
     pub shared: Arc<Shared>,
@@ -75,7 +76,7 @@ impl ShardContext {
     pub fn new(
         index: usize,
         nshards: usize,
-        shard: Rc<RefCell<Shard>>,
+        shard: Rc<ShardCell>,
         senders: Option<Rc<Senders<MeshMsg>>>,
         registry: Rc<RefCell<ConnectionRegistry>>,
         shared: Arc<Shared>,
@@ -232,7 +233,8 @@ impl<'c> Connection<'c> {
     /// every shard: see `request`.)
     fn op(&mut self, op: Op<'_>, noreply: bool, now: u32) {
         let owner = op.key().map_or(self.ctx.index, |key| owner_of(key, self.ctx.nshards));
-        if owner == self.ctx.index {
+        // A replicated shard's own ops go to its replica too, as a job.
+        if owner == self.ctx.index && self.ctx.shard.replicated().is_none() {
             self.execute_here(&op, noreply, now);
         } else {
             self.replies.push_remote(owner, &op, noreply);
@@ -267,7 +269,7 @@ impl<'c> Connection<'c> {
                 // Every shard flushes, in order with this connection's other requests;
                 // only this shard answers.
                 for shard in 0..self.ctx.nshards {
-                    if shard == self.ctx.index {
+                    if shard == self.ctx.index && self.ctx.shard.replicated().is_none() {
                         self.execute_here(&Op::FlushAll { delay, reply: true }, noreply, now);
                     } else {
                         self.replies.push_remote(shard, &Op::FlushAll { delay, reply: false }, noreply);
@@ -313,7 +315,6 @@ impl<'c> Connection<'c> {
     async fn drain(&mut self, stream: &mut TcpStream, scope: Scope) -> Result<(), Broken> {
         loop {
             if self.replies.has_unsent() {
-                let senders = self.ctx.senders.as_ref().ok_or(Broken)?;
                 let trips = &mut self.trips;
                 self.replies.take_trips(self.ctx.conn.reply_buffer_limit, |trip| trips.push(trip));
                 if self.trips.is_empty() {
@@ -324,6 +325,13 @@ impl<'c> Connection<'c> {
                 }
                 let now = self.ctx.shared.clock.now();
                 for Trip { shard, batch, from, budget, must_progress, out, ends } in self.trips.drain(..) {
+                    if shard == self.ctx.index {
+                        // Only a replicated shard sends its own ops round: to its replica.
+                        let replicated = self.ctx.shard.replicated().ok_or(Broken)?;
+                        self.waiting.push((shard, from, replicated.submit(batch, from, budget, must_progress)));
+                        continue;
+                    }
+                    let senders = self.ctx.senders.as_ref().ok_or(Broken)?;
                     let (reply, answer) = oneshot::channel();
                     let msg = MeshMsg::Ops { batch, from, budget, must_progress, now, out, ends, reply };
                     senders.send_to(shard, msg).await.map_err(|_| Broken)?;
@@ -481,7 +489,7 @@ impl<'c> Connection<'c> {
 /// Collects every shard's report (this one directly, the others over the mesh).
 async fn collect_reports(ctx: &ShardContext, reset: bool) -> Result<Vec<ShardReport>, Broken> {
     let mut reports = Vec::with_capacity(ctx.nshards);
-    reports.push(ShardReport::gather(&mut ctx.shard.borrow_mut(), &ctx.registry.borrow(), reset));
+    reports.push(ShardReport::gather(&ctx.shard, &ctx.registry.borrow(), reset));
     if let Some(senders) = &ctx.senders {
         for shard in (0..ctx.nshards).filter(|&s| s != ctx.index) {
             let (tx, rx) = oneshot::channel();

@@ -1,0 +1,203 @@
+//! A shard of a node in a replica group: its [`Replica`] (the shard's store inside its
+//! Raft group, `ringcache-replication`), the task that drives it on the shard's own
+//! executor (ticks, polls, hands out what it produced), and its peer links
+//! ([`peers`]). Connections and other shards submit jobs (op batches, the mesh's unit)
+//! and get the replies back on a oneshot channel, in the shape of the mesh's
+//! [`OpsReply`]. Nothing here crosses a core: shard *i* talks only to shard *i* of the
+//! other nodes.
+
+pub mod peers;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_channel::{mpsc, oneshot};
+use futures_lite::StreamExt;
+use ringcache_core::shard::OpBatch;
+use ringcache_replication::drivers::file::FileDurable;
+use ringcache_replication::envelope::Envelope;
+use ringcache_replication::group::Outgoing;
+use ringcache_replication::replica::{JobId, Replica, ReplicaOutput};
+
+use super::mesh::OpsReply;
+use crate::clock::Clock;
+
+/// How often a group's logical clock ticks: elections take 10 to 20 ticks without a
+/// leader, heartbeats go out every 2.
+pub const TICK: Duration = Duration::from_millis(50);
+/// Ticks a job may wait for a leader (or a forwarded job for its answer): 5 s.
+pub const NO_LEADER_TICKS: u32 = 100;
+
+/// One shard's replica and what it owes to whom.
+pub struct Replicated {
+    pub node_id: u64,
+    pub shard: usize,
+    pub replica: RefCell<Replica<FileDurable>>,
+    /// Local jobs (this shard's connections, other shards): who waits for the reply.
+    waiters: RefCell<HashMap<JobId, oneshot::Sender<OpsReply>>>,
+    /// Jobs forwarded here by followers: (node, their job id).
+    remote: RefCell<HashMap<JobId, (u64, u64)>>,
+    wake: mpsc::UnboundedSender<()>,
+    pub links: peers::Links,
+    clock: Clock,
+}
+
+impl Replicated {
+    /// A shard's replica; `drive` must then run on the shard's executor.
+    pub fn new(
+        node_id: u64,
+        shard: usize,
+        replica: Replica<FileDurable>,
+        links: peers::Links,
+        clock: Clock,
+    ) -> (Rc<Self>, mpsc::UnboundedReceiver<()>) {
+        let (wake, woken) = mpsc::unbounded();
+        let r = Replicated {
+            node_id,
+            shard,
+            replica: RefCell::new(replica),
+            waiters: RefCell::new(HashMap::new()),
+            remote: RefCell::new(HashMap::new()),
+            wake,
+            links,
+            clock,
+        };
+        (Rc::new(r), woken)
+    }
+
+    /// Asks the driver to poll soon.
+    pub fn wake(&self) {
+        let _ = self.wake.unbounded_send(());
+    }
+
+    /// Runs the ops of `batch` from `from` through the group; the reply comes back
+    /// when every one of them is final.
+    pub fn submit(
+        &self,
+        batch: OpBatch,
+        from: usize,
+        budget: usize,
+        must_progress: bool,
+    ) -> oneshot::Receiver<OpsReply> {
+        let (tx, rx) = oneshot::channel();
+        let job = self.replica.borrow_mut().submit(batch, from, budget, must_progress);
+        self.waiters.borrow_mut().insert(job, tx);
+        self.wake();
+        rx
+    }
+
+    /// What an authenticated peer, node `from`, sent for this shard's group.
+    pub fn receive(&self, from: u64, envelope: Envelope) {
+        let mut replica = self.replica.borrow_mut();
+        match envelope {
+            Envelope::Raft(msg) => {
+                if msg.from != from {
+                    tracing::warn!(
+                        shard = self.shard,
+                        peer = from,
+                        claimed = msg.from,
+                        "a peer sent a message as another node: dropped"
+                    );
+                    return;
+                }
+                replica.group_mut().step(msg);
+            }
+            Envelope::Chunk(chunk) => {
+                if let Err(e) = replica.group_mut().receive_chunk(chunk) {
+                    panic!("shard {}: cannot write a snapshot chunk: {e}", self.shard);
+                }
+            }
+            Envelope::Forward { id, budget, ops } => match OpBatch::from_bytes(ops) {
+                Some(batch) => {
+                    let job = replica.submit(batch, 0, budget as usize, true);
+                    self.remote.borrow_mut().insert(job, (from, id));
+                }
+                None => tracing::warn!(shard = self.shard, peer = from, "a forwarded batch did not decode: dropped"),
+            },
+            Envelope::ForwardReply { id, resume, ends, out } => {
+                replica.forwarded(JobId(id), out, ends, resume as usize)
+            }
+        }
+        drop(replica);
+        self.wake();
+    }
+
+    /// Polls the replica and hands out what it produced.
+    fn poll(&self, out: &mut ReplicaOutput) {
+        let now = self.clock.now();
+        let mut replica = self.replica.borrow_mut();
+        if let Err(e) = replica.poll(now, out) {
+            // The log could not be written: this node can no longer promise anything.
+            panic!("shard {}: the replication log failed: {e}", self.shard);
+        }
+        for m in out.messages.drain(..) {
+            match m {
+                Outgoing::Raft(msg) => {
+                    let to = msg.to;
+                    self.links.send(to, &Envelope::Raft(msg));
+                }
+                Outgoing::Snapshot { message, index, term, total } => {
+                    let to = message.to;
+                    let mut delivered = true;
+                    for seq in 0..total {
+                        match replica.group().read_chunk(index, term, seq) {
+                            Ok(Some(chunk)) => self.links.send(to, &Envelope::Chunk(chunk)),
+                            _ => {
+                                delivered = false;
+                                break;
+                            }
+                        }
+                    }
+                    if delivered {
+                        self.links.send(to, &Envelope::Raft(message));
+                    }
+                    replica.group_mut().report_snapshot(to, delivered);
+                }
+            }
+        }
+        for f in out.forwards.drain(..) {
+            let ops = f.ops.as_bytes().to_vec();
+            self.links
+                .send(f.to, &Envelope::Forward { id: f.id.0, budget: f.budget.min(u32::MAX as usize) as u32, ops });
+        }
+        drop(replica);
+        for done in out.finished.drain(..) {
+            if let Some((node, their_id)) = self.remote.borrow_mut().remove(&done.id) {
+                let reply =
+                    Envelope::ForwardReply { id: their_id, resume: done.resume as u32, ends: done.ends, out: done.out };
+                self.links.send(node, &reply);
+                continue;
+            }
+            if let Some(tx) = self.waiters.borrow_mut().remove(&done.id) {
+                let _ = tx.send(OpsReply { batch: done.batch, out: done.out, ends: done.ends, resume: done.resume });
+            }
+        }
+    }
+
+    /// The shard's replication loop: ticks, and polls whenever woken (a job, a peer's
+    /// message) or ticked.
+    pub async fn drive(self: Rc<Self>, mut woken: mpsc::UnboundedReceiver<()>) {
+        let mut out = ReplicaOutput::default();
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let stop = futures_lite::future::or(async { woken.next().await.is_none() }, async {
+                glommio::timer::sleep(wait).await;
+                false
+            })
+            .await;
+            if stop {
+                return;
+            }
+            while woken.try_recv().is_ok() {}
+            let now = Instant::now();
+            if now >= next_tick {
+                self.replica.borrow_mut().tick();
+                next_tick = (next_tick + TICK).max(now);
+            }
+            self.poll(&mut out);
+        }
+    }
+}

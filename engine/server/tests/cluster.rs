@@ -1,0 +1,305 @@
+//! Replica groups, whole processes on loopback: a group elects a leader and every node
+//! serves every command; killing the leader (kill -9) under write load loses no
+//! acknowledged write and writes resume through the others; a node killed and restarted
+//! recovers from its log and catches up; a node with the wrong cluster secret is refused
+//! by its peers (and says why) while the others go on.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringcache_test_support::{reserve_port, Server};
+
+const SECRET: &str = "a-cluster-secret-for-tests-0123456789";
+
+struct Node {
+    id: u64,
+    port: u16,
+    dir: PathBuf,
+    secret: PathBuf,
+    peers: String,
+    log: PathBuf,
+    server: Option<Server>,
+}
+
+impl Node {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ringcache"))
+            .args(["-l", "127.0.0.1", "-p", &self.port.to_string(), "-t", "1", "-m", "64"])
+            .args(["--node-id", &self.id.to_string(), "--peers", &self.peers])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--cluster-secret-file")
+            .arg(&self.secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ringcache");
+        let mut server = Server { port: self.port, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(server.addr()).is_err() {
+            assert!(server.is_running(), "node {} exited at start: {}", self.id, self.log_text());
+            assert!(Instant::now() < deadline, "node {} did not listen", self.id);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.server = Some(server);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.signal("-KILL");
+            s.wait_for_exit(Duration::from_secs(10));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(15))).ok();
+        s
+    }
+
+    /// `stats replication` (or `stats`) as name -> value.
+    fn stats(&self, which: &str) -> Vec<(String, String)> {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return Vec::new() };
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let reply = request(&mut s, format!("stats {which}\r\n").as_bytes(), b"END\r\n");
+        String::from_utf8_lossy(&reply)
+            .lines()
+            .filter_map(|l| l.strip_prefix("STAT "))
+            .filter_map(|l| l.split_once(' ').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect()
+    }
+
+    fn stat(&self, which: &str, name: &str) -> Option<String> {
+        self.stats(which).into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+}
+
+fn request(s: &mut TcpStream, bytes: &[u8], until: &[u8]) -> Vec<u8> {
+    s.write_all(bytes).expect("send");
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !reply.ends_with(until) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+        }
+    }
+    reply
+}
+
+/// One line of reply (for storage commands).
+fn command(s: &mut TcpStream, bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&request(s, bytes, b"\r\n")).into_owned()
+}
+
+struct Group {
+    nodes: Vec<Node>,
+    root: PathBuf,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A group of `n` nodes, one shard each; node ids from 1. `secret_of` gives each
+/// node's secret.
+fn group(name: &str, n: u64, secret_of: impl Fn(u64) -> &'static str) -> Group {
+    let root = std::env::temp_dir().join(format!("ringcache-cluster-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("temp dir");
+    // Ports: reserved, then released just before the nodes bind them.
+    let client: Vec<_> = (0..n).map(|_| reserve_port()).collect();
+    let peer: Vec<_> = (0..n).map(|_| reserve_port()).collect();
+    let peers = (1..=n).map(|i| format!("{i}=127.0.0.1:{}", peer[i as usize - 1].port)).collect::<Vec<_>>().join(",");
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        let secret = root.join(format!("secret{i}"));
+        std::fs::write(&secret, secret_of(i)).expect("secret");
+        nodes.push(Node {
+            id: i,
+            port: client[i as usize - 1].port,
+            dir: root.join(format!("node{i}")),
+            secret,
+            peers: peers.clone(),
+            log: root.join(format!("node{i}.log")),
+            server: None,
+        });
+    }
+    drop(client);
+    drop(peer);
+    for node in &mut nodes {
+        node.start();
+    }
+    Group { nodes, root }
+}
+
+impl Group {
+    /// Waits until some node leads shard 0 and the others follow it; its index.
+    fn leader(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if n.server.is_some() && n.stat("replication", "shard:0:role").as_deref() == Some("leader") {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader within {within:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn a_group_elects_a_leader_and_every_node_serves_every_command() {
+    let g = group("serve", 3, |_| SECRET);
+    let leader = g.leader(Duration::from_secs(20));
+    for (i, node) in g.nodes.iter().enumerate() {
+        let mut c = node.connect();
+        let key = format!("key{i}");
+        assert_eq!(
+            command(&mut c, format!("set {key} 5 0 5\r\nhello\r\n").as_bytes()),
+            "STORED\r\n",
+            "node {}",
+            node.id
+        );
+        assert_eq!(command(&mut c, format!("add {key} 0 0 1\r\nx\r\n").as_bytes()), "NOT_STORED\r\n");
+        assert_eq!(command(&mut c, format!("append {key} 0 0 3\r\n!!!\r\n").as_bytes()), "STORED\r\n");
+        assert_eq!(command(&mut c, b"set n 0 0 2\r\n40\r\n"), "STORED\r\n");
+        assert_eq!(command(&mut c, b"incr n 2\r\n"), "42\r\n");
+    }
+    // Every node answers reads with what any node wrote, with the same CAS.
+    let mut seen = Vec::new();
+    for node in &g.nodes {
+        let mut c = node.connect();
+        let reply = String::from_utf8_lossy(&request(&mut c, b"gets key0 key1 key2 n\r\n", b"END\r\n")).into_owned();
+        for i in 0..3 {
+            assert!(reply.contains(&format!("VALUE key{i} 5 8 ")), "node {}: {reply}", node.id);
+        }
+        assert!(reply.contains("hello!!!\r\n") && reply.contains("\r\n42\r\n"), "node {}: {reply}", node.id);
+        seen.push(reply);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "the same versions everywhere: {seen:?}");
+    // A cas with the version read elsewhere succeeds once.
+    let cas = seen[0]
+        .lines()
+        .find(|l| l.starts_with("VALUE key0"))
+        .and_then(|l| l.split(' ').nth(4))
+        .unwrap_or("0")
+        .to_string();
+    let mut c = g.nodes[(leader + 1) % 3].connect();
+    assert_eq!(command(&mut c, format!("cas key0 0 0 1 {cas}\r\nz\r\n").as_bytes()), "STORED\r\n");
+    assert_eq!(command(&mut c, format!("cas key0 0 0 1 {cas}\r\ny\r\n").as_bytes()), "EXISTS\r\n");
+    // The leader reports its followers caught up.
+    let stats = g.nodes[leader].stats("replication");
+    let get = |k: &str| stats.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let commit = get("shard:0:commit");
+    assert_eq!(get("shard:0:applied"), commit);
+    assert_eq!(get("shard:0:voters"), "1,2,3");
+}
+
+#[test]
+fn killing_the_leader_loses_no_acknowledged_write_and_writes_resume() {
+    let mut g = group("failover", 3, |_| SECRET);
+    let leader = g.leader(Duration::from_secs(20));
+    let through = (leader + 1) % 3;
+    let mut c = g.nodes[through].connect();
+    let mut acked = Vec::new();
+    for i in 0..200 {
+        if command(&mut c, format!("set k{i} 0 0 4\r\nv{i:03}\r\n").as_bytes()) == "STORED\r\n" {
+            acked.push(i);
+        }
+    }
+    assert_eq!(acked.len(), 200, "all writes acknowledged before the fault");
+    let killed_at = Instant::now();
+    g.nodes[leader].kill();
+    // Keep writing through the surviving follower until writes are acknowledged again.
+    let mut first_ack = None;
+    let mut i = 200;
+    while first_ack.is_none() || i < 400 {
+        let reply = command(&mut c, format!("set k{i} 0 0 4\r\nv{i:03}\r\n").as_bytes());
+        if reply == "STORED\r\n" {
+            acked.push(i);
+            first_ack.get_or_insert_with(|| killed_at.elapsed());
+        } else {
+            assert!(reply.starts_with("SERVER_ERROR replication"), "only replication errors during failover: {reply}");
+        }
+        i += 1;
+        assert!(killed_at.elapsed() < Duration::from_secs(30), "writes did not resume");
+    }
+    eprintln!("failover: first acknowledged write {:?} after kill -9 of the leader", first_ack);
+    // Every acknowledged write is there, read through both survivors.
+    for node in g.nodes.iter().filter(|n| n.server.is_some()) {
+        let mut r = node.connect();
+        for &k in &acked {
+            let reply = request(&mut r, format!("get k{k}\r\n").as_bytes(), b"END\r\n");
+            let want = format!("VALUE k{k} 0 4\r\nv{k:03}\r\nEND\r\n");
+            assert_eq!(String::from_utf8_lossy(&reply), want, "node {} lost an acknowledged write", node.id);
+        }
+    }
+}
+
+#[test]
+fn a_restarted_node_recovers_from_its_log_and_catches_up() {
+    let mut g = group("restart", 3, |_| SECRET);
+    let leader = g.leader(Duration::from_secs(20));
+    let victim = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let mut c = g.nodes[leader].connect();
+    for i in 0..100 {
+        assert_eq!(command(&mut c, format!("set a{i} 0 0 1\r\nx\r\n").as_bytes()), "STORED\r\n");
+    }
+    g.nodes[victim].kill();
+    for i in 0..100 {
+        assert_eq!(command(&mut c, format!("set b{i} 0 0 1\r\ny\r\n").as_bytes()), "STORED\r\n");
+    }
+    g.nodes[victim].start();
+    // Its own store catches up: the same items as the others, at the same applied index.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let items = |n: &Node| n.stat("", "curr_items");
+        let applied = |n: &Node| n.stat("replication", "shard:0:applied");
+        if items(&g.nodes[victim]).as_deref() == Some("200") && applied(&g.nodes[victim]) == applied(&g.nodes[other]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node did not catch up: {:?}",
+            g.nodes[victim].stats("replication")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(g.nodes[victim].log_text().contains("joined replica group 0"));
+}
+
+#[test]
+fn a_node_with_the_wrong_secret_is_refused_and_the_others_go_on() {
+    let g = group("secret", 3, |i| if i == 3 { "not-the-cluster-secret-at-all-000" } else { SECRET });
+    let leader = g.leader(Duration::from_secs(20));
+    assert_ne!(g.nodes[leader].id, 3, "the outsider cannot lead");
+    let mut c = g.nodes[leader].connect();
+    assert_eq!(command(&mut c, b"set k 0 0 1\r\nv\r\n"), "STORED\r\n", "two of three are a quorum");
+    // Both sides say why, and the outsider never learns of a leader.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !g.nodes[2].log_text().contains("cannot authenticate with peer") {
+        assert!(Instant::now() < deadline, "the outsider's log: {}", g.nodes[2].log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let insiders = g.nodes[0].log_text() + &g.nodes[1].log_text();
+    assert!(insiders.contains("refused a peer connection"), "{insiders}");
+    assert_eq!(g.nodes[2].stat("replication", "shard:0:leader").as_deref(), Some("0"));
+    assert_eq!(g.nodes[2].stat("", "curr_items").as_deref(), Some("0"), "nothing reached it");
+}
