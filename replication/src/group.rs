@@ -22,11 +22,12 @@ use std::ops::Range;
 
 use protobuf::Message as _;
 use raft::prelude::{
-    ConfChange, ConfChangeV2, Entry, EntryType, HardState, Message, MessageType, ReadState, Snapshot, SnapshotMetadata,
+    ConfChange, Entry, EntryType, HardState, Message, MessageType, ReadState, Snapshot, SnapshotMetadata,
 };
 use raft::{Config, RawNode, ReadOnlyOption, SnapshotStatus};
 
-/// A node's role in its group (raft-rs's).
+/// A node's role in its group (raft-rs's), and membership changes (raft-rs's messages).
+pub use raft::prelude::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState};
 pub use raft::StateRole;
 use ringcache_core::effect::{Effect, EffectBatch};
 use ringcache_core::shard::Shard;
@@ -36,6 +37,9 @@ use crate::durable::{Durable, SnapshotSlot};
 use crate::log_store::LogStore;
 use crate::snapshot::{self, Accepted, Assembler, Chunk};
 use crate::{stamp, MAX_EFFECTS_PER_ENTRY};
+
+/// The index and term of a new group's founding snapshot.
+pub const BOOTSTRAP: u64 = 5;
 
 /// How a group runs.
 #[derive(Debug, Clone)]
@@ -103,7 +107,7 @@ impl Outgoing {
 
 /// Where a proposal went in the log: it succeeded if the entry applied at `index` has
 /// this `term`, and was lost (a new leader replaced it) if it has another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ticket {
     pub index: u64,
     pub term: u64,
@@ -146,6 +150,19 @@ pub struct Output {
     /// This node stopped leading: its proposals not yet reported applied have an
     /// unknown outcome (they may still commit under the new leader, or be replaced).
     pub stepped_down: bool,
+    /// Membership changes applied (the caller adds or drops peer links).
+    pub membership: Vec<Membership>,
+}
+
+/// A membership change applied at `index`: what changed, the context it was proposed
+/// with (the server puts the new nodes' addresses there), and the configuration now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Membership {
+    pub index: u64,
+    pub term: u64,
+    pub changes: Vec<(ConfChangeType, u64)>,
+    pub context: Vec<u8>,
+    pub conf: ConfState,
 }
 
 impl Output {
@@ -156,6 +173,7 @@ impl Output {
         self.reads.clear();
         self.restored = None;
         self.stepped_down = false;
+        self.membership.clear();
     }
 }
 
@@ -238,10 +256,19 @@ impl<D: Durable> Group<D> {
         }
         let mut log = recovered.log;
         if !recovered.existing && !bootstrap.is_empty() {
-            // A new group: an empty snapshot at index 0 that names its first voters.
+            // A new group: an empty snapshot that names its first voters, at index and
+            // term BOOTSTRAP (as TiKV does), so the log starts after it: a node added
+            // later, whose log is empty, is sent this (or a later) snapshot and learns
+            // the membership from it, never from an entry it could not have.
             let mut meta = SnapshotMetadata::default();
+            meta.index = BOOTSTRAP;
+            meta.term = BOOTSTRAP;
             meta.mut_conf_state().voters = bootstrap.to_vec();
-            let total = write_snapshot(&mut durable, &shard, &meta, log.hard_state(), &[], now)?;
+            let mut hs = HardState::default();
+            hs.term = BOOTSTRAP;
+            hs.commit = BOOTSTRAP;
+            let total = write_snapshot(&mut durable, &shard, &meta, &hs, &[], now)?;
+            log.set_hard_state(hs);
             log.set_snapshot(meta, total);
         } else if let Some((meta, total)) = log.snapshot_metadata() {
             let (index, term) = (meta.index, meta.term);
@@ -344,8 +371,8 @@ impl<D: Durable> Group<D> {
             last_index: raft.raft_log.last_index(),
             snapshot: store.snapshot_metadata().map_or(0, |(m, _)| m.index),
             peers,
-            voters: conf.voters.clone(),
-            learners: conf.learners.clone(),
+            voters: sorted(&conf.voters),
+            learners: sorted(&conf.learners),
         }
     }
 
@@ -378,6 +405,30 @@ impl<D: Durable> Group<D> {
         self.stats.proposals += 1;
         self.stats.effects_proposed += batch.len() as u64;
         Ok(Ticket { index: self.node.raft.raft_log.last_index(), term: self.node.raft.term })
+    }
+
+    /// Proposes the membership changes `changes` (joint consensus when more than one
+    /// voter changes, left automatically), with `context` (the server's: the new
+    /// nodes' addresses) for every node to see when it applies.
+    pub fn change_membership(
+        &mut self,
+        changes: &[(ConfChangeType, u64)],
+        context: Vec<u8>,
+    ) -> Result<Ticket, Refused> {
+        let mut cc = ConfChangeV2::default();
+        cc.set_transition(ConfChangeTransition::Auto);
+        cc.context = context.into();
+        cc.changes = changes
+            .iter()
+            .map(|&(kind, node)| {
+                let mut c = ConfChangeSingle::default();
+                c.set_change_type(kind);
+                c.node_id = node;
+                c
+            })
+            .collect::<Vec<_>>()
+            .into();
+        self.propose_conf_change(cc)
     }
 
     /// Proposes a membership change (joint consensus when it changes more than one
@@ -549,12 +600,13 @@ impl<D: Durable> Group<D> {
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(&entry.data)
                         .map_err(|e| invalid(format!("entry {}: {e}", entry.index)))?;
-                    self.apply_conf_change(&cc, entry.index);
+                    let v2 = raft_proto::ConfChangeI::into_v2(cc);
+                    self.apply_conf_change(v2, &entry, out);
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data)
                         .map_err(|e| invalid(format!("entry {}: {e}", entry.index)))?;
-                    self.apply_conf_change(&cc, entry.index);
+                    self.apply_conf_change(cc, &entry, out);
                 }
             }
             self.applied = entry.index;
@@ -563,12 +615,21 @@ impl<D: Durable> Group<D> {
         Ok(())
     }
 
-    fn apply_conf_change(&mut self, cc: &impl raft_proto::ConfChangeI, index: u64) {
+    fn apply_conf_change(&mut self, cc: ConfChangeV2, entry: &Entry, out: &mut Output) {
         // Every node applies the same committed change and gets the same answer.
-        match self.node.apply_conf_change(cc) {
+        let index = entry.index;
+        match self.node.apply_conf_change(&cc) {
             Ok(cs) => {
                 tracing::info!(node = self.config.node_id, index, voters = ?cs.voters, learners = ?cs.learners, "membership");
-                self.node.mut_store().set_conf_state(cs);
+                self.node.mut_store().set_conf_state(cs.clone());
+                let changes = cc.changes.iter().map(|c| (c.get_change_type(), c.node_id)).collect();
+                out.membership.push(Membership {
+                    index,
+                    term: entry.term,
+                    changes,
+                    context: cc.context.to_vec(),
+                    conf: cs,
+                });
             }
             Err(e) => tracing::warn!(node = self.config.node_id, index, "membership change refused: {e}"),
         }
@@ -598,7 +659,8 @@ impl<D: Durable> Group<D> {
     fn maybe_snapshot(&mut self, now: u32) -> io::Result<()> {
         let store = self.node.store();
         let current = store.snapshot_metadata().map_or(0, |(m, _)| m.index);
-        if self.bytes_since_snapshot < self.config.snapshot_after_bytes || self.applied <= current {
+        let wanted = store.take_snapshot_wish();
+        if (self.bytes_since_snapshot < self.config.snapshot_after_bytes && !wanted) || self.applied <= current {
             return Ok(());
         }
         let Some(term) = store.term_of(self.applied) else { return Ok(()) };
@@ -616,6 +678,12 @@ impl<D: Durable> Group<D> {
         self.stats.snapshots_taken += 1;
         Ok(())
     }
+}
+
+fn sorted(ids: &[u64]) -> Vec<u64> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids
 }
 
 /// The chunk count a snapshot message carries.

@@ -176,6 +176,32 @@ impl<'s> Acceptor<'s> {
     }
 }
 
+/// The token that authorises an administrative command (`cluster ...` on the client
+/// port): hex of HMAC-SHA256 over the command's words, keyed with the cluster secret.
+pub fn admin_token(secret: &[u8], command: &str) -> String {
+    let mut m =
+        <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    m.update(b"admin ");
+    m.update(command.as_bytes());
+    m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `token` authorises `command` (compared in constant time).
+pub fn admin_allowed(secret: &[u8], command: &str, token: &str) -> bool {
+    let Some(bytes) = (0..token.len() / 2)
+        .map(|i| token.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .filter(|b| b.len() * 2 == token.len())
+    else {
+        return false;
+    };
+    let mut m =
+        <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    m.update(b"admin ");
+    m.update(command.as_bytes());
+    m.verify_slice(&bytes).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +247,16 @@ mod tests {
         assert_eq!(d, Err(HandshakeError::ShardCount { ours: 4, theirs: 2 }));
         assert!(a.is_err());
         assert!(d.err().map(|e| e.to_string()).unwrap_or_default().contains("same count"));
+    }
+
+    #[test]
+    fn admin_tokens_authorise_exactly_their_command() {
+        let token = admin_token(b"s3cret", "add 4 127.0.0.1:7400");
+        assert!(admin_allowed(b"s3cret", "add 4 127.0.0.1:7400", &token));
+        assert!(!admin_allowed(b"s3cret", "add 5 127.0.0.1:7400", &token));
+        assert!(!admin_allowed(b"other", "add 4 127.0.0.1:7400", &token));
+        assert!(!admin_allowed(b"s3cret", "add 4 127.0.0.1:7400", "zz"));
+        assert!(!admin_allowed(b"s3cret", "add 4 127.0.0.1:7400", &token[..10]));
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct LogStore {
     entries: Vec<Entry>,
     /// The current durable snapshot (its metadata and chunk count), if any.
     snapshot: Option<(SnapshotMetadata, u32)>,
+    /// raft-rs asked for a snapshot the current one cannot serve (it was taken before
+    /// the peer joined): the group takes a new one.
+    wants_snapshot: std::cell::Cell<bool>,
 }
 
 impl LogStore {
@@ -107,6 +110,11 @@ impl LogStore {
         self.snapshot = Some((meta, chunks));
     }
 
+    /// Whether a snapshot was asked for that the current one cannot serve (clears it).
+    pub fn take_snapshot_wish(&self) -> bool {
+        self.wants_snapshot.replace(false)
+    }
+
     /// The current snapshot's metadata and chunk count.
     pub fn snapshot_metadata(&self) -> Option<(&SnapshotMetadata, u32)> {
         self.snapshot.as_ref().map(|(meta, chunks)| (meta, *chunks))
@@ -168,8 +176,18 @@ impl raft::Storage for LogStore {
         Ok(self.last_index())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let includes = |meta: &SnapshotMetadata| {
+            let cs = meta.get_conf_state();
+            [&cs.voters, &cs.learners, &cs.voters_outgoing, &cs.learners_next].iter().any(|ids| ids.contains(&to))
+        };
         match &self.snapshot {
+            // A peer added after the snapshot was taken would refuse it (raft-rs does):
+            // it needs one that names it.
+            Some((meta, _)) if !includes(meta) => {
+                self.wants_snapshot.set(true);
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+            }
             Some((meta, chunks)) if meta.index >= request_index && meta.index >= self.offset.0 => {
                 // The chunks travel beside the message; it carries how many there are.
                 let mut snap = Snapshot::default();
@@ -227,6 +245,13 @@ mod tests {
         log.set_snapshot(meta, 3);
         assert_eq!((log.first_index(), log.last_index()), (11, 10));
         assert_eq!(log.hard_state().commit, 10);
+        assert!(log.snapshot(5, 2).is_err(), "node 2 is not in the snapshot's configuration");
+        assert!(log.take_snapshot_wish() && !log.take_snapshot_wish());
+        let mut meta = SnapshotMetadata::default();
+        meta.index = 10;
+        meta.term = 3;
+        meta.mut_conf_state().learners = vec![2];
+        log.set_snapshot(meta, 3);
         let snap = log.snapshot(5, 2).unwrap_or_default();
         assert_eq!((snap.get_metadata().index, &snap.data[..]), (10, &3u32.to_le_bytes()[..]));
         log.append(&[entry(11, 3)]);

@@ -34,7 +34,7 @@ use ringcache_core::shard::{Op, OpBatch, Outcome};
 use ringcache_core::store::{key_hasher, Applied};
 
 use crate::durable::Durable;
-use crate::group::{Group, Outgoing, Output, Refused, Ticket};
+use crate::group::{ConfChangeType, Group, Membership, Outgoing, Output, Refused, Ticket};
 use crate::MAX_EFFECTS_PER_ENTRY;
 
 /// Where reads are served from.
@@ -80,6 +80,10 @@ pub struct ReplicaOutput {
     pub finished: Vec<Finished>,
     pub messages: Vec<Outgoing>,
     pub forwards: Vec<Forward>,
+    /// Every membership change applied (the caller adds or drops peer links).
+    pub membership: Vec<Membership>,
+    /// Changes proposed here ([`Replica::change_membership`]) now applied (Ok) or lost.
+    pub membership_done: Vec<(Ticket, Result<(), &'static str>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +155,8 @@ pub struct Replica<D: Durable> {
     rounds: VecDeque<(u64, Option<u64>)>,
     out: Output,
     no_leader_ticks: u32,
+    /// Membership changes proposed here, waiting to apply.
+    changing: Vec<Ticket>,
 }
 
 impl<D: Durable> Replica<D> {
@@ -174,6 +180,7 @@ impl<D: Durable> Replica<D> {
             rounds: VecDeque::new(),
             out: Output::default(),
             no_leader_ticks,
+            changing: Vec::new(),
         }
     }
 
@@ -232,6 +239,24 @@ impl<D: Durable> Replica<D> {
     /// Gives up the group (a simulated crash keeps its storage).
     pub fn into_group(self) -> Group<D> {
         self.group
+    }
+
+    /// Proposes a membership change (this node must lead and be caught up); its fate
+    /// comes in [`ReplicaOutput::membership_done`].
+    pub fn change_membership(
+        &mut self,
+        changes: &[(ConfChangeType, u64)],
+        context: Vec<u8>,
+    ) -> Result<Ticket, Refused> {
+        if !self.group.can_decide() {
+            return Err(match self.group.leader() {
+                Some(l) if l == self.group.status().node_id => Refused::CatchingUp,
+                leader => Refused::NotLeader { leader },
+            });
+        }
+        let ticket = self.group.change_membership(changes, context)?;
+        self.changing.push(ticket);
+        Ok(ticket)
     }
 
     /// The leader's answer to a forwarded job: the replies of the ops it ran from the
@@ -297,7 +322,7 @@ impl<D: Durable> Replica<D> {
             self.out.clear();
             self.group.process(now, &mut self.out)?;
             output.messages.append(&mut self.out.messages);
-            let resolved = self.resolve(now);
+            let resolved = self.resolve(now, output);
             self.finish(output);
             if !resolved {
                 break;
@@ -472,9 +497,29 @@ impl<D: Durable> Replica<D> {
 
     /// Applies what Raft reported: applied entries, read rounds, leadership lost.
     /// Returns whether any part became final.
-    fn resolve(&mut self, _now: u32) -> bool {
+    fn resolve(&mut self, _now: u32, output: &mut ReplicaOutput) -> bool {
         let mut resolved = false;
         let out = std::mem::take(&mut self.out);
+        for entry in &out.applied {
+            if let Some(at) = self.changing.iter().position(|t| t.index == entry.index) {
+                let ticket = self.changing.swap_remove(at);
+                let applied = out.membership.iter().any(|m| m.index == entry.index && m.term == ticket.term);
+                let result = if applied {
+                    Ok(())
+                } else {
+                    Err("not applied: the leader changed, or another change was under way")
+                };
+                output.membership_done.push((ticket, result));
+            }
+        }
+        if out.stepped_down {
+            for ticket in self.changing.drain(..) {
+                output
+                    .membership_done
+                    .push((ticket, Err("the leader changed before it applied; check the membership")));
+            }
+        }
+        output.membership.extend(out.membership.iter().cloned());
         for entry in &out.applied {
             while self.proposals.front().is_some_and(|(t, _)| t.index < entry.index) {
                 // Replaced by a snapshot before it was reported (see `restored`).

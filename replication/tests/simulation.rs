@@ -23,7 +23,7 @@ use ringcache_core::shard::{Op, Shard};
 use ringcache_core::store::StoreMode;
 use ringcache_replication::durable::MemoryDurable;
 use ringcache_replication::envelope::Envelope;
-use ringcache_replication::group::{Group, Outgoing, Output, Ticket};
+use ringcache_replication::group::{ConfChangeType, Group, Outgoing, Output, Ticket};
 use ringcache_replication::stamp;
 
 const KEYS: usize = 24;
@@ -457,4 +457,91 @@ fn puts_carry_the_stamp_of_their_log_position() {
         assert_eq!(cas(b"a"), Some(stamp(ticket.index, 0)), "node {}", node.id);
         assert_eq!(cas(b"b"), Some(stamp(ticket.index, 1)), "node {}", node.id);
     }
+}
+
+/// Proposes `changes` on the leader (retrying while a leadership change or another
+/// change is under way) and runs until every node has the configuration wanted.
+fn change_membership(sim: &mut Sim, changes: &[(ConfChangeType, u64)], want_voters: &[u64], want_learners: &[u64]) {
+    for _ in 0..200 {
+        if let Some(i) = sim.leader() {
+            if let Some(group) = sim.nodes[i].group.as_mut() {
+                let _ = group.change_membership(changes, Vec::new());
+            }
+        }
+        for _ in 0..50 {
+            sim.run_step(false, true);
+        }
+        let done = sim.nodes.iter().filter_map(|n| n.group.as_ref()).all(|g| {
+            let s = g.status();
+            let (mut voters, mut learners) = (s.voters.clone(), s.learners.clone());
+            voters.sort_unstable();
+            learners.sort_unstable();
+            voters == want_voters && learners == want_learners
+        });
+        if done {
+            return;
+        }
+    }
+    panic!("membership change {changes:?} did not complete");
+}
+
+#[test]
+fn nodes_join_by_snapshot_and_leave_while_writes_go_on() {
+    let mut sim = Sim::new(21, 3);
+    sim.net.drop_rate = 0.02;
+    for _ in 0..800 {
+        sim.run_step(false, true);
+    }
+    // Node 4 starts empty, knowing no one; the leader adds it as a learner.
+    let group = Group::open(config(4, &mut sim.rng), MemoryDurable::default(), shard(), &[], sim.now());
+    sim.nodes.push(Node { id: 4, group: Some(group.unwrap_or_else(|e| panic!("open 4: {e}"))), down: None });
+    change_membership(&mut sim, &[(ConfChangeType::AddLearnerNode, 4)], &[1, 2, 3], &[4]);
+    // Then a voter; then 5 replaces 1 in one joint change.
+    change_membership(&mut sim, &[(ConfChangeType::AddNode, 4)], &[1, 2, 3, 4], &[]);
+    let group = Group::open(config(5, &mut sim.rng), MemoryDurable::default(), shard(), &[], sim.now());
+    sim.nodes.push(Node { id: 5, group: Some(group.unwrap_or_else(|e| panic!("open 5: {e}"))), down: None });
+    change_membership(&mut sim, &[(ConfChangeType::AddNode, 5), (ConfChangeType::RemoveNode, 1)], &[2, 3, 4, 5], &[]);
+    // Node 1 has left the group: stop it; the others go on, and can lose one more.
+    sim.nodes.retain(|n| n.id != 1);
+    for _ in 0..300 {
+        sim.run_step(false, true);
+    }
+    let i = sim.nodes.iter().position(|n| n.id == 2).unwrap_or(0);
+    sim.crash(i);
+    for _ in 0..300 {
+        sim.run_step(false, true);
+    }
+    sim.settle();
+    let now = sim.now();
+    let model = digest(&sim.model(), now);
+    for node in &sim.nodes {
+        let group = node.group.as_ref().unwrap_or_else(|| panic!("node {} is up", node.id));
+        assert_eq!(digest(group.shard(), now), model, "node {} differs from the committed log", node.id);
+    }
+    let installed: u64 = sim
+        .nodes
+        .iter()
+        .filter(|n| n.id >= 4)
+        .filter_map(|n| n.group.as_ref())
+        .map(|g| g.stats().snapshots_installed)
+        .sum();
+    assert!(installed >= 2, "the new nodes caught up by snapshot ({installed} installed)");
+    for ticket in &sim.acknowledged {
+        assert_eq!(sim.applied_terms.get(&ticket.index), Some(&ticket.term), "acknowledged {ticket:?} lost");
+    }
+}
+
+#[test]
+fn a_node_added_to_a_young_group_learns_the_whole_membership() {
+    // No snapshot has been taken yet: the founding voters must reach the new node anyway
+    // (from the founding snapshot), or it would count itself alone.
+    let mut sim = Sim::new(33, 3);
+    for _ in 0..60 {
+        sim.run_step(false, false);
+    }
+    let group = Group::open(config(4, &mut sim.rng), MemoryDurable::default(), shard(), &[], sim.now());
+    sim.nodes.push(Node { id: 4, group: Some(group.unwrap_or_else(|e| panic!("open 4: {e}"))), down: None });
+    change_membership(&mut sim, &[(ConfChangeType::AddLearnerNode, 4)], &[1, 2, 3], &[4]);
+    change_membership(&mut sim, &[(ConfChangeType::AddNode, 4)], &[1, 2, 3, 4], &[]);
+    sim.settle();
 }

@@ -30,6 +30,8 @@ pub struct ClusterConfig {
     pub reads: ReadMode,
     pub durability: Durability,
     pub secret: Vec<u8>,
+    /// Join an existing group (wait to be added) instead of founding one with `peers`.
+    pub join: bool,
 }
 
 impl ClusterConfig {
@@ -83,6 +85,7 @@ pub struct ClusterArgs {
     pub reads: Option<String>,
     pub durability: Option<String>,
     pub secret_file: Option<PathBuf>,
+    pub join: bool,
 }
 
 fn parse_peers(list: &str) -> Result<Vec<(u64, SocketAddr)>, ClusterError> {
@@ -117,6 +120,7 @@ impl ClusterArgs {
                 (self.reads.is_some(), "--reads"),
                 (self.durability.is_some(), "--durability"),
                 (self.secret_file.is_some(), "--cluster-secret-file"),
+                (self.join, "--join"),
             ];
             return match given.iter().find(|(g, _)| *g) {
                 Some((_, flag)) => Err(ClusterError::WithoutPeers(flag)),
@@ -165,8 +169,31 @@ impl ClusterArgs {
                 return Err(ClusterError::Choice { flag: "durability", value: other.into(), expected: "fsync, none" })
             }
         };
-        Ok(Some(ClusterConfig { node_id, peers, data_dir, writes, reads, durability, secret }))
+        Ok(Some(ClusterConfig { node_id, peers, data_dir, writes, reads, durability, secret, join: self.join }))
     }
+}
+
+/// The peers a shard has learnt of from membership changes (`DIR/shard-N/peers`, one
+/// `ID=HOST:PORT` per line): added to `--peers` at start, so a restarted node still
+/// reaches a node added after its flags were written.
+pub fn known_peers(shard_dir: &std::path::Path) -> Vec<(u64, SocketAddr)> {
+    let text = std::fs::read_to_string(shard_dir.join("peers")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .filter_map(|(id, addr)| Some((id.trim().parse().ok()?, addr.trim().parse().ok()?)))
+        .collect()
+}
+
+/// Records the peers of a shard (written to a temporary file, synced, renamed).
+pub fn remember_peers(shard_dir: &std::path::Path, peers: &[(u64, SocketAddr)]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = shard_dir.join("peers.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    for (id, addr) in peers {
+        writeln!(f, "{id}={addr}")?;
+    }
+    f.sync_all()?;
+    std::fs::rename(&tmp, shard_dir.join("peers"))
 }
 
 #[cfg(test)]

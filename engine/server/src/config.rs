@@ -85,6 +85,10 @@ pub struct Args {
     /// peers prove they hold it before anything else is read from them.
     #[arg(long = "cluster-secret-file")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// Join an existing group: start empty and wait to be added (`ringcache-ctl add`)
+    /// instead of founding a group with --peers.
+    #[arg(long = "join")]
+    pub join: bool,
     /// memcached's extended options, comma-separated `name=value`: `idle_timeout`,
     /// `hashpower`, `read_buf_mem_limit`, and ringcache's `request_timeout`,
     /// `write_timeout`, `reply_buffer_limit`, `shutdown_grace`. Others are ignored.
@@ -445,6 +449,7 @@ impl Args {
             reads: self.reads.clone(),
             durability: self.durability.clone(),
             secret_file: self.cluster_secret_file.clone(),
+            join: self.join,
         }
         .resolve()?;
         if cluster.is_some() && (self.memory_file.is_some() || file.memory_file.is_some()) {

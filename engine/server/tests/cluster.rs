@@ -1,8 +1,10 @@
 //! Replica groups, whole processes on loopback: a group elects a leader and every node
 //! serves every command; killing the leader (kill -9) under write load loses no
 //! acknowledged write and writes resume through the others; a node killed and restarted
-//! recovers from its log and catches up; a node with the wrong cluster secret is refused
-//! by its peers (and says why) while the others go on.
+//! recovers from its log and catches up; a node started with `--join` is added (it
+//! catches up by snapshot) and a node is removed, with `cluster` commands authorised
+//! by the secret; a node with the wrong cluster secret is refused by its peers (and
+//! says why) while the others go on.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,6 +18,7 @@ const SECRET: &str = "a-cluster-secret-for-tests-0123456789";
 
 struct Node {
     id: u64,
+    join: bool,
     port: u16,
     dir: PathBuf,
     secret: PathBuf,
@@ -34,6 +37,7 @@ impl Node {
             .arg(&self.dir)
             .arg("--cluster-secret-file")
             .arg(&self.secret)
+            .args(if self.join { &["--join"][..] } else { &[][..] })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -104,6 +108,8 @@ fn command(s: &mut TcpStream, bytes: &[u8]) -> String {
 struct Group {
     nodes: Vec<Node>,
     root: PathBuf,
+    /// Every node's peer address, by index.
+    peer_addrs: Vec<String>,
 }
 
 impl Drop for Group {
@@ -118,23 +124,36 @@ impl Drop for Group {
 /// A group of `n` nodes, one shard each; node ids from 1. `secret_of` gives each
 /// node's secret.
 fn group(name: &str, n: u64, secret_of: impl Fn(u64) -> &'static str) -> Group {
+    group_with(name, n, 0, secret_of)
+}
+
+/// As [`group`], with `joiners` more nodes (ids after the founders') known to every
+/// node's `--peers` but started with `--join`, not yet members.
+fn group_with(name: &str, n: u64, joiners: u64, secret_of: impl Fn(u64) -> &'static str) -> Group {
     let root = std::env::temp_dir().join(format!("ringcache-cluster-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("temp dir");
     // Ports: reserved, then released just before the nodes bind them.
-    let client: Vec<_> = (0..n).map(|_| reserve_port()).collect();
-    let peer: Vec<_> = (0..n).map(|_| reserve_port()).collect();
-    let peers = (1..=n).map(|i| format!("{i}=127.0.0.1:{}", peer[i as usize - 1].port)).collect::<Vec<_>>().join(",");
+    let all = n + joiners;
+    let client: Vec<_> = (0..all).map(|_| reserve_port()).collect();
+    let peer: Vec<_> = (0..all).map(|_| reserve_port()).collect();
+    let founders =
+        (1..=n).map(|i| format!("{i}=127.0.0.1:{}", peer[i as usize - 1].port)).collect::<Vec<_>>().join(",");
+    let everyone =
+        (1..=all).map(|i| format!("{i}=127.0.0.1:{}", peer[i as usize - 1].port)).collect::<Vec<_>>().join(",");
     let mut nodes = Vec::new();
-    for i in 1..=n {
+    for i in 1..=all {
         let secret = root.join(format!("secret{i}"));
         std::fs::write(&secret, secret_of(i)).expect("secret");
         nodes.push(Node {
             id: i,
+            join: i > n,
             port: client[i as usize - 1].port,
             dir: root.join(format!("node{i}")),
             secret,
-            peers: peers.clone(),
+            // A joiner knows everyone; the founders know each other (they learn of a
+            // joiner when it is added).
+            peers: if i > n { everyone.clone() } else { founders.clone() },
             log: root.join(format!("node{i}.log")),
             server: None,
         });
@@ -144,7 +163,8 @@ fn group(name: &str, n: u64, secret_of: impl Fn(u64) -> &'static str) -> Group {
     for node in &mut nodes {
         node.start();
     }
-    Group { nodes, root }
+    let peer_addrs = everyone.split(',').filter_map(|p| p.split_once('=')).map(|(_, a)| a.to_string()).collect();
+    Group { nodes, root, peer_addrs }
 }
 
 impl Group {
@@ -302,4 +322,72 @@ fn a_node_with_the_wrong_secret_is_refused_and_the_others_go_on() {
     assert!(insiders.contains("refused a peer connection"), "{insiders}");
     assert_eq!(g.nodes[2].stat("replication", "shard:0:leader").as_deref(), Some("0"));
     assert_eq!(g.nodes[2].stat("", "curr_items").as_deref(), Some("0"), "nothing reached it");
+}
+
+/// Sends `cluster <command> <token>` to `node`: its lines, up to END.
+fn cluster(node: &Node, command: &str) -> Vec<String> {
+    let token = ringcache_replication::handshake::admin_token(SECRET.as_bytes(), command);
+    let mut c = node.connect();
+    let reply = request(&mut c, format!("cluster {command} {token}\r\n").as_bytes(), b"END\r\n");
+    String::from_utf8_lossy(&reply).lines().map(str::to_string).filter(|l| l != "END").collect()
+}
+
+/// Runs `command` on the group until shard 0 answers OK.
+fn cluster_until_ok(g: &Group, command: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for node in g.nodes.iter().filter(|n| n.server.is_some()) {
+            if cluster(node, command).iter().any(|l| l == "SHARD 0 OK") {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "cluster {command} did not succeed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_joining_node_is_added_by_snapshot_and_a_node_is_removed() {
+    let mut g = group_with("membership", 3, 1, |_| SECRET);
+    let leader = g.leader(Duration::from_secs(20));
+    let mut c = g.nodes[leader].connect();
+    for i in 0..300 {
+        assert_eq!(command(&mut c, format!("set m{i} 0 0 3\r\nabc\r\n").as_bytes()), "STORED\r\n");
+    }
+    // The joiner is not a member yet: the group does not talk to it.
+    assert_eq!(g.nodes[3].stat("", "curr_items").as_deref(), Some("0"));
+    // A command without the right token changes nothing.
+    let mut plain = g.nodes[leader].connect();
+    let refused = command(&mut plain, format!("cluster add 4 {} 0011\r\n", g.peer_addrs[3]).as_bytes());
+    assert!(refused.starts_with("CLIENT_ERROR not authorised"), "{refused}");
+    cluster_until_ok(&g, &format!("add 4 {}", g.peer_addrs[3]));
+    // It catches up by snapshot: every item, and the membership.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while g.nodes[3].stat("", "curr_items").as_deref() != Some("300") {
+        assert!(Instant::now() < deadline, "node 4 did not catch up: {:?}", g.nodes[3].stats("replication"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ne!(g.nodes[3].stat("replication", "shard:0:snapshots_installed").as_deref(), Some("0"));
+    cluster_until_ok(&g, "promote 4");
+    assert_eq!(g.nodes[3].stat("replication", "shard:0:voters").as_deref(), Some("1,2,3,4"));
+    // Node 1 leaves (its leadership handed over first if it has it); node 1 stops.
+    if g.nodes[0].stat("replication", "shard:0:role").as_deref() == Some("leader") {
+        cluster_until_ok(&g, "transfer 0 2");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while g.nodes[0].stat("replication", "shard:0:role").as_deref() == Some("leader") {
+            assert!(Instant::now() < deadline, "leadership did not move");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    cluster_until_ok(&g, "remove 1");
+    g.nodes[0].kill();
+    // Three voters remain (2, 3, 4); with 3 also gone, 2 and 4 are still a quorum of 3.
+    g.nodes[2].kill();
+    let mut w = g.nodes[3].connect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while command(&mut w, b"set after 0 0 1\r\nx\r\n") != "STORED\r\n" {
+        assert!(Instant::now() < deadline, "the remaining voters did not take writes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(g.nodes[1].stat("replication", "shard:0:voters").as_deref(), Some("2,3,4"));
 }

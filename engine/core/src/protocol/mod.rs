@@ -72,6 +72,11 @@ pub enum Request<'a> {
     Stats {
         args: &'a [u8],
     },
+    /// ringcache's own: `cluster <subcommand> ...`, the replica group's administration
+    /// (a node alone answers `ERROR`, as memcached does to any unknown command).
+    Cluster {
+        args: &'a [u8],
+    },
     Error(ProtocolError),
 }
 
@@ -304,6 +309,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
         b"stats" => {
             let args = line.get(line.iter().position(|&b| b != b' ').unwrap_or(0) + command.len()..).unwrap_or(&[]);
             done(Request::Stats { args }, false, line_end)
+        }
+        b"cluster" => {
+            let args = line.get(line.iter().position(|&b| b != b' ').unwrap_or(0) + command.len()..).unwrap_or(&[]);
+            done(Request::Cluster { args }, false, line_end)
         }
         _ => {
             if tokens.count >= 2 && tokens.count - 2 < MAX_TOKENS && tokens.get(tokens.count - 2).starts_with(b"HTTP/")

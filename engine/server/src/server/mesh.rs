@@ -34,6 +34,8 @@ pub enum MeshMsg {
     },
     /// Report counters (and reset them first if `reset`).
     Stats { reset: bool, reply: oneshot::Sender<ShardReport> },
+    /// An administrative command for this shard's replica group: its answer line.
+    Cluster { cmd: super::replicated::admin::Admin, reply: oneshot::Sender<String> },
 }
 
 /// The answer to [`MeshMsg::Ops`]: the buffers back, filled, and where to resume.
@@ -70,6 +72,13 @@ pub async fn serve_peer(
                     shard.borrow_mut().execute_batch(&batch, from, budget, must_progress, now, &mut out, &mut ends);
                 // The requester may have gone away (connection closed); nothing to do then.
                 let _ = reply.send(OpsReply { batch, out, ends, resume });
+            }
+            MeshMsg::Cluster { cmd, reply } => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(super::replicated::admin::answer(&shard, &cmd).await);
+                })
+                .detach();
             }
             MeshMsg::Stats { reset, reply } => {
                 let r = ShardReport::gather(&shard, &registry.borrow(), reset);

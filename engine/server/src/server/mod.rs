@@ -417,10 +417,10 @@ fn join_group(
 
     let dir = cluster.data_dir.join(format!("shard-{index}"));
     let durable = FileDurable::open(&dir, cluster.durability)?;
-    let group = Group::open(GroupConfig::new(cluster.node_id), durable, shard, &cluster.voters(), shared.clock.now())
-        .map_err(|e| {
-        io::Error::new(e.kind(), format!("shard {index}: replication log in {}: {e}", dir.display()))
-    })?;
+    // A joining node founds nothing: it waits for the group's leader to add it.
+    let bootstrap = if cluster.join { Vec::new() } else { cluster.voters() };
+    let group = Group::open(GroupConfig::new(cluster.node_id), durable, shard, &bootstrap, shared.clock.now())
+        .map_err(|e| io::Error::new(e.kind(), format!("shard {index}: replication log in {}: {e}", dir.display())))?;
     // Job ids of this run differ from any earlier run's (answers for those may still arrive).
     let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let replica = Replica::new(group, cluster.reads, replicated::NO_LEADER_TICKS, incarnation);
@@ -435,16 +435,24 @@ fn join_group(
         node_id: cluster.node_id,
         shard: index,
         nshards,
-        peers: cluster
-            .peers
-            .iter()
-            .filter(|(id, _)| *id != cluster.node_id)
-            .map(|&(id, addr)| (id, ClusterConfig::shard_address(addr, index)))
-            .collect(),
+        peers: {
+            // --peers, and the nodes this shard's group added since (their addresses win).
+            let mut peers: Vec<_> = cluster
+                .peers
+                .iter()
+                .filter(|(id, _)| *id != cluster.node_id)
+                .map(|&(id, addr)| (id, ClusterConfig::shard_address(addr, index)))
+                .collect();
+            for (id, addr) in crate::cluster::known_peers(&dir) {
+                peers.retain(|(p, _)| *p != id);
+                peers.push((id, addr));
+            }
+            peers
+        },
         secret: Rc::new(cluster.secret.clone()),
     };
     let links = replicated::peers::Links::start(&setup);
-    let (replica, woken) = replicated::Replicated::new(cluster.node_id, index, replica, links, shared.clock);
+    let (replica, woken) = replicated::Replicated::new(cluster.node_id, index, replica, links, shared.clock, dir);
     glommio::spawn_local(replica.clone().drive(woken)).detach();
     glommio::spawn_local(replicated::peers::listen(listener, Rc::downgrade(&replica), setup)).detach();
     tracing::info!(shard = index, node = cluster.node_id, peers = %own, "joined replica group {index}");

@@ -111,6 +111,8 @@ enum Next<'r> {
     Continue,
     Close,
     Stats,
+    /// `cluster ...`: the replica group's administration (see `replicated::admin`).
+    Cluster,
     /// A get named a key over 250 bytes: memcached drops every reply it has not sent
     /// yet and answers `CLIENT_ERROR bad command line format`.
     BadGetKey,
@@ -272,7 +274,8 @@ impl<'c> Connection<'c> {
                     if shard == self.ctx.index && self.ctx.shard.replicated().is_none() {
                         self.execute_here(&Op::FlushAll { delay, reply: true }, noreply, now);
                     } else {
-                        self.replies.push_remote(shard, &Op::FlushAll { delay, reply: false }, noreply);
+                        let reply = shard == self.ctx.index;
+                        self.replies.push_remote(shard, &Op::FlushAll { delay, reply }, noreply);
                     }
                 }
             }
@@ -284,6 +287,7 @@ impl<'c> Connection<'c> {
             }
             Request::Quit => return Next::Close,
             Request::Stats { .. } => return Next::Stats,
+            Request::Cluster { .. } => return Next::Cluster,
             Request::Error(e) => {
                 if !noreply {
                     self.replies.push_local(reply::error(e));
@@ -445,6 +449,15 @@ impl<'c> Connection<'c> {
                     self.drain(stream, Scope::BeforeMark).await?;
                     self.replies.push_local(reply::error(ProtocolError::BadFormat));
                 }
+                Next::Cluster => {
+                    self.drain(stream, Scope::All).await?;
+                    let args = match request {
+                        Request::Cluster { args } => args,
+                        _ => &[],
+                    };
+                    let answer = cluster_command(ctx, args).await?;
+                    self.replies.push_local(&answer);
+                }
                 Next::Stats => {
                     self.drain(stream, Scope::All).await?;
                     let args = match request {
@@ -484,6 +497,29 @@ impl<'c> Connection<'c> {
         };
         Ok(close)
     }
+}
+
+/// Runs `cluster <args>` on every shard (this one directly, the others over the mesh):
+/// one line per shard that acted, then `END`; `ERROR` on a node alone, as memcached.
+async fn cluster_command(ctx: &ShardContext, args: &[u8]) -> Result<Vec<u8>, Broken> {
+    use super::replicated::admin;
+    let Some(cluster) = &ctx.shared.config.cluster else { return Ok(reply::ERROR.to_vec()) };
+    let cmd = match admin::parse(args, &cluster.secret) {
+        Ok(cmd) => cmd,
+        Err(why) => return Ok(format!("CLIENT_ERROR {why}\r\n").into_bytes()),
+    };
+    let mut lines = vec![String::new(); ctx.nshards];
+    lines[ctx.index] = admin::answer(&ctx.shard, &cmd).await;
+    if let Some(senders) = &ctx.senders {
+        for shard in (0..ctx.nshards).filter(|&s| s != ctx.index) {
+            let (tx, rx) = oneshot::channel();
+            senders.send_to(shard, MeshMsg::Cluster { cmd: cmd.clone(), reply: tx }).await.map_err(|_| Broken)?;
+            lines[shard] = rx.await.map_err(|_| Broken)?;
+        }
+    }
+    let mut out = lines.concat().into_bytes();
+    out.extend_from_slice(reply::END);
+    Ok(out)
 }
 
 /// Collects every shard's report (this one directly, the others over the mesh).

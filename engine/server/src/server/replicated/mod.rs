@@ -6,6 +6,7 @@
 //! [`OpsReply`]. Nothing here crosses a core: shard *i* talks only to shard *i* of the
 //! other nodes.
 
+pub mod admin;
 pub mod peers;
 
 use std::cell::RefCell;
@@ -18,8 +19,10 @@ use futures_lite::StreamExt;
 use ringcache_core::shard::OpBatch;
 use ringcache_replication::drivers::file::FileDurable;
 use ringcache_replication::envelope::Envelope;
-use ringcache_replication::group::Outgoing;
+use ringcache_replication::group::{ConfChangeType, Outgoing, Refused, Ticket};
 use ringcache_replication::replica::{JobId, Replica, ReplicaOutput};
+
+use admin::Admin;
 
 use super::mesh::OpsReply;
 use crate::clock::Clock;
@@ -42,6 +45,17 @@ pub struct Replicated {
     wake: mpsc::UnboundedSender<()>,
     pub links: peers::Links,
     clock: Clock,
+    /// This shard's replication directory (its learnt peers are kept there).
+    dir: std::path::PathBuf,
+    /// Membership changes proposed here, and who waits for them.
+    changing: RefCell<HashMap<Ticket, oneshot::Sender<Result<(), &'static str>>>>,
+}
+
+/// How a shard answered an administrative command.
+pub enum AdminAnswer {
+    Now(String),
+    /// A membership change proposed: its outcome comes later.
+    Later(oneshot::Receiver<Result<(), &'static str>>),
 }
 
 impl Replicated {
@@ -52,6 +66,7 @@ impl Replicated {
         replica: Replica<FileDurable>,
         links: peers::Links,
         clock: Clock,
+        dir: std::path::PathBuf,
     ) -> (Rc<Self>, mpsc::UnboundedReceiver<()>) {
         let (wake, woken) = mpsc::unbounded();
         let r = Replicated {
@@ -63,6 +78,8 @@ impl Replicated {
             wake,
             links,
             clock,
+            dir,
+            changing: RefCell::new(HashMap::new()),
         };
         (Rc::new(r), woken)
     }
@@ -86,6 +103,67 @@ impl Replicated {
         self.waiters.borrow_mut().insert(job, tx);
         self.wake();
         rx
+    }
+
+    /// Acts on an administrative command for this shard's group.
+    pub fn admin(&self, cmd: &Admin) -> AdminAnswer {
+        let mut replica = self.replica.borrow_mut();
+        let (changes, context) = match *cmd {
+            Admin::Add { node, addr } => (vec![(ConfChangeType::AddLearnerNode, node)], format!("{node}={addr}")),
+            Admin::Promote { node } => (vec![(ConfChangeType::AddNode, node)], String::new()),
+            Admin::Remove { node } => (vec![(ConfChangeType::RemoveNode, node)], String::new()),
+            Admin::Transfer { shard, to } => {
+                if shard != self.shard {
+                    return AdminAnswer::Now(String::new());
+                }
+                let group = replica.group_mut();
+                if !group.is_leader() {
+                    return AdminAnswer::Now(format!("NOT_LEADER {}", group.leader().unwrap_or(0)));
+                }
+                group.transfer_leader(to);
+                drop(replica);
+                self.wake();
+                return AdminAnswer::Now("OK".into());
+            }
+        };
+        match replica.change_membership(&changes, context.into_bytes()) {
+            Ok(ticket) => {
+                let (tx, rx) = oneshot::channel();
+                self.changing.borrow_mut().insert(ticket, tx);
+                drop(replica);
+                self.wake();
+                AdminAnswer::Later(rx)
+            }
+            Err(Refused::NotLeader { leader }) => AdminAnswer::Now(format!("NOT_LEADER {}", leader.unwrap_or(0))),
+            Err(e) => AdminAnswer::Now(format!("ERROR {e:?}")),
+        }
+    }
+
+    /// A membership change applied: peer links follow it, and the peers are remembered.
+    fn membership_applied(&self, m: &ringcache_replication::group::Membership) {
+        for &(kind, node) in &m.changes {
+            match kind {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    let addr = std::str::from_utf8(&m.context)
+                        .ok()
+                        .and_then(|c| c.split_once('='))
+                        .filter(|(id, _)| id.parse() == Ok(node))
+                        .and_then(|(_, a)| a.parse::<std::net::SocketAddr>().ok());
+                    if let Some(base) = addr {
+                        self.links.add(node, crate::cluster::ClusterConfig::shard_address(base, self.shard));
+                    }
+                }
+                ConfChangeType::RemoveNode => {
+                    if node == self.node_id {
+                        tracing::warn!(shard = self.shard, "this node was removed from replica group {}", self.shard);
+                    }
+                    self.links.remove(node);
+                }
+            }
+        }
+        if let Err(e) = crate::cluster::remember_peers(&self.dir, &self.links.peers()) {
+            tracing::warn!(shard = self.shard, "cannot record the group's peers in {}: {e}", self.dir.display());
+        }
     }
 
     /// What an authenticated peer, node `from`, sent for this shard's group.
@@ -163,6 +241,14 @@ impl Replicated {
                 .send(f.to, &Envelope::Forward { id: f.id.0, budget: f.budget.min(u32::MAX as usize) as u32, ops });
         }
         drop(replica);
+        for m in out.membership.drain(..) {
+            self.membership_applied(&m);
+        }
+        for (ticket, result) in out.membership_done.drain(..) {
+            if let Some(tx) = self.changing.borrow_mut().remove(&ticket) {
+                let _ = tx.send(result);
+            }
+        }
         for done in out.finished.drain(..) {
             if let Some((node, their_id)) = self.remote.borrow_mut().remove(&done.id) {
                 let reply =

@@ -44,12 +44,16 @@ struct Link {
     dropping: RefCell<bool>,
 }
 
-/// The outbound links of one shard, by peer node id.
-#[derive(Clone, Default)]
+/// The outbound links of one shard, by peer node id (nodes join and leave with
+/// membership changes).
+#[derive(Clone)]
 pub struct Links {
-    shard: u32,
-    links: Rc<HashMap<u64, Rc<Link>>>,
+    setup: PeerSetup,
+    links: Rc<RefCell<HashMap<u64, Peer>>>,
 }
+
+/// A peer: where this shard reaches it, and the link to it.
+type Peer = (SocketAddr, Rc<Link>);
 
 /// What a shard needs to talk to its peers.
 #[derive(Clone)]
@@ -71,28 +75,58 @@ impl PeerSetup {
 impl Links {
     /// Starts a dialing task per peer (on the current executor).
     pub fn start(setup: &PeerSetup) -> Links {
-        let mut links = HashMap::new();
+        let links = Links { setup: setup.clone(), links: Rc::new(RefCell::new(HashMap::new())) };
         for &(node, addr) in &setup.peers {
-            let (wake, woken) = mpsc::unbounded();
-            let link = Rc::new(Link { queue: RefCell::new(Vec::new()), wake, dropping: RefCell::new(false) });
-            links.insert(node, link.clone());
-            glommio::spawn_local(dial(Rc::downgrade(&link), node, addr, setup.clone(), woken)).detach();
+            links.add(node, addr);
         }
-        Links { shard: setup.shard as u32, links: Rc::new(links) }
+        links
+    }
+
+    /// Starts talking to `node` at `addr` (this shard's address on it); a node already
+    /// known at another address is redialled there.
+    pub fn add(&self, node: u64, addr: SocketAddr) {
+        if node == self.setup.node_id {
+            return;
+        }
+        if self.links.borrow().get(&node).is_some_and(|(a, _)| *a == addr) {
+            return;
+        }
+        let (wake, woken) = mpsc::unbounded();
+        let link = Rc::new(Link { queue: RefCell::new(Vec::new()), wake, dropping: RefCell::new(false) });
+        glommio::spawn_local(dial(Rc::downgrade(&link), node, addr, self.setup.clone(), woken)).detach();
+        self.links.borrow_mut().insert(node, (addr, link));
+    }
+
+    /// Stops talking to `node` (its dialing task ends with the link).
+    pub fn remove(&self, node: u64) {
+        self.links.borrow_mut().remove(&node);
+    }
+
+    /// Every peer this shard talks to.
+    pub fn peers(&self) -> Vec<(u64, SocketAddr)> {
+        let mut peers: Vec<_> = self.links.borrow().iter().map(|(&id, (addr, _))| (id, *addr)).collect();
+        peers.sort_unstable();
+        peers
+    }
+
+    /// Whether `node` is a known peer.
+    pub fn knows(&self, node: u64) -> bool {
+        self.links.borrow().contains_key(&node)
     }
 
     /// Queues `envelope` for node `to`.
     pub fn send(&self, to: u64, envelope: &Envelope) {
-        let Some(link) = self.links.get(&to) else { return };
+        let links = self.links.borrow();
+        let Some((_, link)) = links.get(&to) else { return };
         let mut queue = link.queue.borrow_mut();
         if queue.len() > MAX_QUEUED {
             if !link.dropping.replace(true) {
-                tracing::warn!(shard = self.shard, peer = to, "peer is not keeping up: dropping frames for it");
+                tracing::warn!(shard = self.setup.shard, peer = to, "peer is not keeping up: dropping frames for it");
             }
             return;
         }
         link.dropping.replace(false);
-        envelope::encode(&mut queue, self.shard, envelope);
+        envelope::encode(&mut queue, self.setup.shard as u32, envelope);
         let _ = link.wake.unbounded_send(());
     }
 }
@@ -212,10 +246,11 @@ async fn serve(mut stream: TcpStream, replicated: Weak<Replicated>, setup: PeerS
         acceptor.on_proof(&proof).map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))
     })
     .await;
+    let known = |node: u64| replicated.upgrade().is_some_and(|r| r.links.knows(node));
     let them = match authenticated {
-        Ok(them) if setup.peers.iter().any(|(id, _)| *id == them.node) => them,
+        Ok(them) if known(them.node) => them,
         Ok(them) => {
-            tracing::warn!(shard = setup.shard, %from, node = them.node, "refused a peer that is not in --peers");
+            tracing::warn!(shard = setup.shard, %from, node = them.node, "refused a peer that is not a member (not in --peers, not added)");
             return;
         }
         Err(e) => {
