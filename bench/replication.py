@@ -16,6 +16,12 @@ Configurations: alone (no --peers), strong+fsync, strong+none (3 nodes, -t 1 eac
 Failover instead: a 3-node group (fsync); a client writes through a follower; the
 leader is killed (SIGKILL); the time to the first write acknowledged after the kill,
 over N trials, median and max.
+
+    bench/replication.py --catch-up 1000000
+
+Snapshot catch-up instead: a 3-node group holding N items (32-byte values); a fourth
+node started with --join is added (`ringcache-ctl add`); the time from the add until
+the new node holds every item.
 """
 
 import argparse
@@ -139,6 +145,58 @@ def failover(args):
     print(f"failover over {len(times)} trials: median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms")
 
 
+def catch_up(args):
+    workdir = tempfile.mkdtemp(prefix="ringcache-catchup-")
+    secret = os.path.join(workdir, "secret")
+    with open(secret, "w") as f:
+        f.write("benchmark-cluster-secret-0123456789")
+    client = [free_port() for _ in range(4)]
+    peer = [free_port() for _ in range(4)]
+    addr = lambda i: f"127.0.0.1:{peer[i]}"
+    founders = ",".join(f"{i + 1}={addr(i)}" for i in range(3))
+    everyone = ",".join(f"{i + 1}={addr(i)}" for i in range(4))
+    procs = []
+    try:
+        for i in range(4):
+            a = ["taskset", "-c", args.server_cpus, args.ringcache, "-l", "127.0.0.1", "-p", str(client[i]), "-t", "1",
+                 "-m", "2048", "--node-id", str(i + 1), "--peers", everyone if i == 3 else founders,
+                 "--data-dir", os.path.join(workdir, f"node{i + 1}"), "--cluster-secret-file", secret]
+            if i == 3:
+                a.append("--join")
+            procs.append(subprocess.Popen(a, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_port(client[i], procs[i], f"node {i + 1}")
+        deadline = time.time() + 30
+        while not any(stats(p, "replication").get("shard:0:role") == "leader" for p in client[:3]):
+            if time.time() > deadline:
+                sys.exit("no leader")
+            time.sleep(0.1)
+        leader = next(p for p in client[:3] if stats(p, "replication").get("shard:0:role") == "leader")
+        t = time.monotonic()
+        subprocess.run(["taskset", "-c", args.load_cpus, args.bench, "--servers", f"127.0.0.1:{leader}", "--cpus",
+                        args.load_cpus.split(",")[0], "-c", "50", "--pipeline", "16", "--ratio", "0:1", "--keys",
+                        str(args.catch_up), "--key-dist", "sequential", "--value-size", "32", "--requests",
+                        str(args.catch_up), "--quiet"], check=True, stdout=subprocess.DEVNULL)
+        items = int(stats(leader).get("curr_items", "0"))
+        print(f"loaded {items:,} items into the group in {time.monotonic() - t:.1f} s")
+        ctl = os.path.join(os.path.dirname(args.ringcache), "ringcache-ctl")
+        nodes = ",".join(f"127.0.0.1:{p}" for p in client)
+        t = time.monotonic()
+        subprocess.run([ctl, "--nodes", nodes, "--cluster-secret-file", secret, "--timeout", "600", "add", "4",
+                        addr(3)], check=True, stdout=subprocess.DEVNULL)
+        while int(stats(client[3]).get("curr_items", "0")) < items:
+            time.sleep(0.05)
+        took = time.monotonic() - t
+        repl = stats(client[3], "replication")
+        print(f"node 4 holds {items:,} items {took:.2f} s after `ringcache-ctl add` "
+              f"(snapshots installed: {repl.get('shard:0:snapshots_installed')})")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def pick(r, *path):
     for p in path:
         r = r[p]
@@ -156,7 +214,11 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--pipeline", type=int, default=1)
     ap.add_argument("--failover", type=int, default=0, help="measure failover over this many trials instead")
+    ap.add_argument("--catch-up", type=int, default=0, help="measure a new node's snapshot catch-up with this many items")
     args = ap.parse_args()
+    if args.catch_up:
+        catch_up(args)
+        return
     if args.failover:
         failover(args)
         return

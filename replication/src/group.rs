@@ -485,6 +485,12 @@ impl<D: Durable> Group<D> {
         if let Accepted::InOrder(chunks) = self.assembler.accept(chunk) {
             for c in chunks {
                 if c.seq == 0 {
+                    tracing::info!(
+                        node = self.config.node_id,
+                        index = c.index,
+                        chunks = c.total,
+                        "receiving a snapshot"
+                    );
                     self.durable.snapshot_begin(SnapshotSlot::Incoming, c.index, c.term)?;
                 }
                 self.durable.snapshot_chunk(SnapshotSlot::Incoming, &c.data)?;
@@ -669,7 +675,9 @@ impl<D: Durable> Group<D> {
         meta.term = term;
         meta.set_conf_state(store.conf_state().clone());
         let (hard_state, tail) = (store.hard_state().clone(), store.tail());
+        tracing::info!(node = self.config.node_id, index = self.applied, wanted, "taking a snapshot");
         let total = write_snapshot(&mut self.durable, &self.shard, &meta, &hard_state, &tail, now)?;
+        tracing::info!(node = self.config.node_id, index = self.applied, chunks = total, "took a snapshot");
         let keep_from = self.applied.saturating_sub(self.config.keep_entries);
         let store = self.node.mut_store();
         store.set_snapshot(meta, total);

@@ -3,7 +3,14 @@
 //! `flush_all`. Applying them, in order, to an empty store with the same settings gives
 //! a store that answers every read the same way: this is what a replication snapshot
 //! carries, and what tests compare replicas with.
+//!
+//! Items come out in the order they were written (segments oldest first, each along its
+//! item chain): the receiving store then ages them as this one does, and its index is
+//! filled in key-hash order no more than it would be by clients (walking the index
+//! instead gives keys in hash order, which piles a growing linear-probing index up into
+//! long runs: 20 us an insert instead of 0.2).
 
+use super::segments::SegState;
 use super::{item, Store};
 use crate::effect::{Effect, PutValue};
 
@@ -18,20 +25,35 @@ impl Store {
             each(&Effect::Flush { at: Some(self.absolute(t)) });
         }
         let bytes = self.arena.bytes();
-        for loc in self.index.locations() {
-            let at = loc as usize;
-            let Some(h) = item::decode(&bytes[at..]) else { continue };
-            if h.exptime != 0 && h.exptime <= now {
-                continue;
+        let seg_size = self.arena.seg_size();
+        let mut order: Vec<usize> =
+            (0..self.segs.meta.len()).filter(|&s| self.segs.meta[s].state != SegState::Free).collect();
+        order.sort_by_key(|&s| (self.segs.meta[s].created, s));
+        for seg in order {
+            let base = seg * seg_size;
+            let end = base + self.segs.meta[seg].write_at as usize;
+            let mut at = base;
+            while at < end {
+                let Some(h) = item::decode(&bytes[at..end]) else { break };
+                let loc = at as u64;
+                at += h.total();
+                let key = &bytes[loc as usize + h.key_at..loc as usize + h.key_at + h.key_len];
+                // Live: the index points here (not an overwritten or deleted copy), not expired.
+                if self.index.find(self.hasher.hash_one(key), |l| l == loc).is_none() {
+                    continue;
+                }
+                if h.exptime != 0 && h.exptime <= now {
+                    continue;
+                }
+                let value_at = loc as usize + h.value_at();
+                each(&Effect::Put {
+                    key,
+                    flags: h.flags,
+                    expires_at: self.absolute(h.exptime),
+                    value: PutValue::Bytes(&bytes[value_at..value_at + h.value_len]),
+                    cas: self.cas_of(loc, &h),
+                });
             }
-            let value_at = at + h.value_at();
-            each(&Effect::Put {
-                key: &bytes[at + h.key_at..at + h.key_at + h.key_len],
-                flags: h.flags,
-                expires_at: self.absolute(h.exptime),
-                value: PutValue::Bytes(&bytes[value_at..value_at + h.value_len]),
-                cas: self.cas_of(loc, &h),
-            });
         }
     }
 }
