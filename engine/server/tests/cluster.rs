@@ -4,7 +4,8 @@
 //! recovers from its log and catches up; a node started with `--join` is added (it
 //! catches up by snapshot) and a node is removed, with `cluster` commands authorised
 //! by the secret; a node with the wrong cluster secret is refused by its peers (and
-//! says why) while the others go on.
+//! says why) while the others go on; a follower, then the leader, cut off by proxies
+//! on the peer links fall behind (the leader steps down) and catch up when healed.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -390,4 +391,158 @@ fn a_joining_node_is_added_by_snapshot_and_a_node_is_removed() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(g.nodes[1].stat("replication", "shard:0:voters").as_deref(), Some("2,3,4"));
+}
+
+/// A TCP proxy in front of one node's peer port, which can cut the link: while blocked
+/// it closes what goes through it and refuses new connections.
+struct Proxy {
+    port: u16,
+    blocked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    streams: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: String) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let port = listener.local_addr().map(|a| a.port()).expect("proxy port");
+        let blocked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let streams = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (b, st) = (blocked.clone(), streams.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if b.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let Ok(server) = TcpStream::connect(&target) else { continue };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                if let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) {
+                    if let Ok(mut list) = st.lock() {
+                        list.push(c2);
+                        list.push(s2);
+                    }
+                    pipe(client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                    pipe(server, client);
+                }
+            }
+        });
+        Proxy { port, blocked, streams }
+    }
+
+    fn block(&self) {
+        self.blocked.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut list) = self.streams.lock() {
+            for s in list.drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    fn heal(&self) {
+        self.blocked.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_partitioned_node_falls_behind_and_catches_up_when_healed() {
+    // Three nodes whose peer traffic goes through proxies: proxies[i][j] carries node
+    // i's connections to node j.
+    let root = std::env::temp_dir().join(format!("ringcache-cluster-{}-partition", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("temp dir");
+    let client: Vec<_> = (0..3).map(|_| reserve_port()).collect();
+    let peer: Vec<_> = (0..3).map(|_| reserve_port()).collect();
+    let real = |j: usize| format!("127.0.0.1:{}", peer[j].port);
+    let proxies: Vec<Vec<Option<Proxy>>> =
+        (0..3).map(|i| (0..3).map(|j| (i != j).then(|| Proxy::start(real(j)))).collect()).collect();
+    let mut nodes = Vec::new();
+    for i in 0..3usize {
+        let peers = (0..3)
+            .map(|j| match &proxies[i][j] {
+                None => format!("{}={}", j + 1, real(j)),
+                Some(p) => format!("{}=127.0.0.1:{}", j + 1, p.port),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let secret = root.join("secret");
+        std::fs::write(&secret, SECRET).expect("secret");
+        nodes.push(Node {
+            id: i as u64 + 1,
+            join: false,
+            port: client[i].port,
+            dir: root.join(format!("node{}", i + 1)),
+            secret,
+            peers,
+            log: root.join(format!("node{}.log", i + 1)),
+            server: None,
+        });
+    }
+    drop(client);
+    drop(peer);
+    for n in &mut nodes {
+        n.start();
+    }
+    let g = Group { nodes, root, peer_addrs: Vec::new() };
+    let cut = |k: usize, on: bool| {
+        for (i, row) in proxies.iter().enumerate() {
+            for (j, proxy) in row.iter().enumerate() {
+                match proxy {
+                    Some(p) if (i == k || j == k) && on => p.block(),
+                    Some(p) if i == k || j == k => p.heal(),
+                    _ => {}
+                }
+            }
+        }
+    };
+    let applied = |n: &Node| n.stat("replication", "shard:0:applied").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let wait = |what: &str, mut done: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // A follower cut off: the other two go on; healed, it catches up.
+    let leader = g.leader(Duration::from_secs(20));
+    let follower = (leader + 1) % 3;
+    cut(follower, true);
+    let mut c = g.nodes[leader].connect();
+    for i in 0..100 {
+        assert_eq!(command(&mut c, format!("set p{i} 0 0 1\r\na\r\n").as_bytes()), "STORED\r\n");
+    }
+    assert!(applied(&g.nodes[follower]) < applied(&g.nodes[leader]), "the cut-off follower is behind");
+    assert_eq!(g.nodes[follower].stat("", "curr_items").as_deref(), Some("0"));
+    cut(follower, false);
+    wait(
+        "the healed follower catches up",
+        Box::new(|| g.nodes[follower].stat("", "curr_items").as_deref() == Some("100")),
+    );
+
+    // The leader cut off: the others elect a new one and take writes; the old leader
+    // steps down, and once healed follows and serves the new values.
+    cut(leader, true);
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    wait(
+        "a new leader among the others",
+        Box::new(|| {
+            others.iter().any(|&i| g.nodes[i].stat("replication", "shard:0:role").as_deref() == Some("leader"))
+        }),
+    );
+    let mut w = g.nodes[others[0]].connect();
+    wait("writes resume", Box::new(|| command(&mut w, b"set p0 0 0 1\r\nb\r\n") == "STORED\r\n"));
+    wait(
+        "the cut-off leader steps down",
+        Box::new(|| g.nodes[leader].stat("replication", "shard:0:role").as_deref() != Some("leader")),
+    );
+    cut(leader, false);
+    wait("the old leader catches up", Box::new(|| applied(&g.nodes[leader]) >= applied(&g.nodes[others[0]])));
+    let mut r = g.nodes[leader].connect();
+    let reply = request(&mut r, b"get p0\r\n", b"END\r\n");
+    assert_eq!(String::from_utf8_lossy(&reply), "VALUE p0 0 1\r\nb\r\nEND\r\n", "no stale read after the heal");
 }
