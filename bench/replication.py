@@ -9,7 +9,8 @@ with `stats replication`. Medians of --repeats runs, configurations interleaved.
 
     bench/replication.py --duration 8 --repeats 3
 
-Configurations: alone (no --peers), strong+fsync, strong+none (3 nodes, -t 1 each).
+Configurations: alone (no --peers), strong+fsync, strong+none, async+fsync (3 nodes,
+-t 1 each).
 
     bench/replication.py --failover 10
 
@@ -57,7 +58,7 @@ def stats(port, which=""):
     return out
 
 
-def start_group(binary, cpus, nodes, durability, workdir):
+def start_group(binary, cpus, nodes, durability, workdir, writes="strong"):
     secret = os.path.join(workdir, "secret")
     with open(secret, "w") as f:
         f.write("benchmark-cluster-secret-0123456789")
@@ -69,7 +70,7 @@ def start_group(binary, cpus, nodes, durability, workdir):
         args = ["taskset", "-c", cpus, binary, "-l", "127.0.0.1", "-p", str(client[i]), "-t", "1", "-m", "1024"]
         if nodes > 1 or durability:
             args += ["--node-id", str(i + 1), "--peers", peers, "--data-dir", os.path.join(workdir, f"node{i + 1}"),
-                     "--cluster-secret-file", secret, "--durability", durability]
+                     "--cluster-secret-file", secret, "--durability", durability, "--replication", writes]
         procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     for i in range(nodes):
         wait_port(client[i], procs[i], f"node {i + 1}")
@@ -86,9 +87,9 @@ def start_group(binary, cpus, nodes, durability, workdir):
     return procs, leader
 
 
-def run(args, name, nodes, durability):
+def run(args, name, nodes, durability, writes):
     workdir = tempfile.mkdtemp(prefix="ringcache-repl-bench-")
-    procs, port = start_group(args.ringcache, args.server_cpus, nodes, durability, workdir)
+    procs, port = start_group(args.ringcache, args.server_cpus, nodes, durability, workdir, writes)
     try:
         report = os.path.join(workdir, "report.json")
         cmd = ["taskset", "-c", args.load_cpus, args.bench, "--servers", f"127.0.0.1:{port}", "--cpus",
@@ -222,11 +223,12 @@ def main():
     if args.failover:
         failover(args)
         return
-    configs = [("alone", 1, ""), ("strong, fsync", 3, "fsync"), ("strong, none", 3, "none")]
+    configs = [("alone", 1, "", ""), ("strong, fsync", 3, "fsync", "strong"), ("strong, none", 3, "none", "strong"),
+               ("async, fsync", 3, "fsync", "async")]
     results = {c[0]: [] for c in configs}
     for _ in range(args.repeats):
-        for name, nodes, durability in configs:
-            res = run(args, name, nodes, durability)
+        for name, nodes, durability, writes in configs:
+            res = run(args, name, nodes, durability, writes)
             results[name].append(res)
             r = res["report"]
             m = r["measured"]
@@ -235,7 +237,7 @@ def main():
     alone = statistics.median(x["report"]["measured"]["ops_per_sec"] for x in results["alone"])
     print("\n| configuration | sets/s | ratio to alone | p50 us | p99 us | p99.9 us | writes per entry | entries per fsync | bytes per append |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, _, _ in configs:
+    for name, _, _, _ in configs:
         rs = results[name]
         med = lambda f: statistics.median(f(x) for x in rs)
         thr = med(lambda x: x["report"]["measured"]["ops_per_sec"])

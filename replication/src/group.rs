@@ -228,6 +228,9 @@ pub struct Group<D: Durable> {
     /// A snapshot handed to raft whose chunks must stay staged until the next
     /// [`Group::process`] installs it (chunks of another one are dropped meanwhile).
     stepped_snapshot: Option<(u64, u64)>,
+    /// Write-behind: this leader applied its own proposals of term `.0` up to index `.1`
+    /// before they committed ([`Group::propose_and_apply`]).
+    ahead: Option<(u64, u64)>,
 }
 
 fn invalid(what: String) -> io::Error {
@@ -303,6 +306,7 @@ impl<D: Durable> Group<D> {
             stats: GroupStats::default(),
             leading: false,
             stepped_snapshot: None,
+            ahead: None,
         })
     }
 
@@ -405,6 +409,83 @@ impl<D: Durable> Group<D> {
         self.stats.proposals += 1;
         self.stats.effects_proposed += batch.len() as u64;
         Ok(Ticket { index: self.node.raft.raft_log.last_index(), term: self.node.raft.term })
+    }
+
+    /// Write-behind (`async` replication): proposes `batch` and applies it to this
+    /// leader's store at once, stamped as the log will stamp it; `results` gets each
+    /// effect's result. When the entry commits it is not applied again. If it never
+    /// commits (this node stops leading first, or a new leader replaces it), the store
+    /// is rebuilt from the snapshot and the committed log, so no replica keeps a write
+    /// the group lost.
+    pub fn propose_and_apply(
+        &mut self,
+        batch: &EffectBatch,
+        now: u32,
+        results: &mut Vec<Applied>,
+    ) -> Result<Ticket, Refused> {
+        if self.ahead.is_some_and(|(term, upto)| term != self.node.raft.term && upto > self.applied) {
+            // Not yet dropped (no Ready since the term changed): cannot decide on it.
+            return Err(Refused::CatchingUp);
+        }
+        let ticket = self.propose(batch)?;
+        let mut data = Vec::with_capacity(batch.encoded_len());
+        batch.encode_into(&mut data);
+        if let Ok(effects) = EffectBatch::decode(&data) {
+            for (position, effect) in effects.enumerate() {
+                results.push(self.shard.apply(&effect.stamped(stamp(ticket.index, position)), now));
+            }
+        }
+        self.ahead = Some((ticket.term, ticket.index));
+        Ok(ticket)
+    }
+
+    /// Whether the store holds writes applied ahead of the log that have not committed.
+    pub fn is_ahead(&self) -> bool {
+        self.ahead.is_some_and(|(_, upto)| upto > self.applied)
+    }
+
+    /// Writes applied ahead in an earlier term that have not committed by now never
+    /// will under this node's hand: throw them away (the term moved on, whether or not
+    /// this node was seen stepping down in between).
+    fn drop_stale_ahead(&mut self, now: u32) -> io::Result<()> {
+        match self.ahead {
+            Some((term, upto)) if term != self.node.raft.term && upto > self.applied => self.rebuild(now),
+            Some((term, _)) if term != self.node.raft.term => {
+                self.ahead = None;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Throws away writes applied ahead that did not commit: the store becomes the
+    /// snapshot plus the log up to the applied index again.
+    fn rebuild(&mut self, now: u32) -> io::Result<()> {
+        self.ahead = None;
+        let store = self.node.store();
+        let Some((meta, total)) = store.snapshot_metadata() else { return Ok(()) };
+        let (index, term) = (meta.index, meta.term);
+        let entries = if self.applied > index {
+            raft::Storage::entries(store, index + 1, self.applied + 1, None, raft::GetEntriesContext::empty(false))
+                .map_err(|e| io::Error::other(format!("rebuilding from the log: {e}")))?
+        } else {
+            Vec::new()
+        };
+        tracing::warn!(
+            node = self.config.node_id,
+            from = index,
+            to = self.applied,
+            "writes applied ahead did not commit: rebuilding the store from the log"
+        );
+        restore(&mut self.shard, &self.durable, index, term, total, now)?;
+        for entry in entries.iter().filter(|e| e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty()) {
+            let effects = EffectBatch::decode(&entry.data)
+                .map_err(|e| invalid(format!("entry {} holds a damaged effect batch: {e:?}", entry.index)))?;
+            for (position, effect) in effects.enumerate() {
+                self.shard.apply(&effect.stamped(stamp(entry.index, position)), now);
+            }
+        }
+        Ok(())
     }
 
     /// Proposes the membership changes `changes` (joint consensus when more than one
@@ -525,10 +606,15 @@ impl<D: Durable> Group<D> {
     pub fn process(&mut self, now: u32, out: &mut Output) -> io::Result<()> {
         while self.node.has_ready() {
             self.stats.readies += 1;
+            self.drop_stale_ahead(now)?;
             let mut rd = self.node.ready();
             if let Some(ss) = rd.ss() {
                 tracing::debug!(node = self.config.node_id, leader = ss.leader_id, role = ?ss.raft_state, "role");
-                out.stepped_down |= self.leading && ss.raft_state != StateRole::Leader;
+                let stepped_down = self.leading && ss.raft_state != StateRole::Leader;
+                out.stepped_down |= stepped_down;
+                if stepped_down && self.is_ahead() {
+                    self.rebuild(now)?;
+                }
                 self.leading = ss.raft_state == StateRole::Leader;
             }
             // A leader may send appends before its own write: they are not acknowledgements.
@@ -594,8 +680,18 @@ impl<D: Durable> Group<D> {
     fn apply_entries(&mut self, entries: Vec<Entry>, now: u32, out: &mut Output) -> io::Result<()> {
         for entry in entries {
             let start = out.results.len();
+            if self.ahead.is_some_and(|(term, upto)| entry.index <= upto && entry.term != term) {
+                // Another term's entry (even a new leader's empty one) where one of ours
+                // was: what we applied ahead from there on never committed.
+                self.rebuild(now)?;
+            }
             match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {}
+                EntryType::EntryNormal
+                    if self.ahead.is_some_and(|(term, upto)| entry.index <= upto && entry.term == term) =>
+                {
+                    // Applied ahead by this leader when it was proposed.
+                }
                 EntryType::EntryNormal => {
                     let effects = EffectBatch::decode(&entry.data)
                         .map_err(|e| invalid(format!("entry {} holds a damaged effect batch: {e:?}", entry.index)))?;
@@ -667,6 +763,13 @@ impl<D: Durable> Group<D> {
         let current = store.snapshot_metadata().map_or(0, |(m, _)| m.index);
         let wanted = store.take_snapshot_wish();
         if (self.bytes_since_snapshot < self.config.snapshot_after_bytes && !wanted) || self.applied <= current {
+            return Ok(());
+        }
+        if self.is_ahead() {
+            // The store holds uncommitted writes: a snapshot now would carry them. Later.
+            if wanted {
+                self.node.store().wish_snapshot();
+            }
             return Ok(());
         }
         let Some(term) = store.term_of(self.applied) else { return Ok(()) };

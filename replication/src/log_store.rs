@@ -110,6 +110,11 @@ impl LogStore {
         self.snapshot = Some((meta, chunks));
     }
 
+    /// Asks again for a snapshot (one wished for could not be taken yet).
+    pub fn wish_snapshot(&self) {
+        self.wants_snapshot.set(true);
+    }
+
     /// Whether a snapshot was asked for that the current one cannot serve (clears it).
     pub fn take_snapshot_wish(&self) -> bool {
         self.wants_snapshot.replace(false)

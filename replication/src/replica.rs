@@ -49,6 +49,17 @@ pub enum ReadMode {
     Local,
 }
 
+/// When a write is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    /// Once its entry is committed on a quorum and applied here (write-through).
+    Strong,
+    /// Once applied on the leader, replicated behind (write-behind): a write answered
+    /// may be lost if the leader fails before it commits; replicas never keep one the
+    /// group lost ([`Group::propose_and_apply`]).
+    Async,
+}
+
 /// A job's handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct JobId(pub u64);
@@ -139,6 +150,7 @@ impl Job {
 pub struct Replica<D: Durable> {
     group: Group<D>,
     reads: ReadMode,
+    writes: Writes,
     /// The latches' key hash (the store's, fixed seeds).
     hasher: ahash::RandomState,
     jobs: Vec<Job>,
@@ -163,10 +175,11 @@ impl<D: Durable> Replica<D> {
     /// A replica over `group`. `incarnation` makes this run's job ids its own (the
     /// process start, a restart count): an answer meant for a job of an earlier run
     /// never lands on one of this run.
-    pub fn new(group: Group<D>, reads: ReadMode, no_leader_ticks: u32, incarnation: u64) -> Self {
+    pub fn new(group: Group<D>, reads: ReadMode, writes: Writes, no_leader_ticks: u32, incarnation: u64) -> Self {
         Replica {
             group,
             reads,
+            writes,
             hasher: key_hasher(),
             jobs: Vec::new(),
             next_job: incarnation << 32,
@@ -312,7 +325,7 @@ impl<D: Durable> Replica<D> {
     pub fn poll(&mut self, now: u32, output: &mut ReplicaOutput) -> io::Result<()> {
         for _ in 0..4 {
             self.advance_jobs(now, output);
-            self.propose();
+            self.propose(now);
             if self.round_used {
                 self.group.read_index(self.round.to_le_bytes().to_vec());
                 self.rounds.push_back((self.round, None));
@@ -463,12 +476,29 @@ impl<D: Durable> Replica<D> {
         }
     }
 
-    fn propose(&mut self) {
+    fn propose(&mut self, now: u32) {
         if self.batch.is_empty() {
             return;
         }
         let slots = std::mem::take(&mut self.slots);
-        match self.group.propose(&self.batch) {
+        let proposed = match self.writes {
+            Writes::Strong => self.group.propose(&self.batch),
+            Writes::Async => {
+                let mut results = Vec::with_capacity(slots.len());
+                let proposed = self.group.propose_and_apply(&self.batch, now, &mut results);
+                if proposed.is_ok() {
+                    // Answered now: the entry replicates behind.
+                    for ((job, part), result) in slots.iter().zip(results) {
+                        self.applied(*job, *part, result);
+                    }
+                    self.flushing = false;
+                    self.batch.clear();
+                    return;
+                }
+                proposed
+            }
+        };
+        match proposed {
             Ok(ticket) => self.proposals.push_back((ticket, slots)),
             Err(refused) => {
                 tracing::debug!("proposal refused: {refused:?}");

@@ -12,12 +12,7 @@ use std::path::PathBuf;
 use ringcache_replication::drivers::file::Durability;
 use ringcache_replication::replica::ReadMode;
 
-/// When a client hears that its write is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteMode {
-    /// After the write commits on a quorum and applies on the leader (write-through).
-    Strong,
-}
+pub use ringcache_replication::replica::Writes as WriteMode;
 
 /// A node's place in its replica group.
 #[derive(Debug, Clone)]
@@ -65,8 +60,6 @@ pub enum ClusterError {
     NotAPeer(u64),
     #[error("--{flag} {value:?}: expected one of {expected}")]
     Choice { flag: &'static str, value: String, expected: &'static str },
-    #[error("--replication async is not available yet: run strong")]
-    AsyncNotYet,
     #[error("cannot read --cluster-secret-file {path}: {source}")]
     Secret { path: PathBuf, source: std::io::Error },
     #[error("--cluster-secret-file {0} holds fewer than 16 bytes: use a long random secret")]
@@ -141,7 +134,7 @@ impl ClusterArgs {
         }
         let writes = match self.replication.as_deref().unwrap_or("strong") {
             "strong" => WriteMode::Strong,
-            "async" => return Err(ClusterError::AsyncNotYet),
+            "async" => WriteMode::Async,
             other => {
                 return Err(ClusterError::Choice {
                     flag: "replication",
@@ -201,7 +194,10 @@ mod tests {
     use super::*;
 
     fn args(peers: &str) -> ClusterArgs {
-        let secret = std::env::temp_dir().join(format!("ringcache-cluster-secret-{}", std::process::id()));
+        // A file of its own per call: tests run in parallel.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let secret = std::env::temp_dir().join(format!("ringcache-cluster-secret-{}-{n}", std::process::id()));
         std::fs::write(&secret, "0123456789abcdef0123\n").ok();
         ClusterArgs {
             node_id: Some(2),
@@ -240,7 +236,7 @@ mod tests {
         let wrong = ClusterArgs { reads: Some("fast".into()), ..args("2=127.0.0.1:7000") };
         assert!(wrong.resolve().err().is_some_and(|e| e.to_string().contains("linearizable, lease, local")));
         let asynchronous = ClusterArgs { replication: Some("async".into()), ..args("2=127.0.0.1:7000") };
-        assert!(matches!(asynchronous.resolve(), Err(ClusterError::AsyncNotYet)));
+        assert_eq!(asynchronous.resolve().ok().flatten().map(|c| c.writes), Some(WriteMode::Async));
     }
 
     #[test]

@@ -71,7 +71,8 @@ pub struct Args {
     /// Where this node keeps its replication log and snapshots (one directory per shard).
     #[arg(long = "data-dir")]
     pub data_dir: Option<PathBuf>,
-    /// strong (default): a write is acknowledged once a quorum has it.
+    /// strong (default): a write is acknowledged once a quorum has it; async: once the
+    /// leader applied it (replicated behind; lost if the leader fails before it commits).
     #[arg(long = "replication")]
     pub replication: Option<String>,
     /// linearizable (default), lease, or local (any node's own copy, may be stale).

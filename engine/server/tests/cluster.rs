@@ -20,6 +20,8 @@ const SECRET: &str = "a-cluster-secret-for-tests-0123456789";
 struct Node {
     id: u64,
     join: bool,
+    /// More flags for this node.
+    extra: Vec<String>,
     port: u16,
     dir: PathBuf,
     secret: PathBuf,
@@ -39,6 +41,7 @@ impl Node {
             .arg("--cluster-secret-file")
             .arg(&self.secret)
             .args(if self.join { &["--join"][..] } else { &[][..] })
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -125,12 +128,12 @@ impl Drop for Group {
 /// A group of `n` nodes, one shard each; node ids from 1. `secret_of` gives each
 /// node's secret.
 fn group(name: &str, n: u64, secret_of: impl Fn(u64) -> &'static str) -> Group {
-    group_with(name, n, 0, secret_of)
+    group_with(name, n, 0, secret_of, &[])
 }
 
 /// As [`group`], with `joiners` more nodes (ids after the founders') known to every
 /// node's `--peers` but started with `--join`, not yet members.
-fn group_with(name: &str, n: u64, joiners: u64, secret_of: impl Fn(u64) -> &'static str) -> Group {
+fn group_with(name: &str, n: u64, joiners: u64, secret_of: impl Fn(u64) -> &'static str, extra: &[&str]) -> Group {
     let root = std::env::temp_dir().join(format!("ringcache-cluster-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("temp dir");
@@ -149,6 +152,7 @@ fn group_with(name: &str, n: u64, joiners: u64, secret_of: impl Fn(u64) -> &'sta
         nodes.push(Node {
             id: i,
             join: i > n,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             port: client[i as usize - 1].port,
             dir: root.join(format!("node{i}")),
             secret,
@@ -349,7 +353,7 @@ fn cluster_until_ok(g: &Group, command: &str) {
 
 #[test]
 fn a_joining_node_is_added_by_snapshot_and_a_node_is_removed() {
-    let mut g = group_with("membership", 3, 1, |_| SECRET);
+    let mut g = group_with("membership", 3, 1, |_| SECRET, &[]);
     let leader = g.leader(Duration::from_secs(20));
     let mut c = g.nodes[leader].connect();
     for i in 0..300 {
@@ -474,6 +478,7 @@ fn a_partitioned_node_falls_behind_and_catches_up_when_healed() {
         nodes.push(Node {
             id: i as u64 + 1,
             join: false,
+            extra: Vec::new(),
             port: client[i].port,
             dir: root.join(format!("node{}", i + 1)),
             secret,
@@ -545,4 +550,28 @@ fn a_partitioned_node_falls_behind_and_catches_up_when_healed() {
     let mut r = g.nodes[leader].connect();
     let reply = request(&mut r, b"get p0\r\n", b"END\r\n");
     assert_eq!(String::from_utf8_lossy(&reply), "VALUE p0 0 1\r\nb\r\nEND\r\n", "no stale read after the heal");
+}
+
+#[test]
+fn an_async_group_answers_after_the_leaders_apply_and_converges() {
+    let g = group_with("async", 3, 0, |_| SECRET, &["--replication", "async", "--durability", "none"]);
+    let leader = g.leader(Duration::from_secs(20));
+    let mut c = g.nodes[(leader + 1) % 3].connect();
+    for i in 0..200 {
+        assert_eq!(command(&mut c, format!("set w{i} 0 0 2\r\nok\r\n").as_bytes()), "STORED\r\n");
+    }
+    assert_eq!(command(&mut c, b"incr counter 1\r\n"), "NOT_FOUND\r\n");
+    // Replicated behind: every node gets there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for node in &g.nodes {
+        while node.stat("", "curr_items").as_deref() != Some("200") {
+            assert!(Instant::now() < deadline, "node {} did not get every write", node.id);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let mut r = g.nodes[leader].connect();
+    assert_eq!(
+        String::from_utf8_lossy(&request(&mut r, b"get w199\r\n", b"END\r\n")),
+        "VALUE w199 0 2\r\nok\r\nEND\r\n"
+    );
 }
