@@ -5,7 +5,9 @@
 //! catches up by snapshot) and a node is removed, with `cluster` commands authorised
 //! by the secret; a node with the wrong cluster secret is refused by its peers (and
 //! says why) while the others go on; a follower, then the leader, cut off by proxies
-//! on the peer links fall behind (the leader steps down) and catch up when healed.
+//! on the peer links fall behind (the leader steps down) and catch up when healed; and
+//! clients' histories through every node stay linearizable (per key, a WGL checker)
+//! while the leader is cut off and then killed.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,7 +15,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringcache_test_support::{reserve_port, Server};
+use ringcache_test_support::history::{parse, Cmd, Fate, KeyHistory, Ret};
+use ringcache_test_support::{reserve_port, Rng, Server};
 
 const SECRET: &str = "a-cluster-secret-for-tests-0123456789";
 
@@ -452,18 +455,18 @@ impl Proxy {
     }
 }
 
-#[test]
-fn a_partitioned_node_falls_behind_and_catches_up_when_healed() {
-    // Three nodes whose peer traffic goes through proxies: proxies[i][j] carries node
-    // i's connections to node j.
-    let root = std::env::temp_dir().join(format!("ringcache-cluster-{}-partition", std::process::id()));
+/// Proxies on the peer links of a group: `[i][j]` carries node i's connections to j.
+type Proxies = Vec<Vec<Option<Proxy>>>;
+
+/// Three nodes whose peer traffic goes through proxies.
+fn proxied_group(name: &str) -> (Group, Proxies) {
+    let root = std::env::temp_dir().join(format!("ringcache-cluster-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("temp dir");
     let client: Vec<_> = (0..3).map(|_| reserve_port()).collect();
     let peer: Vec<_> = (0..3).map(|_| reserve_port()).collect();
     let real = |j: usize| format!("127.0.0.1:{}", peer[j].port);
-    let proxies: Vec<Vec<Option<Proxy>>> =
-        (0..3).map(|i| (0..3).map(|j| (i != j).then(|| Proxy::start(real(j)))).collect()).collect();
+    let proxies: Proxies = (0..3).map(|i| (0..3).map(|j| (i != j).then(|| Proxy::start(real(j)))).collect()).collect();
     let mut nodes = Vec::new();
     for i in 0..3usize {
         let peers = (0..3)
@@ -492,18 +495,26 @@ fn a_partitioned_node_falls_behind_and_catches_up_when_healed() {
     for n in &mut nodes {
         n.start();
     }
-    let g = Group { nodes, root, peer_addrs: Vec::new() };
-    let cut = |k: usize, on: bool| {
-        for (i, row) in proxies.iter().enumerate() {
-            for (j, proxy) in row.iter().enumerate() {
-                match proxy {
-                    Some(p) if (i == k || j == k) && on => p.block(),
-                    Some(p) if i == k || j == k => p.heal(),
-                    _ => {}
-                }
+    (Group { nodes, root, peer_addrs: Vec::new() }, proxies)
+}
+
+/// Cuts node `k` off from the others (both ways), or heals it.
+fn cut(proxies: &Proxies, k: usize, on: bool) {
+    for (i, row) in proxies.iter().enumerate() {
+        for (j, proxy) in row.iter().enumerate() {
+            match proxy {
+                Some(p) if (i == k || j == k) && on => p.block(),
+                Some(p) if i == k || j == k => p.heal(),
+                _ => {}
             }
         }
-    };
+    }
+}
+
+#[test]
+fn a_partitioned_node_falls_behind_and_catches_up_when_healed() {
+    let (g, proxies) = proxied_group("partition");
+    let cut = |k: usize, on: bool| cut(&proxies, k, on);
     let applied = |n: &Node| n.stat("replication", "shard:0:applied").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let wait = |what: &str, mut done: Box<dyn FnMut() -> bool + '_>| {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -574,4 +585,139 @@ fn an_async_group_answers_after_the_leaders_apply_and_converges() {
         String::from_utf8_lossy(&request(&mut r, b"get w199\r\n", b"END\r\n")),
         "VALUE w199 0 2\r\nok\r\nEND\r\n"
     );
+}
+
+/// One client of the linearizability test: random commands on random keys through
+/// random nodes, each call and return recorded as it happens.
+fn linearizability_client(
+    c: u64,
+    ports: Vec<u16>,
+    histories: std::sync::Arc<std::sync::Mutex<Vec<KeyHistory>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    next_process: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> (usize, usize) {
+    use std::sync::atomic::Ordering;
+    let mut rng = Rng(c + 1);
+    let mut process = c as usize;
+    let mut seen: std::collections::HashMap<usize, (Vec<u8>, u64)> = std::collections::HashMap::new();
+    let mut conns: std::collections::HashMap<u16, TcpStream> = std::collections::HashMap::new();
+    let (mut answered, mut unknown) = (0, 0);
+    let mut seq = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let port = ports[rng.below(ports.len() as u64) as usize];
+        let key = rng.below(4) as usize;
+        seq += 1;
+        let value = format!("v{c}.{seq}").into_bytes();
+        let (cmd, line) = match rng.below(10) {
+            0..=3 => (Cmd::Get, format!("gets k{key}\r\n").into_bytes()),
+            4 => (
+                Cmd::Set(value.clone()),
+                [format!("set k{key} 0 0 {}\r\n", value.len()).as_bytes(), &value, b"\r\n"].concat(),
+            ),
+            5 => (
+                Cmd::Add(value.clone()),
+                [format!("add k{key} 0 0 {}\r\n", value.len()).as_bytes(), &value, b"\r\n"].concat(),
+            ),
+            6 | 7 => {
+                let (expected, token) = match seen.get(&key) {
+                    Some((v, cas)) => (Some(v.clone()), *cas),
+                    None => (None, 1),
+                };
+                let line = [format!("cas k{key} 0 0 {} {token}\r\n", value.len()).as_bytes(), &value, b"\r\n"].concat();
+                (Cmd::Cas { new: value.clone(), expected }, line)
+            }
+            8 => {
+                let data = format!("+{c}.{seq}").into_bytes();
+                (
+                    Cmd::Append(data.clone()),
+                    [format!("append k{key} 0 0 {}\r\n", data.len()).as_bytes(), &data, b"\r\n"].concat(),
+                )
+            }
+            _ => (Cmd::Delete, format!("delete k{key}\r\n").into_bytes()),
+        };
+        let op = histories.lock().map(|mut h| h[key].call(process, cmd.clone())).unwrap_or(0);
+        let until: &[u8] = if cmd == Cmd::Get { b"END\r\n" } else { b"\r\n" };
+        let reply = conns
+            .remove(&port)
+            .or_else(|| {
+                let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                Some(s)
+            })
+            .and_then(|mut s| {
+                s.write_all(&line).ok()?;
+                let mut reply = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !(reply.ends_with(until)
+                    || (cmd == Cmd::Get && reply.starts_with(b"SERVER_ERROR") && reply.ends_with(b"\r\n")))
+                {
+                    let n = s.read(&mut buf).ok().filter(|&n| n > 0)?;
+                    reply.extend_from_slice(&buf[..n]);
+                }
+                conns.insert(port, s);
+                Some(reply)
+            });
+        let fate = reply.map_or(Fate::Unknown, |r| parse(&cmd, &r));
+        let Ok(mut h) = histories.lock() else { break };
+        match fate {
+            Fate::Answered(ret, cas) => {
+                if let (Ret::Value(Some(v)), Some(cas)) = (&ret, cas) {
+                    seen.insert(key, (v.clone(), cas));
+                }
+                h[key].answer(process, op, ret);
+                answered += 1;
+            }
+            Fate::NotRun => h[key].withdraw(op),
+            Fate::Unknown => {
+                // Open for ever in the history; this client goes on as a new process.
+                process = next_process.fetch_add(1, Ordering::SeqCst);
+                unknown += 1;
+            }
+        }
+    }
+    (answered, unknown)
+}
+
+#[test]
+fn histories_stay_linearizable_while_the_leader_is_cut_off_and_killed() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let (mut g, proxies) = proxied_group("linearizable");
+    g.leader(Duration::from_secs(20));
+    let ports: Vec<u16> = g.nodes.iter().map(|n| n.port).collect();
+    let histories = Arc::new(Mutex::new((0..4).map(|_| KeyHistory::default()).collect::<Vec<_>>()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = 4;
+    let next_process = Arc::new(AtomicUsize::new(clients));
+    let threads: Vec<_> = (0..clients as u64)
+        .map(|c| {
+            let (p, h, s, n) = (ports.clone(), histories.clone(), stop.clone(), next_process.clone());
+            std::thread::spawn(move || linearizability_client(c, p, h, s, n))
+        })
+        .collect();
+    // Faults while they run: the leader cut off, healed; then the leader killed, restarted.
+    std::thread::sleep(Duration::from_millis(1500));
+    let leader = g.leader(Duration::from_secs(20));
+    cut(&proxies, leader, true);
+    std::thread::sleep(Duration::from_millis(2500));
+    cut(&proxies, leader, false);
+    std::thread::sleep(Duration::from_millis(1500));
+    let leader = g.leader(Duration::from_secs(20));
+    g.nodes[leader].kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    g.nodes[leader].start();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::SeqCst);
+    let (mut answered, mut unknown) = (0, 0);
+    for t in threads {
+        let (a, u) = t.join().unwrap_or((0, 0));
+        answered += a;
+        unknown += u;
+    }
+    eprintln!("linearizability: {answered} ops answered, {unknown} with an unknown outcome");
+    assert!(answered > 100, "the clients made progress: {answered}");
+    let histories = histories.lock().unwrap_or_else(|e| e.into_inner());
+    for (key, h) in histories.iter().enumerate() {
+        assert!(h.is_linearizable(), "the history of k{key} is not linearizable");
+    }
 }

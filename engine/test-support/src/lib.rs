@@ -2,13 +2,15 @@
 //! start `ringcache` or Debian's `memcached` on a reserved loopback port and wait until
 //! it listens (killed when the guard drops), run `ringcache` expecting it to exit, read a
 //! process's RSS, send it signals ([`process`]); a small text-protocol client that fails
-//! with a message instead of hanging, a deterministic RNG and a checksum ([`client`]).
+//! with a message instead of hanging, a deterministic RNG and a checksum ([`client`]);
+//! per-key histories of memcached commands checked for linearizability ([`history`]).
 //!
 //! The `ringcache` binary is the one cargo builds for the calling crate's tests: the
 //! macros [`start_ringcache!`], [`start_ringcache_with!`] and [`run_ringcache_to_exit!`]
 //! pass `env!("CARGO_BIN_EXE_ringcache")` from the call site.
 
 pub mod client;
+pub mod history;
 pub mod process;
 
 pub use client::{fnv1a, Block, Conn, Rng};
