@@ -169,7 +169,13 @@ pub struct Replica<D: Durable> {
     no_leader_ticks: u32,
     /// Membership changes proposed here, waiting to apply.
     changing: Vec<Ticket>,
+    /// The node that should lead this group when it can (`--prefer-leader`).
+    preferred: Option<u64>,
+    ticks: u64,
 }
+
+/// How often (in ticks) a leader checks whether to hand leadership to the preferred node.
+const PREFERENCE_TICKS: u64 = 20;
 
 impl<D: Durable> Replica<D> {
     /// A replica over `group`. `incarnation` makes this run's job ids its own (the
@@ -194,6 +200,8 @@ impl<D: Durable> Replica<D> {
             out: Output::default(),
             no_leader_ticks,
             changing: Vec::new(),
+            preferred: None,
+            ticks: 0,
         }
     }
 
@@ -237,6 +245,10 @@ impl<D: Durable> Replica<D> {
     /// leader that did not answer, "no leader" for ops that found none.
     pub fn tick(&mut self) {
         self.group.tick();
+        self.ticks += 1;
+        if self.ticks % PREFERENCE_TICKS == 0 {
+            self.hand_to_preferred();
+        }
         for i in 0..self.jobs.len() {
             let job = &mut self.jobs[i];
             job.waited += 1;
@@ -246,6 +258,26 @@ impl<D: Durable> Replica<D> {
             let unknown = job.forwarded;
             job.forwarded = false;
             self.give_up(i, if unknown { reply::OUTCOME_UNKNOWN } else { reply::NO_LEADER });
+        }
+    }
+
+    /// Makes `node` the group's preferred leader: a leader that is not it hands over
+    /// leadership once `node` is a voter that has caught up (None: leadership stays
+    /// wherever elections put it).
+    pub fn prefer_leader(&mut self, node: Option<u64>) {
+        self.preferred = node;
+    }
+
+    fn hand_to_preferred(&mut self) {
+        let Some(preferred) = self.preferred else { return };
+        if !self.group.is_leader() {
+            return;
+        }
+        let status = self.group.status();
+        let caught_up = status.peers.iter().any(|&(id, matched, _)| id == preferred && matched >= status.commit);
+        if preferred != status.node_id && status.voters.contains(&preferred) && caught_up {
+            tracing::info!(node = status.node_id, to = preferred, "handing leadership to the preferred node");
+            self.group.transfer_leader(preferred);
         }
     }
 

@@ -27,6 +27,8 @@ pub struct ClusterConfig {
     pub secret: Vec<u8>,
     /// Join an existing group (wait to be added) instead of founding one with `peers`.
     pub join: bool,
+    /// The node every shard's group should be led by when it can (`--prefer-leader`).
+    pub prefer_leader: Option<u64>,
 }
 
 impl ClusterConfig {
@@ -56,7 +58,7 @@ pub enum ClusterError {
     BadPeers(String),
     #[error("--peers names node {0} twice")]
     DuplicatePeer(u64),
-    #[error("--node-id {0} is not one of --peers")]
+    #[error("node {0} (--node-id or --prefer-leader) is not one of --peers")]
     NotAPeer(u64),
     #[error("--{flag} {value:?}: expected one of {expected}")]
     Choice { flag: &'static str, value: String, expected: &'static str },
@@ -79,6 +81,7 @@ pub struct ClusterArgs {
     pub durability: Option<String>,
     pub secret_file: Option<PathBuf>,
     pub join: bool,
+    pub prefer_leader: Option<u64>,
 }
 
 fn parse_peers(list: &str) -> Result<Vec<(u64, SocketAddr)>, ClusterError> {
@@ -114,6 +117,7 @@ impl ClusterArgs {
                 (self.durability.is_some(), "--durability"),
                 (self.secret_file.is_some(), "--cluster-secret-file"),
                 (self.join, "--join"),
+                (self.prefer_leader.is_some(), "--prefer-leader"),
             ];
             return match given.iter().find(|(g, _)| *g) {
                 Some((_, flag)) => Err(ClusterError::WithoutPeers(flag)),
@@ -162,7 +166,20 @@ impl ClusterArgs {
                 return Err(ClusterError::Choice { flag: "durability", value: other.into(), expected: "fsync, none" })
             }
         };
-        Ok(Some(ClusterConfig { node_id, peers, data_dir, writes, reads, durability, secret, join: self.join }))
+        if let Some(p) = self.prefer_leader.filter(|p| !peers.iter().any(|(id, _)| id == p)) {
+            return Err(ClusterError::NotAPeer(p));
+        }
+        Ok(Some(ClusterConfig {
+            node_id,
+            peers,
+            data_dir,
+            writes,
+            reads,
+            durability,
+            secret,
+            join: self.join,
+            prefer_leader: self.prefer_leader,
+        }))
     }
 }
 

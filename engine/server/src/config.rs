@@ -90,6 +90,10 @@ pub struct Args {
     /// instead of founding a group with --peers.
     #[arg(long = "join")]
     pub join: bool,
+    /// Have every shard's group led by this node whenever it is up and caught up
+    /// (default: leadership spreads over the nodes as elections fall).
+    #[arg(long = "prefer-leader")]
+    pub prefer_leader: Option<u64>,
     /// memcached's extended options, comma-separated `name=value`: `idle_timeout`,
     /// `hashpower`, `read_buf_mem_limit`, and ringcache's `request_timeout`,
     /// `write_timeout`, `reply_buffer_limit`, `shutdown_grace`. Others are ignored.
@@ -451,6 +455,7 @@ impl Args {
             durability: self.durability.clone(),
             secret_file: self.cluster_secret_file.clone(),
             join: self.join,
+            prefer_leader: self.prefer_leader,
         }
         .resolve()?;
         if cluster.is_some() && (self.memory_file.is_some() || file.memory_file.is_some()) {

@@ -721,3 +721,24 @@ fn histories_stay_linearizable_while_the_leader_is_cut_off_and_killed() {
         assert!(h.is_linearizable(), "the history of k{key} is not linearizable");
     }
 }
+
+#[test]
+fn leadership_goes_back_to_the_preferred_node() {
+    let mut g = group_with("prefer", 3, 0, |_| SECRET, &["--prefer-leader", "3"]);
+    let leads_3 = |g: &Group| g.nodes[2].stat("replication", "shard:0:role").as_deref() == Some("leader");
+    let wait = |g: &Group, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !leads_3(g) {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait(&g, "node 3 did not come to lead");
+    g.nodes[2].kill();
+    let other = g.leader(Duration::from_secs(20));
+    assert_ne!(g.nodes[other].id, 3);
+    g.nodes[2].start();
+    wait(&g, "node 3 did not lead again once back");
+    let mut c = g.nodes[0].connect();
+    assert_eq!(command(&mut c, b"set k 0 0 1\r\nv\r\n"), "STORED\r\n");
+}

@@ -423,7 +423,8 @@ fn join_group(
         .map_err(|e| io::Error::new(e.kind(), format!("shard {index}: replication log in {}: {e}", dir.display())))?;
     // Job ids of this run differ from any earlier run's (answers for those may still arrive).
     let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let replica = Replica::new(group, cluster.reads, cluster.writes, replicated::NO_LEADER_TICKS, incarnation);
+    let mut replica = Replica::new(group, cluster.reads, cluster.writes, replicated::NO_LEADER_TICKS, incarnation);
+    replica.prefer_leader(cluster.prefer_leader);
     let base = cluster.own_address();
     if usize::from(base.port()) + nshards > usize::from(u16::MAX) {
         return Err(io::Error::other(format!("peer ports from {base} run past 65535 for {nshards} shards")));
