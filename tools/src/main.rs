@@ -1,6 +1,9 @@
 //! `ringcache-ctl`: the operator's tool for a replica group, over the client port.
 //!
-//! - `status`: every node's view of every shard's group (`stats replication`) as a table.
+//! - `status`: every node's view of every shard's group (`stats replication`) as a table:
+//!   role, leader, term, commit and applied index, the largest follower lag (on a
+//!   leader), the batching achieved (writes per entry, entries per fsync, bytes per
+//!   append message) and fsyncs in the last second.
 //! - `add ID HOST:PORT`: adds node ID (started with `--join`, its peer port base at
 //!   HOST:PORT) to every shard's group as a learner, waits until it has caught up, then
 //!   makes it a voter.
@@ -107,7 +110,7 @@ fn status(cli: &Cli) -> Result<(), String> {
                     let lag =
                         s.iter().filter(|(k, _)| k.ends_with(":lag")).filter_map(|(_, v)| v.parse::<u64>().ok()).max();
                     println!(
-                        "{:<22} {:>5} {:>4} {:<12} {:>6} {:>6} {:>10} {:>10} {:>8} {}",
+                        "{:<22} {:>5} {:>4} {:<12} {:>6} {:>6} {:>10} {:>10} {:>8} {:>9} {:>10} {:>9} {:>8} {}",
                         node,
                         shard,
                         get("node"),
@@ -117,6 +120,10 @@ fn status(cli: &Cli) -> Result<(), String> {
                         get("commit"),
                         get("applied"),
                         lag.map_or("-".into(), |l| l.to_string()),
+                        get("writes_per_entry"),
+                        get("entries_per_fsync"),
+                        get("bytes_per_append"),
+                        get("fsyncs_per_second"),
                         get("voters")
                     );
                 }

@@ -6,8 +6,9 @@
 //! by the secret; a node with the wrong cluster secret is refused by its peers (and
 //! says why) while the others go on; a follower, then the leader, cut off by proxies
 //! on the peer links fall behind (the leader steps down) and catch up when healed; and
-//! clients' histories through every node stay linearizable (per key, a WGL checker)
-//! while the leader is cut off and then killed.
+//! clients' histories (gets, set, add, cas, append, delete, incr) through every node
+//! stay linearizable (per key, a WGL checker) while the leader is cut off and then
+//! killed.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -605,35 +606,47 @@ fn linearizability_client(
     let mut seq = 0;
     while !stop.load(Ordering::SeqCst) {
         let port = ports[rng.below(ports.len() as u64) as usize];
-        let key = rng.below(4) as usize;
+        let key = rng.below(5) as usize;
         seq += 1;
         let value = format!("v{c}.{seq}").into_bytes();
-        let (cmd, line) = match rng.below(10) {
-            0..=3 => (Cmd::Get, format!("gets k{key}\r\n").into_bytes()),
-            4 => (
-                Cmd::Set(value.clone()),
-                [format!("set k{key} 0 0 {}\r\n", value.len()).as_bytes(), &value, b"\r\n"].concat(),
-            ),
-            5 => (
-                Cmd::Add(value.clone()),
-                [format!("add k{key} 0 0 {}\r\n", value.len()).as_bytes(), &value, b"\r\n"].concat(),
-            ),
-            6 | 7 => {
-                let (expected, token) = match seen.get(&key) {
-                    Some((v, cas)) => (Some(v.clone()), *cas),
-                    None => (None, 1),
-                };
-                let line = [format!("cas k{key} 0 0 {} {token}\r\n", value.len()).as_bytes(), &value, b"\r\n"].concat();
-                (Cmd::Cas { new: value.clone(), expected }, line)
+        let roll = rng.below(10);
+        let (cmd, line) = if key == 4 {
+            // A counter: set, incr, get, delete.
+            match roll {
+                0..=2 => (Cmd::Get, b"gets k4\r\n".to_vec()),
+                3 => (Cmd::Set(b"10".to_vec()), b"set k4 0 0 2\r\n10\r\n".to_vec()),
+                4 => (Cmd::Delete, b"delete k4\r\n".to_vec()),
+                _ => (Cmd::Incr(roll), format!("incr k4 {roll}\r\n").into_bytes()),
             }
-            8 => {
-                let data = format!("+{c}.{seq}").into_bytes();
-                (
-                    Cmd::Append(data.clone()),
-                    [format!("append k{key} 0 0 {}\r\n", data.len()).as_bytes(), &data, b"\r\n"].concat(),
-                )
+        } else {
+            match roll {
+                0..=3 => (Cmd::Get, format!("gets k{key}\r\n").into_bytes()),
+                4 => (
+                    Cmd::Set(value.clone()),
+                    [format!("set k{key} 0 0 {}\r\n", value.len()).as_bytes(), &value, b"\r\n"].concat(),
+                ),
+                5 => (
+                    Cmd::Add(value.clone()),
+                    [format!("add k{key} 0 0 {}\r\n", value.len()).as_bytes(), &value, b"\r\n"].concat(),
+                ),
+                6 | 7 => {
+                    let (expected, token) = match seen.get(&key) {
+                        Some((v, cas)) => (Some(v.clone()), *cas),
+                        None => (None, 1),
+                    };
+                    let line =
+                        [format!("cas k{key} 0 0 {} {token}\r\n", value.len()).as_bytes(), &value, b"\r\n"].concat();
+                    (Cmd::Cas { new: value.clone(), expected }, line)
+                }
+                8 => {
+                    let data = format!("+{c}.{seq}").into_bytes();
+                    (
+                        Cmd::Append(data.clone()),
+                        [format!("append k{key} 0 0 {}\r\n", data.len()).as_bytes(), &data, b"\r\n"].concat(),
+                    )
+                }
+                _ => (Cmd::Delete, format!("delete k{key}\r\n").into_bytes()),
             }
-            _ => (Cmd::Delete, format!("delete k{key}\r\n").into_bytes()),
         };
         let op = histories.lock().map(|mut h| h[key].call(process, cmd.clone())).unwrap_or(0);
         let until: &[u8] = if cmd == Cmd::Get { b"END\r\n" } else { b"\r\n" };
@@ -685,7 +698,7 @@ fn histories_stay_linearizable_while_the_leader_is_cut_off_and_killed() {
     let (mut g, proxies) = proxied_group("linearizable");
     g.leader(Duration::from_secs(20));
     let ports: Vec<u16> = g.nodes.iter().map(|n| n.port).collect();
-    let histories = Arc::new(Mutex::new((0..4).map(|_| KeyHistory::default()).collect::<Vec<_>>()));
+    let histories = Arc::new(Mutex::new((0..5).map(|_| KeyHistory::default()).collect::<Vec<_>>()));
     let stop = Arc::new(AtomicBool::new(false));
     let clients = 4;
     let next_process = Arc::new(AtomicUsize::new(clients));

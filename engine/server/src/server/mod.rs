@@ -455,7 +455,8 @@ fn join_group(
     let links = replicated::peers::Links::start(&setup);
     let (replica, woken) = replicated::Replicated::new(cluster.node_id, index, replica, links, shared.clock, dir);
     glommio::spawn_local(replica.clone().drive(woken)).detach();
-    glommio::spawn_local(replicated::peers::listen(listener, Rc::downgrade(&replica), setup)).detach();
+    let inbound: Rc<dyn replicated::peers::Inbound> = replica.clone();
+    glommio::spawn_local(replicated::peers::listen(listener, Rc::downgrade(&inbound), setup)).detach();
     tracing::info!(shard = index, node = cluster.node_id, peers = %own, "joined replica group {index}");
     Ok(replica)
 }

@@ -16,6 +16,7 @@ pub struct ReplicationReport {
     pub status: GroupStatus,
     pub stats: GroupStats,
     pub syncs: u64,
+    pub syncs_per_second: u64,
     /// Jobs waiting for their outcome.
     pub jobs: usize,
 }
@@ -42,6 +43,7 @@ impl ShardReport {
                 status: group.status(),
                 stats: group.stats(),
                 syncs: group.durable().syncs(),
+                syncs_per_second: r.fsyncs_per_second.get(),
                 jobs: replica.jobs(),
             }
         });

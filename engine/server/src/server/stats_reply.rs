@@ -56,7 +56,7 @@ fn rusage() -> (f64, f64) {
 /// `stats replication`: each shard's group (nothing for a node alone): role, leader,
 /// term, commit and applied index, the log's span, the peers' match index (on a
 /// leader), and the batching achieved: effects per entry, entries per fsync, bytes per
-/// append message.
+/// append message, fsyncs in the last second.
 fn replication(out: &mut Vec<u8>, reports: &[ShardReport]) {
     let mut groups: Vec<_> = reports.iter().filter_map(|r| r.replication.as_ref()).collect();
     groups.sort_by_key(|g| g.shard);
@@ -89,6 +89,7 @@ fn replication(out: &mut Vec<u8>, reports: &[ShardReport]) {
         stat(out, &format!("shard:{s}:effects_proposed"), b.effects_proposed);
         stat(out, &format!("shard:{s}:entries_persisted"), b.entries_persisted);
         stat(out, &format!("shard:{s}:fsyncs"), g.syncs);
+        stat(out, &format!("shard:{s}:fsyncs_per_second"), g.syncs_per_second);
         stat(out, &format!("shard:{s}:append_messages"), b.append_messages);
         stat(out, &format!("shard:{s}:append_bytes"), b.bytes_sent);
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };

@@ -7,7 +7,6 @@
 //! other nodes.
 
 pub mod admin;
-pub mod peers;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,6 +17,8 @@ use futures_channel::{mpsc, oneshot};
 use futures_lite::StreamExt;
 use ringcache_core::shard::OpBatch;
 use ringcache_replication::drivers::file::FileDurable;
+pub use ringcache_replication::drivers::transport as peers;
+use ringcache_replication::drivers::transport::Inbound;
 use ringcache_replication::envelope::Envelope;
 use ringcache_replication::group::{ConfChangeType, Outgoing, Refused, Ticket};
 use ringcache_replication::replica::{JobId, Replica, ReplicaOutput};
@@ -49,6 +50,8 @@ pub struct Replicated {
     dir: std::path::PathBuf,
     /// Membership changes proposed here, and who waits for them.
     changing: RefCell<HashMap<Ticket, oneshot::Sender<Result<(), &'static str>>>>,
+    /// fsyncs in the last whole second (for `stats replication`).
+    pub fsyncs_per_second: std::cell::Cell<u64>,
 }
 
 /// How a shard answered an administrative command.
@@ -80,6 +83,7 @@ impl Replicated {
             clock,
             dir,
             changing: RefCell::new(HashMap::new()),
+            fsyncs_per_second: std::cell::Cell::new(0),
         };
         (Rc::new(r), woken)
     }
@@ -165,9 +169,15 @@ impl Replicated {
             tracing::warn!(shard = self.shard, "cannot record the group's peers in {}: {e}", self.dir.display());
         }
     }
+}
+
+impl Inbound for Replicated {
+    fn knows(&self, node: u64) -> bool {
+        self.links.knows(node)
+    }
 
     /// What an authenticated peer, node `from`, sent for this shard's group.
-    pub fn receive(&self, from: u64, envelope: Envelope) {
+    fn receive(&self, from: u64, envelope: Envelope) {
         let mut replica = self.replica.borrow_mut();
         match envelope {
             Envelope::Raft(msg) => {
@@ -201,7 +211,9 @@ impl Replicated {
         drop(replica);
         self.wake();
     }
+}
 
+impl Replicated {
     /// Polls the replica and hands out what it produced.
     fn poll(&self, out: &mut ReplicaOutput) {
         let now = self.clock.now();
@@ -267,6 +279,7 @@ impl Replicated {
     pub async fn drive(self: Rc<Self>, mut woken: mpsc::UnboundedReceiver<()>) {
         let mut out = ReplicaOutput::default();
         let mut next_tick = Instant::now() + TICK;
+        let mut second = (Instant::now(), 0u64);
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             let stop = futures_lite::future::or(async { woken.next().await.is_none() }, async {
@@ -282,6 +295,15 @@ impl Replicated {
             if now >= next_tick {
                 self.replica.borrow_mut().tick();
                 next_tick = (next_tick + TICK).max(now);
+                if now.duration_since(second.0) >= Duration::from_secs(1) {
+                    let syncs = {
+                        use ringcache_replication::durable::Durable;
+                        self.replica.borrow().group().durable().syncs()
+                    };
+                    let secs = now.duration_since(second.0).as_secs_f64();
+                    self.fsyncs_per_second.set(((syncs - second.1) as f64 / secs).round() as u64);
+                    second = (now, syncs);
+                }
             }
             self.poll(&mut out);
         }

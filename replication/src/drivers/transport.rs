@@ -1,10 +1,11 @@
-//! A shard's connections to the same shard of the other nodes of its group. Outbound:
-//! one link per peer, a task that dials it, authenticates with the cluster secret
-//! (`handshake`), and writes the frames queued for it, many per write; it redials with
-//! backoff when the connection breaks (Raft resends what matters). Inbound: a listener
-//! on this shard's peer port; a peer is authenticated before a single frame of it is
-//! parsed, and one that fails is closed and logged. Frames for this shard's group are
-//! handed to [`Replicated::receive`].
+//! The peer transport on glommio: a shard's connections to the same shard of the other
+//! nodes of its group. Outbound ([`Links`]): one link per peer, a task that dials it,
+//! authenticates with the cluster secret ([`crate::handshake`]), and writes the frames
+//! queued for it ([`crate::envelope`]), many per write; it redials with backoff when the
+//! connection breaks (Raft resends what matters). Inbound ([`listen`]): a listener on
+//! the shard's peer port; a peer is authenticated before a single frame of it is parsed,
+//! and one that fails is closed and logged. Frames for the shard's group are handed to
+//! its [`Inbound`] (the server's replica driver). Runs on the shard's own executor.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,13 +14,19 @@ use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use crate::envelope::{self, Envelope, Frames};
+use crate::handshake::{Acceptor, Dialer, Identity, CHALLENGE_LEN, HELLO_LEN, PROOF_LEN};
 use futures_channel::mpsc;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use glommio::net::{TcpListener, TcpStream};
-use ringcache_replication::envelope::{self, Envelope, Frames};
-use ringcache_replication::handshake::{Acceptor, Dialer, Identity, CHALLENGE_LEN, HELLO_LEN, PROOF_LEN};
 
-use super::Replicated;
+/// Where a shard's inbound peer traffic goes.
+pub trait Inbound {
+    /// Whether `node` is a member this shard talks to (others are refused).
+    fn knows(&self, node: u64) -> bool;
+    /// A frame for this shard's group from authenticated node `from`.
+    fn receive(&self, from: u64, envelope: Envelope);
+}
 
 /// Queued bytes for one peer beyond which frames are dropped (Raft resends; a
 /// forwarded job times out) instead of growing without bound.
@@ -214,7 +221,7 @@ async fn dial(link: Weak<Link>, node: u64, addr: SocketAddr, setup: PeerSetup, m
 }
 
 /// Accepts this shard's peers for as long as the replica lives.
-pub async fn listen(listener: TcpListener, replicated: Weak<Replicated>, setup: PeerSetup) {
+pub async fn listen(listener: TcpListener, inbound: Weak<dyn Inbound>, setup: PeerSetup) {
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -224,15 +231,15 @@ pub async fn listen(listener: TcpListener, replicated: Weak<Replicated>, setup: 
                 continue;
             }
         };
-        if replicated.strong_count() == 0 {
+        if inbound.strong_count() == 0 {
             return;
         }
-        glommio::spawn_local(serve(stream, replicated.clone(), setup.clone())).detach();
+        glommio::spawn_local(serve(stream, inbound.clone(), setup.clone())).detach();
     }
 }
 
 /// Authenticates an inbound peer, then hands its frames to the replica.
-async fn serve(mut stream: TcpStream, replicated: Weak<Replicated>, setup: PeerSetup) {
+async fn serve(mut stream: TcpStream, inbound: Weak<dyn Inbound>, setup: PeerSetup) {
     let from = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut acceptor = Acceptor::new(&setup.secret, setup.me(), nonce());
     let authenticated = with_timeout(async {
@@ -246,7 +253,7 @@ async fn serve(mut stream: TcpStream, replicated: Weak<Replicated>, setup: PeerS
         acceptor.on_proof(&proof).map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))
     })
     .await;
-    let known = |node: u64| replicated.upgrade().is_some_and(|r| r.links.knows(node));
+    let known = |node: u64| inbound.upgrade().is_some_and(|r| r.knows(node));
     let them = match authenticated {
         Ok(them) if known(them.node) => them,
         Ok(them) => {
@@ -266,7 +273,7 @@ async fn serve(mut stream: TcpStream, replicated: Weak<Replicated>, setup: PeerS
             Ok(n) => n,
         };
         frames.extend(&buf[..n]);
-        let Some(r) = replicated.upgrade() else { return };
+        let Some(r) = inbound.upgrade() else { return };
         loop {
             match frames.next_frame() {
                 Ok(Some(frame)) => match envelope::decode(frame) {
