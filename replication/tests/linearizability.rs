@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{config, digest, shard, torn_bytes, Network};
+use common::{config, digest, send_snapshot, shard, torn_bytes, victim, Network};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringcache_core::shard::{Op, OpBatch};
@@ -235,17 +235,9 @@ impl Sim {
             }
         }
         for (message, index, term, total) in snapshots {
-            let to = message.to;
-            for seq in 0..total {
-                let chunk =
-                    self.nodes[i].replica.as_ref().and_then(|r| r.group().read_chunk(index, term, seq).ok().flatten());
-                if let Some(chunk) = chunk {
-                    self.send(id, to, Envelope::Chunk(chunk));
-                }
-            }
-            self.send(id, to, Envelope::Raft(message));
             if let Some(r) = self.nodes[i].replica.as_mut() {
-                r.group_mut().report_snapshot(to, true);
+                let net = &mut self.net;
+                send_snapshot(r.group_mut(), net, &mut self.rng, self.step, id, message, (index, term, total));
             }
         }
         for f in out.forwards.drain(..) {
@@ -307,19 +299,13 @@ impl Sim {
         if roll < 8 {
             // Mostly the leader: a deposed leader that still believes it leads is where
             // stale reads would come from.
-            let who = match (self.rng.gen_bool(0.8), leader) {
-                (true, Some(l)) => self.nodes[l].id,
-                _ => self.nodes[self.rng.gen_range(0..n)].id,
-            };
+            let who = self.nodes[victim(&mut self.rng, leader, n, 0.8)].id;
             let until = self.step + self.rng.gen_range(20..200);
             self.net.isolate(who, until);
         } else if roll < 12 {
             // A pause (a stopped process, a long GC): the others may elect a new leader
             // while a paused leader still believes it leads.
-            let who = match (self.rng.gen_bool(0.8), leader) {
-                (true, Some(l)) => self.nodes[l].id,
-                _ => self.nodes[self.rng.gen_range(0..n)].id,
-            };
+            let who = self.nodes[victim(&mut self.rng, leader, n, 0.8)].id;
             let until = self.step + self.rng.gen_range(20..100);
             self.net.pause(who, until);
         } else if roll < 15 {
@@ -327,10 +313,7 @@ impl Sim {
             if down + 1 > (n - 1) / 2 {
                 return;
             }
-            let i = match (self.rng.gen_bool(0.5), leader) {
-                (true, Some(l)) => l,
-                _ => self.rng.gen_range(0..n),
-            };
+            let i = victim(&mut self.rng, leader, n, 0.5);
             self.crash(i);
         }
     }

@@ -15,7 +15,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use common::{config, digest, shard, torn_bytes, Network};
+use common::{config, digest, send_snapshot, shard, torn_bytes, victim, Network};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringcache_core::effect::{Effect, EffectBatch, PutValue};
@@ -160,18 +160,8 @@ impl Sim {
             }
         }
         for (message, index, term, total) in snapshots {
-            let to = message.to;
-            let chunks: Vec<_> = (0..total)
-                .filter_map(|seq| {
-                    self.nodes[i].group.as_ref().and_then(|g| g.read_chunk(index, term, seq).ok().flatten())
-                })
-                .collect();
-            for chunk in chunks {
-                self.send(id, to, Envelope::Chunk(chunk));
-            }
-            self.send(id, to, Envelope::Raft(message));
             if let Some(g) = self.nodes[i].group.as_mut() {
-                g.report_snapshot(to, true);
+                send_snapshot(g, &mut self.net, &mut self.rng, self.step, id, message, (index, term, total));
             }
         }
         self.out = out;
@@ -249,10 +239,8 @@ impl Sim {
         let n = self.nodes.len();
         if roll < 6 {
             // Partition a node away (the leader half of the time) for a while.
-            let who = match (self.rng.gen_bool(0.5), self.leader()) {
-                (true, Some(l)) => self.nodes[l].id,
-                _ => self.nodes[self.rng.gen_range(0..n)].id,
-            };
+            let leader = self.leader();
+            let who = self.nodes[victim(&mut self.rng, leader, n, 0.5)].id;
             let until = self.step + self.rng.gen_range(20..200);
             self.net.isolate(who, until);
         } else if roll < 10 {
@@ -261,10 +249,8 @@ impl Sim {
             if down + 1 > (n - 1) / 2 {
                 return;
             }
-            let i = match (self.rng.gen_bool(0.5), self.leader()) {
-                (true, Some(l)) => l,
-                _ => self.rng.gen_range(0..n),
-            };
+            let leader = self.leader();
+            let i = victim(&mut self.rng, leader, n, 0.5);
             self.crash(i);
         }
     }

@@ -7,12 +7,14 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
+use raft::prelude::Message;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use ringcache_core::shard::Shard;
 use ringcache_core::store::{CasSource, Store, StoreConfig};
+use ringcache_replication::durable::MemoryDurable;
 use ringcache_replication::envelope::{self, Envelope};
-use ringcache_replication::group::GroupConfig;
+use ringcache_replication::group::{Group, GroupConfig};
 
 pub const CLOCK_BASE: i64 = 1_000_000;
 
@@ -133,4 +135,34 @@ impl Network {
         self.in_flight = later;
         due.into_iter().filter(|m| !self.cut_off(m.from, m.to, step)).collect()
     }
+}
+
+/// The node (index) a fault hits: the leader with probability `leader_bias`, else any.
+pub fn victim(rng: &mut ChaCha8Rng, leader: Option<usize>, nodes: usize, leader_bias: f64) -> usize {
+    match (rng.gen_bool(leader_bias), leader) {
+        (true, Some(l)) => l,
+        _ => rng.gen_range(0..nodes),
+    }
+}
+
+/// Sends a snapshot as the server does: its chunks as frames of their own, then the
+/// Raft message announcing it; the leader is told it was delivered.
+#[allow(clippy::too_many_arguments)]
+pub fn send_snapshot(
+    group: &mut Group<MemoryDurable>,
+    net: &mut Network,
+    rng: &mut ChaCha8Rng,
+    step: u64,
+    from: u64,
+    message: Message,
+    (index, term, total): (u64, u64, u32),
+) {
+    let to = message.to;
+    for seq in 0..total {
+        if let Ok(Some(chunk)) = group.read_chunk(index, term, seq) {
+            net.send(rng, step, from, to, &Envelope::Chunk(chunk));
+        }
+    }
+    net.send(rng, step, from, to, &Envelope::Raft(message));
+    group.report_snapshot(to, true);
 }
