@@ -242,14 +242,30 @@ impl<D: Durable> Group<D> {
     /// snapshot into `shard`, which must be empty), or, when `durable` is empty and
     /// `bootstrap` names the first voters, starts a new group with them. A node added
     /// later starts with an empty `bootstrap` and gets the leader's snapshot.
-    pub fn open(
+    pub fn open(config: GroupConfig, durable: D, shard: Shard, bootstrap: &[u64], now: u32) -> io::Result<Self> {
+        Self::open_warm(config, durable, shard, bootstrap, now, None)
+    }
+
+    /// As [`Group::open`], with a store that a warm restart brought back as it was at
+    /// applied index `store_applied` (what [`Group::close`] answered when it was saved).
+    /// The store is kept, and the log applies from there, if the log vouches for that
+    /// index (at or after its snapshot, committed); otherwise, and whenever
+    /// `store_applied` is None, the store is emptied and rebuilt from the snapshot and
+    /// the log: a store the log cannot vouch for is never served.
+    pub fn open_warm(
         config: GroupConfig,
         mut durable: D,
         mut shard: Shard,
         bootstrap: &[u64],
         now: u32,
+        store_applied: Option<u64>,
     ) -> io::Result<Self> {
         let recovered = durable.recover()?;
+        // A store is kept only if it is vouched for by an existing log (below).
+        let store_applied = store_applied.filter(|_| recovered.existing);
+        if store_applied.is_none() {
+            shard.apply(&Effect::Flush { at: None }, now);
+        }
         if recovered.torn_bytes > 0 {
             tracing::warn!(
                 node = config.node_id,
@@ -273,11 +289,20 @@ impl<D: Durable> Group<D> {
             let total = write_snapshot(&mut durable, &shard, &meta, &hs, &[], now)?;
             log.set_hard_state(hs);
             log.set_snapshot(meta, total);
-        } else if let Some((meta, total)) = log.snapshot_metadata() {
-            let (index, term) = (meta.index, meta.term);
-            restore(&mut shard, &durable, index, term, total, now)?;
         }
-        let applied = log.snapshot_metadata().map_or(0, |(meta, _)| meta.index);
+        let mut applied = log.snapshot_metadata().map_or(0, |(meta, _)| meta.index);
+        let vouched = store_applied.filter(|&a| a >= applied && a <= log.hard_state().commit && a <= log.last_index());
+        match (vouched, log.snapshot_metadata()) {
+            (Some(a), _) => {
+                tracing::info!(node = config.node_id, applied = a, "kept the store a warm restart brought back");
+                applied = a;
+            }
+            (None, Some((meta, total))) if recovered.existing => {
+                let (index, term) = (meta.index, meta.term);
+                restore(&mut shard, &durable, index, term, total, now)?;
+            }
+            _ => {}
+        }
         let raft_config = Config {
             id: config.node_id,
             election_tick: config.election_tick,
@@ -437,6 +462,19 @@ impl<D: Durable> Group<D> {
         }
         self.ahead = Some((ticket.term, ticket.index));
         Ok(ticket)
+    }
+
+    /// A clean stop: the hard state (with the latest commit index) is synced, and the
+    /// applied index the store is at comes back, to save with the store for a warm
+    /// restart ([`Group::open_warm`]); None when the store must not be saved (it holds
+    /// writes applied ahead that have not committed).
+    pub fn close(&mut self) -> io::Result<Option<u64>> {
+        let mut hs = self.node.store().hard_state().clone();
+        hs.commit = hs.commit.max(self.node.raft.raft_log.committed);
+        self.durable.set_hard_state(&hs)?;
+        self.durable.sync()?;
+        self.node.mut_store().set_hard_state(hs);
+        Ok((!self.is_ahead()).then_some(self.applied))
     }
 
     /// Whether the store holds writes applied ahead of the log that have not committed.

@@ -223,8 +223,6 @@ pub enum ConfigError {
     IndexTooLarge { items: usize, need_mb: usize, have_mb: usize },
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
-    #[error("-e/--memory-file cannot be used with --peers yet: a replica restarts from its log and snapshots")]
-    ReplicatedMemoryFile,
     #[error("reply_buffer_limit {0} is out of range (1k to 1g)")]
     ReplyBufferRange(usize),
     #[error(
@@ -458,9 +456,6 @@ impl Args {
             prefer_leader: self.prefer_leader,
         }
         .resolve()?;
-        if cluster.is_some() && (self.memory_file.is_some() || file.memory_file.is_some()) {
-            return Err(ConfigError::ReplicatedMemoryFile);
-        }
         Ok(Config {
             cluster,
             port: self.port.or(file.port).unwrap_or(11211),

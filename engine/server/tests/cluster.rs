@@ -755,3 +755,63 @@ fn leadership_goes_back_to_the_preferred_node() {
     let mut c = g.nodes[0].connect();
     assert_eq!(command(&mut c, b"set k 0 0 1\r\nv\r\n"), "STORED\r\n");
 }
+
+#[test]
+fn a_replica_stopped_cleanly_comes_back_with_its_memory_file_and_catches_up() {
+    let mut g = group("warm", 3, |_| SECRET);
+    let leader = g.leader(Duration::from_secs(20));
+    let victim = (leader + 1) % 3;
+    let items = |n: &Node| n.stat("", "curr_items").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let wait_items = |n: &Node, want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while items(n) != want {
+            assert!(Instant::now() < deadline, "node {} holds {} items, not {want}", n.id, items(n));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let stop = |n: &mut Node| {
+        if let Some(mut s) = n.server.take() {
+            s.signal("-TERM");
+            assert!(
+                s.wait_for_exit(Duration::from_secs(20)).is_some_and(|st| st.success()),
+                "node {} stops cleanly",
+                n.id
+            );
+        }
+    };
+    let mut c = g.nodes[leader].connect();
+    let mut write = |from: u64, to: u64| {
+        for i in from..to {
+            assert_eq!(command(&mut c, format!("set w{i} 0 0 2\r\nok\r\n").as_bytes()), "STORED\r\n");
+        }
+    };
+    write(0, 100);
+    // Restart the victim with a memory file (it starts empty and rebuilds from its log).
+    stop(&mut g.nodes[victim]);
+    let memory = g.root.join("victim.mem");
+    g.nodes[victim].extra = vec!["-e".into(), memory.display().to_string()];
+    g.nodes[victim].start();
+    write(100, 200);
+    wait_items(&g.nodes[victim], 200);
+    // A clean stop saves the store and the applied index it is at.
+    stop(&mut g.nodes[victim]);
+    assert!(g.nodes[victim].dir.join("shard-0").join("applied").exists());
+    write(200, 300);
+    g.nodes[victim].start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !g.nodes[victim].log_text().contains("kept the store a warm restart brought back") {
+        assert!(Instant::now() < deadline, "the saved store was not kept: {}", g.nodes[victim].log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_items(&g.nodes[victim], 300);
+    // A crash loses the saved state: the next start rebuilds from the log, never older.
+    g.nodes[victim].kill();
+    write(300, 310);
+    g.nodes[victim].start();
+    wait_items(&g.nodes[victim], 310);
+    let mut r = g.nodes[victim].connect();
+    assert_eq!(
+        String::from_utf8_lossy(&request(&mut r, b"get w305\r\n", b"END\r\n")),
+        "VALUE w305 0 2\r\nok\r\nEND\r\n"
+    );
+}

@@ -203,6 +203,8 @@ pub struct Store {
     /// Reused by compaction: the kept items, and where their index entries are.
     scratch: Vec<u8>,
     moved: Vec<(Position, u64, usize)>,
+    /// Items came back from the memory file at start.
+    recovered: bool,
 }
 
 fn bits_for(n: u64) -> u32 {
@@ -248,6 +250,7 @@ impl Store {
             stats: StoreStats::default(),
             scratch: Vec::new(),
             moved: Vec::new(),
+            recovered: false,
             config,
         };
         if reusable {
@@ -387,6 +390,11 @@ impl Store {
     /// What relative time 0 of this store is, in Unix time.
     pub fn time_base(&self) -> crate::time::TimeBase {
         crate::time::TimeBase { unix_at_zero: self.config.clock_base_unix }
+    }
+
+    /// Whether this store started with what a previous run saved (warm restart).
+    pub fn recovered(&self) -> bool {
+        self.recovered
     }
 
     /// The item size rule this store was made with.

@@ -116,14 +116,17 @@ impl Store {
         // Whatever happens next, this metadata must not be trusted again.
         let _ = std::fs::remove_file(&path);
         match self.restore_from(&bytes) {
-            Some(r) => tracing::info!(
-                shard = self.config.shard,
-                "recovered {} items in {} segments from {} ({} segments failed verification and were dropped)",
-                r.items,
-                r.segments,
-                data_path.display(),
-                r.segments_dropped
-            ),
+            Some(r) => {
+                self.recovered = true;
+                tracing::info!(
+                    shard = self.config.shard,
+                    "recovered {} items in {} segments from {} ({} segments failed verification and were dropped)",
+                    r.items,
+                    r.segments,
+                    data_path.display(),
+                    r.segments_dropped
+                )
+            }
             None => {
                 self.clear();
                 self.oldest_live = None;

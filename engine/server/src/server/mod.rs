@@ -419,8 +419,19 @@ fn join_group(
     let durable = FileDurable::open(&dir, cluster.durability)?;
     // A joining node founds nothing: it waits for the group's leader to add it.
     let bootstrap = if cluster.join { Vec::new() } else { cluster.voters() };
-    let group = Group::open(GroupConfig::new(cluster.node_id), durable, shard, &bootstrap, shared.clock.now())
-        .map_err(|e| io::Error::new(e.kind(), format!("shard {index}: replication log in {}: {e}", dir.display())))?;
+    // A store brought back by a warm restart is kept if the log vouches for the applied
+    // index saved with it (the file is consumed either way).
+    let saved = replicated::take_saved_applied(&dir);
+    let store_applied = saved.filter(|_| shard.store().recovered());
+    let group = Group::open_warm(
+        GroupConfig::new(cluster.node_id),
+        durable,
+        shard,
+        &bootstrap,
+        shared.clock.now(),
+        store_applied,
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("shard {index}: replication log in {}: {e}", dir.display())))?;
     // Job ids of this run differ from any earlier run's (answers for those may still arrive).
     let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut replica = Replica::new(group, cluster.reads, cluster.writes, replicated::NO_LEADER_TICKS, incarnation);
@@ -517,7 +528,7 @@ async fn shard_main(
     };
     if futures_lite::future::or(control.start, ticking).await != Ok(true) {
         // Start-up abandoned: keep what the store recovered for the next start.
-        save_store(index, shard.borrow().store());
+        save_shard(index, &shard);
         return Ok(());
     }
 
@@ -588,13 +599,20 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     // No shard sends ops any more: the store is quiet, save it for a warm restart.
-    save_store(index, shard.borrow().store());
+    save_shard(index, &shard);
     Ok(())
 }
 
-fn save_store(shard: usize, store: &Store) {
-    if let Err(e) = store.save() {
-        tracing::error!(shard, "saving the store's metadata failed: {e}");
+/// Saves a stopped shard's store for a warm restart (file-backed stores only); a
+/// replica first stops applying and records the applied index the store is at.
+fn save_shard(index: usize, shard: &ShardCell) {
+    if let Some(replicated) = shard.replicated() {
+        if !replicated.stop_for_save() {
+            return;
+        }
+    }
+    if let Err(e) = shard.borrow().store().save() {
+        tracing::error!(shard = index, "saving the store's metadata failed: {e}");
     }
 }
 

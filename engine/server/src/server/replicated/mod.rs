@@ -52,6 +52,22 @@ pub struct Replicated {
     changing: RefCell<HashMap<Ticket, oneshot::Sender<Result<(), &'static str>>>>,
     /// fsyncs in the last whole second (for `stats replication`).
     pub fsyncs_per_second: std::cell::Cell<u64>,
+    /// The server is stopping: the driver applies nothing more.
+    stopped: std::cell::Cell<bool>,
+}
+
+/// Where a stopped replica records the applied index its saved store is at.
+fn applied_path(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("applied")
+}
+
+/// The applied index saved with the store at the last clean stop, if any; the record
+/// is removed (it describes the store of that one stop).
+pub fn take_saved_applied(dir: &std::path::Path) -> Option<u64> {
+    let path = applied_path(dir);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let _ = std::fs::remove_file(&path);
+    text.trim().parse().ok()
 }
 
 /// How a shard answered an administrative command.
@@ -84,6 +100,7 @@ impl Replicated {
             dir,
             changing: RefCell::new(HashMap::new()),
             fsyncs_per_second: std::cell::Cell::new(0),
+            stopped: std::cell::Cell::new(false),
         };
         (Rc::new(r), woken)
     }
@@ -107,6 +124,37 @@ impl Replicated {
         self.waiters.borrow_mut().insert(job, tx);
         self.wake();
         rx
+    }
+
+    /// Stops applying (for good) and records the applied index the store is at, synced,
+    /// so the store can be saved for a warm restart: false when it must not be (it
+    /// holds writes applied ahead that did not commit, or the record failed).
+    pub fn stop_for_save(&self) -> bool {
+        self.stopped.set(true);
+        let closed = self.replica.borrow_mut().group_mut().close();
+        let applied = match closed {
+            Ok(Some(applied)) => applied,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::error!(shard = self.shard, "cannot sync the replication log at stop: {e}");
+                return false;
+            }
+        };
+        let path = applied_path(&self.dir);
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| {
+                use std::io::Write;
+                writeln!(f, "{applied}")?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .and_then(|()| std::fs::File::open(&self.dir)?.sync_all());
+        if let Err(e) = written {
+            tracing::error!(shard = self.shard, "cannot record the applied index at stop: {e}");
+            return false;
+        }
+        true
     }
 
     /// Acts on an administrative command for this shard's group.
@@ -287,7 +335,7 @@ impl Replicated {
                 false
             })
             .await;
-            if stop {
+            if stop || self.stopped.get() {
                 return;
             }
             while woken.try_recv().is_ok() {}
