@@ -1,8 +1,8 @@
 //! `ringcache-ctl`: the operator's tool for a replica group, over the client port.
 //!
 //! - `status`: every node's view of every shard's group (`stats replication`) as a table:
-//!   role, leader, term, commit and applied index, the largest follower lag (on a
-//!   leader), the batching achieved (writes per entry, entries per fsync, bytes per
+//!   role, leader, term, commit and applied index, each follower's match index and lag
+//!   (on a leader), the batching achieved (writes per entry, entries per fsync, bytes per
 //!   append message) and fsyncs in the last second.
 //! - `add ID HOST:PORT`: adds node ID (started with `--join`, its peer port base at
 //!   HOST:PORT) to every shard's group as a learner, waits until it has caught up, then
@@ -99,8 +99,20 @@ fn replication(node: &str) -> Result<BTreeMap<usize, BTreeMap<String, String>>, 
 
 fn status(cli: &Cli) -> Result<(), String> {
     println!(
-        "{:<22} {:>5} {:>4} {:<12} {:>6} {:>6} {:>10} {:>10} {:>8} voters",
-        "node", "shard", "id", "role", "leader", "term", "commit", "applied", "max lag"
+        "{:<22} {:>5} {:>4} {:<12} {:>6} {:>6} {:>10} {:>10} {:>8} {:>9} {:>10} {:>9} {:>8} voters",
+        "node",
+        "shard",
+        "id",
+        "role",
+        "leader",
+        "term",
+        "commit",
+        "applied",
+        "max lag",
+        "writes/e",
+        "entries/fs",
+        "bytes/app",
+        "fsync/s"
     );
     for node in &cli.nodes {
         match replication(node) {
@@ -126,6 +138,12 @@ fn status(cli: &Cli) -> Result<(), String> {
                         get("fsyncs_per_second"),
                         get("voters")
                     );
+                    // On a leader: each peer's match index and lag.
+                    for (k, matched) in s.iter().filter(|(k, _)| k.starts_with("peer:") && k.ends_with(":match")) {
+                        let peer = &k["peer:".len()..k.len() - ":match".len()];
+                        let lag = s.get(&format!("peer:{peer}:lag")).cloned().unwrap_or_default();
+                        println!("{:<22} {:>5}      peer {peer}: match {matched}, lag {lag}", "", shard);
+                    }
                 }
             }
             Err(e) => println!("{node:<22} unreachable: {e}"),
