@@ -15,7 +15,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use common::{config, digest, send_snapshot, shard, torn_bytes, victim, Network};
+use common::{config, digest, seeds, send_snapshot, shard, torn_bytes, victim, Network};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringcache_core::effect::{Effect, EffectBatch, PutValue};
@@ -369,12 +369,6 @@ fn simulate(seed: u64, nodes: u64, steps: u64) {
         installed
     );
     assert!(sim.acknowledged.len() > 100, "seed {seed}: the workload made progress");
-}
-
-/// Seeds to run: `SIM_SEEDS` (a count) runs more for a soak; CI runs the default.
-fn seeds(first: u64, default: u64) -> std::ops::Range<u64> {
-    let count = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
-    first..first + count
 }
 
 #[test]

@@ -166,3 +166,9 @@ pub fn send_snapshot(
     net.send(rng, step, from, to, &Envelope::Raft(message));
     group.report_snapshot(to, true);
 }
+
+/// Seeds to run: `SIM_SEEDS` (a count) runs more for a soak; CI runs the default.
+pub fn seeds(first: u64, default: u64) -> std::ops::Range<u64> {
+    let count = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    first..first + count
+}
