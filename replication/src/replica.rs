@@ -308,12 +308,12 @@ impl<D: Durable> Replica<D> {
     /// forwarded batch's start up to `resume` (an offset in the forwarded batch).
     pub fn forwarded(&mut self, id: JobId, out: Vec<u8>, ends: Vec<u32>, resume: usize) {
         let Some(job) = self.jobs.iter_mut().find(|j| j.id == id) else { return };
-        let whole = job.batch.bytes() - job.cursor;
-        job.cursor += resume.min(whole);
-        job.stopped |= resume < whole;
         if !job.forwarded {
             return; // Given up on already.
         }
+        let whole = job.batch.bytes() - job.cursor;
+        job.cursor += resume.min(whole);
+        job.stopped |= resume < whole;
         job.forwarded = false;
         job.waited = 0;
         job.reply_bytes += out.len();
