@@ -149,10 +149,6 @@ impl MemoryDurable {
         self.staging = [None, None];
     }
 
-    /// Bytes in the WAL.
-    pub fn wal_len(&self) -> usize {
-        self.wal.len()
-    }
 }
 
 impl Durable for MemoryDurable {

@@ -97,14 +97,6 @@ pub enum Outgoing {
     },
 }
 
-impl Outgoing {
-    pub fn to(&self) -> u64 {
-        match self {
-            Outgoing::Raft(m) | Outgoing::Snapshot { message: m, .. } => m.to,
-        }
-    }
-}
-
 /// Where a proposal went in the log: it succeeded if the entry applied at `index` has
 /// this `term`, and was lost (a new leader replaced it) if it has another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -131,11 +131,7 @@ impl LogStore {
         self.entries.iter().filter(|e| e.index > after).cloned().collect()
     }
 
-    /// Entries held.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
+    /// Whether it holds no entries (all are in the snapshot).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

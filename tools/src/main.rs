@@ -4,8 +4,8 @@
 //!   role, leader, term, commit and applied index, each follower's match index and lag
 //!   (on a leader), the batching achieved (writes per entry, entries per fsync, bytes per
 //!   append message) and fsyncs in the last second.
-//! - `add ID HOST:PORT`: adds node ID (started with `--join`, its peer port base at
-//!   HOST:PORT) to every shard's group as a learner, waits until it has caught up, then
+//! - `add ID IP:PORT`: adds node ID (started with `--join`, its peer port base at
+//!   IP:PORT) to every shard's group as a learner, waits until it has caught up, then
 //!   makes it a voter.
 //! - `remove ID`: removes node ID from every shard's group (leadership it holds is
 //!   handed to another node first).

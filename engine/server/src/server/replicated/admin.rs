@@ -3,7 +3,7 @@
 //! cluster secret, so only someone holding the secret can change the group:
 //!
 //! ```text
-//! cluster add ID HOST:PORT TOKEN     add node ID (its peer port base) as a learner
+//! cluster add ID IP:PORT TOKEN       add node ID (its peer port base) as a learner
 //! cluster promote ID TOKEN           make learner ID a voter
 //! cluster remove ID TOKEN            remove node ID
 //! cluster transfer SHARD ID TOKEN    hand shard SHARD's leadership to node ID
@@ -13,7 +13,7 @@
 //! node leads it, and answers one line: `SHARD i OK`, `SHARD i NOT_LEADER L` (ask node
 //! L), or `SHARD i ERROR why`; then `END`. A node alone answers `ERROR`.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 use ringcache_replication::handshake::admin_allowed;
 
@@ -39,10 +39,8 @@ pub fn parse(args: &[u8], secret: &[u8]) -> Result<Admin, &'static str> {
     }
     let id = |s: &str| s.parse::<u64>().ok().filter(|&n| n > 0).ok_or("bad node id");
     match command {
-        ["add", node, addr] => {
-            let addr = addr.to_socket_addrs().ok().and_then(|mut a| a.next()).ok_or("bad address")?;
-            Ok(Admin::Add { node: id(node)?, addr })
-        }
+        // An IP address, not a name: resolving would block the shard's executor.
+        ["add", node, addr] => Ok(Admin::Add { node: id(node)?, addr: addr.parse().map_err(|_| "bad address (IP:PORT)")? }),
         ["promote", node] => Ok(Admin::Promote { node: id(node)? }),
         ["remove", node] => Ok(Admin::Remove { node: id(node)? }),
         ["transfer", shard, to] => Ok(Admin::Transfer { shard: shard.parse().map_err(|_| "bad shard")?, to: id(to)? }),
