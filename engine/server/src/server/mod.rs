@@ -1,6 +1,7 @@
 //! The running server: one glommio executor per shard, pinned to its CPU, each serving
 //! the connections its listening socket accepts (one SO_REUSEPORT socket per shard, all
 //! bound up front by [`listen`]) and the other shards' ops over a full channel mesh.
+//! Client sockets are served on each shard's own io_uring ([`uring`]).
 //!
 //! Start-up is two-phase: every shard builds its store first and reports; only when all
 //! are ready do they join the mesh and accept. A shard that fails (or panics) makes the
@@ -19,10 +20,11 @@ pub mod replicated;
 pub mod shard_cell;
 mod shard_report;
 mod stats_reply;
+pub mod uring;
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -30,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
-use glommio::net::TcpListener;
 use glommio::sync::Gate;
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -491,8 +492,11 @@ async fn shard_main(
     report: &ExitReport,
 ) -> io::Result<()> {
     // SAFETY: the fd is a bound, listening socket handed to this shard alone.
-    let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(listener_fd) };
     let config = &shared.config;
+    let reactor = uring::Reactor::new(uring::Reactor::buffers_for(config.conn_limit.div_ceil(shared.nshards)))
+        .map_err(|e| io::Error::new(e.kind(), format!("shard {index}: cannot set up its io_uring: {e}")))?;
+    tracing::debug!(shard = index, setup = reactor.setup().name(), "io_uring ready");
     let nshards = shared.nshards;
     let limits = Limits { max_item_size: config.max_item_size, cas_enabled: config.cas_enabled };
     let store = Store::new(StoreConfig {
@@ -542,7 +546,24 @@ async fn shard_main(
     } else {
         None
     };
-    let ctx = Rc::new(ShardContext::new(index, nshards, shard.clone(), senders, registry.clone(), shared.clone()));
+    let ctx = Rc::new(ShardContext::new(
+        index,
+        nshards,
+        shard.clone(),
+        senders,
+        registry.clone(),
+        shared.clone(),
+        reactor.clone(),
+    ));
+    glommio::spawn_local(reactor.clone().drive()).detach();
+    glommio::spawn_local(reactor.clone().tick()).detach();
+    let watcher = reactor.clone();
+    glommio::spawn_local(async move {
+        if let Err(e) = watcher.watch_eventfd().await {
+            tracing::error!(shard = index, "io_uring eventfd watch ended: {e}");
+        }
+    })
+    .detach();
 
     // Background expiry: reclaim expired and flushed items a slice at a time.
     let (sweeper, clock) = (shard.clone(), shared.clock);
@@ -556,20 +577,23 @@ async fn shard_main(
     .detach();
 
     let gate = Rc::new(Gate::new());
-    let listener = Rc::new(listener);
-    let acceptor = glommio::spawn_local(accept_loop(listener.clone(), ctx.clone(), gate.clone()));
+    let (accept_ctx, accept_gate) = (ctx.clone(), gate.clone());
+    reactor.start_accept(listener.as_raw_fd(), Box::new(move |fd| admit(fd, &accept_ctx, &accept_gate)));
     let ShardControl { stop, now, .. } = control;
     let _ = stop.await;
     // Every connection, open or admitted from now on, finishes what it has received.
     registry.borrow_mut().shutdown_reads();
-    // Let the accept loop admit connections whose accept has already completed, then stop
-    // it, and admit those still waiting in the backlog: their requests were sent before
-    // the signal. (glommio's accept tries a non-blocking accept first, so a pending
-    // connection is ready on the first poll.)
+    // Let the ring hand over connections whose accept has already completed, then stop
+    // accepting, and admit those still waiting in the backlog: their requests were sent
+    // before the signal.
     glommio::timer::sleep(Duration::from_millis(2)).await;
-    drop(acceptor);
-    while let Some(Ok(stream)) = futures_lite::future::poll_once(listener.accept()).await {
-        admit(stream, &ctx, &gate);
+    reactor.stop_accept();
+    glommio::timer::sleep(Duration::from_millis(2)).await;
+    if listener.set_nonblocking(true).is_ok() {
+        while let Ok((stream, _)) = listener.accept() {
+            let _ = stream.set_nonblocking(false);
+            admit(stream.into_raw_fd(), &ctx, &gate);
+        }
     }
     drop(listener);
     // Connections get the grace period to finish, unless told to end now.
@@ -616,45 +640,30 @@ fn save_shard(index: usize, shard: &ShardCell) {
     }
 }
 
-async fn accept_loop(listener: Rc<TcpListener>, ctx: Rc<ShardContext>, gate: Rc<Gate>) {
-    // Failures (out of file descriptors and the like) are logged at most once a second.
-    let mut failures = 0u64;
-    let mut last_log: Option<Instant> = None;
-    loop {
-        match listener.accept().await {
-            Ok(stream) => admit(stream, &ctx, &gate),
-            Err(e) => {
-                failures += 1;
-                if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    tracing::warn!(shard = ctx.index, "accept failed ({failures} times so far): {e}");
-                    last_log = Some(Instant::now());
-                }
-                // Back off briefly instead of spinning.
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
 /// Serves an accepted connection, or refuses it as memcached does over the `-c` limit.
-fn admit(stream: glommio::net::TcpStream, ctx: &Rc<ShardContext>, gate: &Gate) {
+fn admit(fd: RawFd, ctx: &Rc<ShardContext>, gate: &Gate) {
     let shared = &ctx.shared;
     let open = shared.curr_connections.fetch_add(1, Ordering::Relaxed) + 1;
     if open > shared.config.conn_limit {
         shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
         shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
-        glommio::spawn_local(reject(stream)).detach();
+        reject(fd);
         return;
     }
     shared.total_connections.fetch_add(1, Ordering::Relaxed);
-    if gate.spawn(connection::serve(stream, ctx.clone())).map(|t| t.detach()).is_err() {
+    if gate.spawn(connection::serve(fd, ctx.clone())).map(|t| t.detach()).is_err() {
         shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: the socket was handed to no connection.
+        unsafe { libc::close(fd) };
     }
 }
 
-/// Over the connection limit: memcached's reply, then close.
-async fn reject(mut stream: glommio::net::TcpStream) {
-    use futures_lite::AsyncWriteExt;
-    let _ = stream.write_all(reply::TOO_MANY_CONNECTIONS).await;
-    let _ = stream.close().await;
+/// Over the connection limit: memcached's reply (if the socket takes it at once), then close.
+fn reject(fd: RawFd) {
+    let answer = reply::TOO_MANY_CONNECTIONS;
+    // SAFETY: a freshly accepted socket this function owns and closes.
+    unsafe {
+        libc::send(fd, answer.as_ptr().cast(), answer.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+        libc::close(fd);
+    }
 }

@@ -1,5 +1,8 @@
-//! A connection's request bytes. Every connection has a base buffer of [`BASE`] bytes;
-//! one request that does not fit (a large value, a long multi-get line) grows it, with
+//! A connection's request bytes. Requests are parsed where they arrived (a receive
+//! buffer, lent as [`Borrowed`]); a request split across receive buffers is gathered in
+//! the connection's own buffer, [`Input`]: a base of [`BASE`] bytes, allocated the first
+//! time a connection needs it (an idle connection that never split a request holds
+//! none). One request that does not fit (a large value, a long multi-get line) grows it, with
 //! bytes the connection first takes from its shard's share of `read_buf_mem_limit`, and
 //! the buffer shrinks back (returning them) once that request is done. Sans-IO: the
 //! connection's driver reads into [`Input::spare`] and owns the budget.
@@ -26,27 +29,67 @@ pub struct Input {
 
 impl Default for Input {
     fn default() -> Self {
-        Input { buf: vec![0; BASE], start: 0, end: 0 }
+        Input { buf: Vec::new(), start: 0, end: 0 }
     }
 }
 
-impl Input {
-    /// Bytes received and not yet consumed.
-    pub fn pending(&self) -> &[u8] {
+/// Request bytes being parsed: received and not yet consumed.
+pub trait Pending {
+    fn pending(&self) -> &[u8];
+    fn consume(&mut self, n: usize);
+    fn is_empty(&self) -> bool {
+        self.pending().is_empty()
+    }
+}
+
+/// Bytes parsed where they lie (in a receive buffer).
+pub struct Borrowed<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Borrowed<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Borrowed { bytes }
+    }
+
+    /// What was not consumed.
+    pub fn rest(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+impl Pending for Borrowed<'_> {
+    fn pending(&self) -> &[u8] {
+        self.bytes
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.bytes = &self.bytes[n..];
+    }
+}
+
+impl Pending for Input {
+    fn pending(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
 
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.start == self.end
     }
 
-    pub fn consume(&mut self, n: usize) {
+    fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.end - self.start);
         self.start += n;
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
         }
+    }
+}
+
+impl Input {
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
     }
 
     /// Where the next read goes.
@@ -62,7 +105,7 @@ impl Input {
 
     /// Bytes of the buffer beyond [`BASE`] (what it holds of the shard's budget).
     pub fn grown_by(&self) -> usize {
-        self.buf.len() - BASE
+        self.buf.len().saturating_sub(BASE)
     }
 
     fn compact(&mut self) {
@@ -77,6 +120,9 @@ impl Input {
     /// size when known (a storage command whose data is still arriving); otherwise it is
     /// a line, and a full buffer doubles. `max` is the most one request may take.
     pub fn room(&mut self, need: Option<usize>, max: usize) -> Room {
+        if self.buf.is_empty() {
+            self.buf = vec![0; BASE];
+        }
         if let Some(need) = need {
             if need > max {
                 return Room::TooLarge;
@@ -127,6 +173,9 @@ mod tests {
     use super::*;
 
     fn fill(input: &mut Input, bytes: &[u8]) {
+        if input.buf.is_empty() {
+            assert_eq!(input.room(None, 1 << 20), Room::Enough);
+        }
         let spare = input.spare();
         spare[..bytes.len()].copy_from_slice(bytes);
         input.filled(bytes.len());

@@ -13,25 +13,25 @@
 //!   request trickled in slower than `request_timeout` is closed, and with memcached's
 //!   `idle_timeout` a connection without a request for that long is closed.
 //!
-//! Writes gather the replies' slices (this shard's buffer and the other shards' reply
-//! buffers) into one `sendmsg`, so a remote reply is copied once, by the shard that made
-//! it, and a round of requests costs one write.
+//! Bytes arrive as the shard ring's receive buffers ([`super::uring`]): requests are
+//! parsed in place there, and only a request split across buffers is copied into the
+//! connection's own buffer (allocated the first time one is). Writes gather the replies'
+//! slices (this shard's buffer and the other shards' reply buffers) into one send queued
+//! on the shard's ring, so a remote reply is copied once, by the shard that made it, and
+//! a round of requests costs one send and no system call of its own.
 
 mod input;
 mod replies;
 
 use std::cell::RefCell;
-use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_channel::oneshot;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::channel_mesh::Senders;
-use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 
 use super::mesh::{MeshMsg, OpsReply};
@@ -39,9 +39,10 @@ use super::registry::ConnectionRegistry;
 use super::shard_cell::ShardCell;
 use super::shard_report::ShardReport;
 use super::stats_reply;
+use super::uring::{Chunk, ConnIo, Reactor};
 use super::Shared;
 use crate::config::ConnectionLimits;
-use input::{Input, Room};
+use input::{Input, Pending, Room};
 use replies::{Replies, Scope, Trip};
 use ringcache_core::protocol::{self, reply, Keys, Limits, Parse, ProtocolError, Request, KEY_MAX_LENGTH};
 use ringcache_core::shard::{owner_of, Op};
@@ -65,6 +66,7 @@ pub struct ShardContext {
     pub senders: Option<Rc<Senders<MeshMsg>>>,
     pub registry: Rc<RefCell<ConnectionRegistry>>,
     pub shared: Arc<Shared>,
+    pub reactor: Rc<Reactor>,
     pub limits: Limits,
     conn: ConnectionLimits,
     max_request: usize,
@@ -80,6 +82,7 @@ impl ShardContext {
         senders: Option<Rc<Senders<MeshMsg>>>,
         registry: Rc<RefCell<ConnectionRegistry>>,
         shared: Arc<Shared>,
+        reactor: Rc<Reactor>,
     ) -> Self {
         let config = &shared.config;
         let limits = Limits { max_item_size: config.max_item_size, cas_enabled: config.cas_enabled };
@@ -91,6 +94,7 @@ impl ShardContext {
             shard,
             senders,
             registry,
+            reactor,
             limits,
             conn,
             max_request: max_request_bytes(config.max_item_size),
@@ -124,14 +128,6 @@ enum Next<'r> {
     },
 }
 
-/// Where a write got to.
-enum Written {
-    /// Everything that could be written is.
-    All,
-    /// The socket is full.
-    Blocked,
-}
-
 /// The connection broke: the peer left, a bound was exceeded, or the server is
 /// shutting down. It is closed.
 struct Broken;
@@ -139,7 +135,7 @@ struct Broken;
 /// The state of one connection between reads.
 struct Connection<'c> {
     ctx: &'c ShardContext,
-    fd: RawFd,
+    io: &'c ConnIo,
     replies: Replies,
     iov: Vec<libc::iovec>,
     trips: Vec<Trip>,
@@ -162,34 +158,11 @@ impl Drop for Connection<'_> {
     }
 }
 
-/// Sends the gathered slices without blocking: one `send` for one slice (the common
-/// case), else one `sendmsg`.
-fn send_vectored(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
-    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-    // SAFETY: the iovec entries point into buffers that stay untouched until this call
-    // returns; a zeroed msghdr is valid and is pointed at them.
-    let sent = unsafe {
-        if let [one] = iov {
-            libc::send(fd, one.iov_base, one.iov_len, flags)
-        } else {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-            msg.msg_iovlen = iov.len();
-            libc::sendmsg(fd, &msg, flags)
-        }
-    };
-    if sent < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(sent as usize)
-    }
-}
-
 impl<'c> Connection<'c> {
-    fn new(ctx: &'c ShardContext, fd: RawFd) -> Self {
+    fn new(ctx: &'c ShardContext, io: &'c ConnIo) -> Self {
         Connection {
             ctx,
-            fd,
+            io,
             replies: Replies::new(ctx.nshards),
             iov: Vec::new(),
             trips: Vec::new(),
@@ -202,16 +175,15 @@ impl<'c> Connection<'c> {
         }
     }
 
-    /// How long the next read may wait: until the idle or the partial-request deadline.
-    fn read_timeout(&self) -> Option<Duration> {
+    /// Until when the next read may wait: the idle or the partial-request deadline.
+    fn read_deadline(&self) -> Option<Instant> {
         let limits = &self.ctx.conn;
         let idle = limits.idle_timeout.map(|t| self.last_request + t);
         let partial = limits.request_timeout.zip(self.partial_since).map(|(t, since)| since + t);
-        let deadline = match (idle, partial) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
-        Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))
+        match (idle, partial) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Takes `bytes` more of the shard's read budget, waiting while other connections
@@ -316,7 +288,7 @@ impl<'c> Connection<'c> {
     /// Runs every op queued for other shards and writes the replies (all of them, or
     /// only those before the sent mark, dropping the rest), round trip by round trip
     /// within the reply limit.
-    async fn drain(&mut self, stream: &mut TcpStream, scope: Scope) -> Result<(), Broken> {
+    async fn drain(&mut self, scope: Scope) -> Result<(), Broken> {
         loop {
             if self.replies.has_unsent() {
                 let trips = &mut self.trips;
@@ -346,7 +318,7 @@ impl<'c> Connection<'c> {
                     self.replies.complete(shard, from, reply);
                 }
             }
-            self.write(stream, scope).await?;
+            self.write(scope).await?;
             if scope == Scope::BeforeMark {
                 self.replies.drop_after_mark();
             }
@@ -357,52 +329,31 @@ impl<'c> Connection<'c> {
         }
     }
 
-    /// Writes what can be written now without waiting (see [`Replies::gather`]).
-    fn write_ready(&mut self, scope: Scope) -> Result<Written, Broken> {
+    /// Writes every reply (of `scope`) through the shard's ring, waiting for the socket
+    /// to take them (bounded by the write timeout, which the ring's tick enforces).
+    async fn write(&mut self, scope: Scope) -> Result<(), Broken> {
         loop {
             self.iov.clear();
             if self.replies.gather(&mut self.iov, scope, MAX_SLICES) == 0 {
                 self.replies.advance(0);
-                return Ok(Written::All);
+                return Ok(());
             }
-            let sent = match send_vectored(self.fd, &self.iov) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Written::Blocked),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Err(Broken),
-            };
+            let timeout = self.ctx.conn.write_timeout;
+            self.io.set_deadline(timeout.map(|t| self.ctx.reactor.coarse_now() + t + super::uring::TICK));
+            let sent = self.ctx.reactor.send(self.io, &self.iov).await;
+            self.io.set_deadline(None);
+            let sent = sent.map_err(|_| Broken)?;
+            if sent == 0 {
+                return Err(Broken);
+            }
             self.ctx.shard.borrow_mut().count_bytes_written(sent as u64);
             self.replies.advance(sent);
         }
-    }
-
-    /// Writes every reply that can be written now, waiting for room in the socket
-    /// (bounded by the write timeout).
-    async fn write(&mut self, stream: &mut TcpStream, scope: Scope) -> Result<(), Broken> {
-        while let Written::Blocked = self.write_ready(scope)? {
-            let first = self.replies.first_slice(scope).ok_or(Broken)?;
-            let sent = stream.write(first).await.map_err(|_| Broken)?;
-            self.ctx.shard.borrow_mut().count_bytes_written(sent as u64);
-            self.replies.advance(sent);
-        }
-        Ok(())
-    }
-
-    /// Writes everything without waiting when it can (replies made here only, and the
-    /// socket takes them): true when done.
-    fn try_flush(&mut self) -> Result<bool, Broken> {
-        if self.replies.has_unsent() || matches!(self.write_ready(Scope::All)?, Written::Blocked) {
-            return Ok(false);
-        }
-        if self.replies.is_done() {
-            self.replies.reset();
-        }
-        Ok(self.replies.is_done())
     }
 
     /// Handles every complete request in `input`. Returns true when the connection is
     /// to be closed once its replies are written.
-    async fn process(&mut self, stream: &mut TcpStream, input: &mut Input) -> Result<bool, Broken> {
+    async fn process(&mut self, input: &mut impl Pending) -> Result<bool, Broken> {
         let ctx = self.ctx;
         let now = ctx.shared.clock.now();
         let mut handled = false;
@@ -425,7 +376,7 @@ impl<'c> Connection<'c> {
                 }
                 Parse::Close => {
                     // memcached closes without sending the replies it still holds.
-                    self.drain(stream, Scope::BeforeMark).await?;
+                    self.drain(Scope::BeforeMark).await?;
                     return Ok(true);
                 }
                 Parse::Request { request, noreply, consumed, swallow } => {
@@ -436,7 +387,7 @@ impl<'c> Connection<'c> {
             handled = true;
             let mut next = self.request(&request, noreply, now);
             while let Next::MoreKeys { keys, cas, touch } = next {
-                self.drain(stream, Scope::All).await?;
+                self.drain(Scope::All).await?;
                 next = match self.get(keys, cas, touch, now) {
                     Some(keys) => Next::MoreKeys { keys, cas, touch },
                     None => Next::Continue,
@@ -446,11 +397,11 @@ impl<'c> Connection<'c> {
                 Next::Continue | Next::MoreKeys { .. } => {}
                 Next::Close => close = true,
                 Next::BadGetKey => {
-                    self.drain(stream, Scope::BeforeMark).await?;
+                    self.drain(Scope::BeforeMark).await?;
                     self.replies.push_local(reply::error(ProtocolError::BadFormat));
                 }
                 Next::Cluster => {
-                    self.drain(stream, Scope::All).await?;
+                    self.drain(Scope::All).await?;
                     let args = match request {
                         Request::Cluster { args } => args,
                         _ => &[],
@@ -459,7 +410,7 @@ impl<'c> Connection<'c> {
                     self.replies.push_local(&answer);
                 }
                 Next::Stats => {
-                    self.drain(stream, Scope::All).await?;
+                    self.drain(Scope::All).await?;
                     let args = match request {
                         Request::Stats { args } => args,
                         _ => &[],
@@ -477,7 +428,7 @@ impl<'c> Connection<'c> {
                 break;
             }
             if self.over_limit() {
-                self.drain(stream, Scope::All).await?;
+                self.drain(Scope::All).await?;
             }
         }
         // Deadlines: idle counts from the last request, a partial request from when it
@@ -538,42 +489,56 @@ async fn collect_reports(ctx: &ShardContext, reset: bool) -> Result<Vec<ShardRep
     Ok(reports)
 }
 
+/// The peer's address, for `stats conns`.
+fn peer_name(fd: RawFd) -> String {
+    let borrowed = BorrowedSocket(fd);
+    socket2::SockRef::from(&borrowed).peer_addr().ok().and_then(|a| a.as_socket()).map(|a| a.to_string()).unwrap_or_default()
+}
+
+/// A socket fd lent to socket2 for one call.
+struct BorrowedSocket(RawFd);
+
+impl std::os::fd::AsRawFd for BorrowedSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
 /// Serves one accepted connection until the client leaves, sends `quit`, breaks the
-/// protocol or a bound, or the server shuts down.
-pub async fn serve(mut stream: TcpStream, ctx: Rc<ShardContext>) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let fd = stream.as_raw_fd();
-    let id = ctx.registry.borrow_mut().add(fd, peer);
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(ctx.conn.write_timeout);
-    let _ = run(&mut stream, &ctx, fd).await;
+/// protocol or a bound, or the server shuts down; then closes its socket.
+pub async fn serve(fd: RawFd, ctx: Rc<ShardContext>) {
+    let id = ctx.registry.borrow_mut().add(fd, peer_name(fd));
+    let _ = socket2::SockRef::from(&BorrowedSocket(fd)).set_nodelay(true);
+    let io = ctx.reactor.register(fd);
+    let _ = run(&io, &ctx).await;
+    ctx.reactor.close(io).await;
     ctx.registry.borrow_mut().remove(id);
     ctx.shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn run(stream: &mut TcpStream, ctx: &ShardContext, fd: RawFd) -> Result<(), Broken> {
+async fn run(io: &ConnIo, ctx: &ShardContext) -> Result<(), Broken> {
     let mut input = Input::default();
-    let mut conn = Connection::new(ctx, fd);
+    let mut conn = Connection::new(ctx, io);
     loop {
-        match input.room(conn.need, ctx.max_request) {
-            Room::Enough => {}
-            Room::TooLarge => return Ok(()),
-            Room::GrowTo(to) => {
-                conn.acquire(to - (READ_BUFFER_BASE + input.grown_by())).await?;
-                input.grow(to);
+        io.set_deadline(conn.read_deadline());
+        let chunk = ctx.reactor.next_chunk(io).await;
+        io.set_deadline(None);
+        let Some(mut chunk) = chunk else { return Ok(()) };
+        // Every buffer received already is handled before the replies are written: a
+        // pipelining client gets one send per round.
+        let close = loop {
+            if conn.feed(&mut input, &chunk).await? {
+                break true;
             }
-        }
-        let _ = stream.set_read_timeout(conn.read_timeout());
-        let n = stream.read(input.spare()).await.map_err(|_| Broken)?;
-        if n == 0 {
-            return Ok(());
-        }
-        ctx.shard.borrow_mut().count_bytes_read(n as u64);
-        input.filled(n);
-        let close = conn.process(stream, &mut input).await?;
+            drop(chunk);
+            match ctx.reactor.try_chunk(io) {
+                Some(next) => chunk = next,
+                None => break false,
+            }
+        };
         // Like memcached, hold the replies while a too-large value is being swallowed.
-        if (conn.swallow == 0 || close) && !conn.try_flush()? {
-            conn.drain(stream, Scope::All).await?;
+        if conn.swallow == 0 || close {
+            conn.drain(Scope::All).await?;
         }
         if close {
             return Ok(());
@@ -582,5 +547,45 @@ async fn run(stream: &mut TcpStream, ctx: &ShardContext, fd: RawFd) -> Result<()
         if released > 0 {
             conn.release(released);
         }
+    }
+}
+
+impl Connection<'_> {
+    /// Handles the bytes of one received buffer: requests whole in it are parsed where
+    /// they lie; a request split across buffers is gathered in `input`. True when the
+    /// connection is to be closed.
+    async fn feed(&mut self, input: &mut Input, chunk: &Chunk<'_>) -> Result<bool, Broken> {
+        let ctx = self.ctx;
+        let mut data = chunk.bytes();
+        ctx.shard.borrow_mut().count_bytes_read(data.len() as u64);
+        while !data.is_empty() {
+            if input.is_empty() {
+                let mut view = input::Borrowed::new(data);
+                if self.process(&mut view).await? {
+                    return Ok(true);
+                }
+                data = view.rest();
+                if data.is_empty() {
+                    break;
+                }
+            }
+            match input.room(self.need, ctx.max_request) {
+                Room::Enough => {}
+                Room::TooLarge => return Err(Broken),
+                Room::GrowTo(to) => {
+                    self.acquire(to - (READ_BUFFER_BASE + input.grown_by())).await?;
+                    input.grow(to);
+                }
+            }
+            let spare = input.spare();
+            let n = data.len().min(spare.len());
+            spare[..n].copy_from_slice(&data[..n]);
+            input.filled(n);
+            data = &data[n..];
+            if self.process(input).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }

@@ -1,0 +1,570 @@
+//! A shard's network I/O on its own io_uring (the `io-uring` crate), driven from inside
+//! the shard's glommio executor: multishot accept on the listening socket, one multishot
+//! receive per connection into the shard's provided buffers, and sends queued on the
+//! ring. Every connection task queues its operations; the driver task submits all of
+//! them and reaps every completion in one `io_uring_enter` per turn (none at all when
+//! the kernel flags no work), then wakes the connections whose operations completed.
+//!
+//! When a turn finds nothing to do, the driver sleeps: it turns the ring's eventfd on,
+//! looks once more, and waits for either the eventfd (read through glommio's own ring, so
+//! glommio's sleep covers ours) or a connection queueing an operation. While it is awake
+//! the eventfd is off, so a busy shard is never interrupted by its completions.
+//!
+//! Bounds: a connection holds at most [`MAX_QUEUED_CHUNKS`] received buffers; past that
+//! its receive is cancelled (re-armed once it has parsed them), so a client that sends
+//! without reading replies cannot take the shard's buffers. A connection whose receive
+//! found no free buffer waits for one to be given back. Deadlines (request, idle and
+//! write timeouts) are checked by a tick every [`TICK`], which shuts the socket down.
+
+pub mod buffers;
+pub mod ring;
+
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, types};
+
+use buffers::ProvidedBuffers;
+use ring::{Setup, ShardRing};
+
+/// How often deadlines are checked (and the coarse clock they use advances).
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Received buffers one connection may hold before its receive is paused.
+pub const MAX_QUEUED_CHUNKS: usize = 8;
+
+/// Submission slots of a shard's ring.
+const RING_ENTRIES: u32 = 1024;
+
+/// What a completion is for: the low byte of its user data (the connection's slot above).
+const KIND_RECV: u64 = 1;
+const KIND_SEND: u64 = 2;
+const KIND_ACCEPT: u64 = 3;
+const KIND_CANCEL: u64 = 4;
+
+fn user_data(slot: u32, kind: u64) -> u64 {
+    (u64::from(slot) << 8) | kind
+}
+
+/// The receive of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recv {
+    /// Not armed: armed again when the connection wants bytes.
+    Off,
+    Armed,
+    /// A cancel is on its way (too many buffers held, or the connection is closing).
+    Cancelling,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Send {
+    Idle,
+    InFlight,
+    Done(i32),
+}
+
+/// One connection's I/O state, shared by its task and the driver.
+pub struct ConnIo {
+    pub fd: RawFd,
+    slot: u32,
+    /// Received buffers, in order: (buffer id, length).
+    chunks: RefCell<VecDeque<(u16, u32)>>,
+    recv: Cell<Recv>,
+    /// The byte stream ended: 0 at end of file, else the negated errno.
+    ended: Cell<Option<i32>>,
+    /// The last receive found no free buffer: re-armed when one is given back.
+    starved: Cell<bool>,
+    send: Cell<Send>,
+    /// The gathered send of a `sendmsg` (stable: the ConnIo lives in an Rc).
+    msg: UnsafeCell<libc::msghdr>,
+    waker: RefCell<Option<Waker>>,
+    /// When the operation the connection awaits has taken too long.
+    deadline: Cell<Option<Instant>>,
+}
+
+/// One received buffer, lent to the connection until it is dropped.
+pub struct Chunk<'r> {
+    reactor: &'r Reactor,
+    bid: u16,
+    len: usize,
+}
+
+impl Chunk<'_> {
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the buffer is not recycled before this Chunk is dropped.
+        unsafe { self.reactor.buffers.borrow().bytes(self.bid, self.len) }
+    }
+}
+
+impl Drop for Chunk<'_> {
+    fn drop(&mut self) {
+        self.reactor.recycle(self.bid);
+    }
+}
+
+/// The multishot accept of the shard's listening socket.
+struct Accepting {
+    fd: RawFd,
+    armed: bool,
+    stopped: bool,
+    handler: Box<dyn Fn(RawFd)>,
+    failures: u64,
+    last_log: Option<Instant>,
+}
+
+/// Counters of the shard's ring (for `stats`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RingCounters {
+    pub enters: u64,
+    pub completions: u64,
+    pub sleeps: u64,
+    pub recv_paused: u64,
+    pub recv_starved: u64,
+}
+
+/// A shard's ring, its buffers, and the connections using them.
+pub struct Reactor {
+    // Field order matters: the ring (which holds the buffer registration) is dropped
+    // before the buffers' memory.
+    ring: RefCell<ShardRing>,
+    buffers: RefCell<ProvidedBuffers>,
+    conns: RefCell<Vec<Option<Rc<ConnIo>>>>,
+    free_slots: RefCell<Vec<u32>>,
+    accepting: RefCell<Option<Accepting>>,
+    /// Connections waiting for a free buffer.
+    starved: RefCell<Vec<Rc<ConnIo>>>,
+    /// Set when an operation is queued: the driver must take a turn.
+    wake: Cell<bool>,
+    parked: RefCell<Option<Waker>>,
+    /// The time of the last tick (deadlines are coarse).
+    coarse_now: Cell<Instant>,
+    counters: Cell<RingCounters>,
+}
+
+impl Reactor {
+    /// A ring and `buffers` receive buffers (a power of two) for this shard.
+    pub fn new(buffers: u16) -> io::Result<Rc<Reactor>> {
+        let ring = ShardRing::new(RING_ENTRIES)?;
+        let provided = ProvidedBuffers::new(&ring.submitter(), buffers).map_err(|e| {
+            io::Error::new(e.kind(), format!("provided-buffer rings need Linux 5.19 or later: {e}"))
+        })?;
+        Ok(Rc::new(Reactor {
+            ring: RefCell::new(ring),
+            buffers: RefCell::new(provided),
+            conns: RefCell::new(Vec::new()),
+            free_slots: RefCell::new(Vec::new()),
+            accepting: RefCell::new(None),
+            starved: RefCell::new(Vec::new()),
+            wake: Cell::new(false),
+            parked: RefCell::new(None),
+            coarse_now: Cell::new(Instant::now()),
+            counters: Cell::new(RingCounters::default()),
+        }))
+    }
+
+    /// Receive buffers for a shard that may hold `connections` connections: two each,
+    /// between 256 and 4096 (1 to 16 MiB).
+    pub fn buffers_for(connections: usize) -> u16 {
+        (connections.saturating_mul(2)).next_power_of_two().clamp(256, 4096) as u16
+    }
+
+    pub fn setup(&self) -> Setup {
+        self.ring.borrow().setup()
+    }
+
+    pub fn counters(&self) -> RingCounters {
+        let mut c = self.counters.get();
+        c.enters = self.ring.borrow().enters;
+        c
+    }
+
+    fn count(&self, f: impl FnOnce(&mut RingCounters)) {
+        let mut c = self.counters.get();
+        f(&mut c);
+        self.counters.set(c);
+    }
+
+    /// The coarse clock deadlines are measured against.
+    pub fn coarse_now(&self) -> Instant {
+        self.coarse_now.get()
+    }
+
+    fn push(&self, entry: io_uring::squeue::Entry) {
+        // SAFETY: every entry queued here points only at memory that outlives its
+        // completion: the provided buffers, a ConnIo's msghdr, or iovecs the connection
+        // keeps untouched until its send completes (see `send`).
+        if let Err(e) = unsafe { self.ring.borrow_mut().push(&entry) } {
+            tracing::error!("io_uring submission failed: {e}");
+        }
+        self.wake.set(true);
+        if let Some(waker) = self.parked.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Starts accepting on `fd`, handing each new socket to `handler`.
+    pub fn start_accept(&self, fd: RawFd, handler: Box<dyn Fn(RawFd)>) {
+        *self.accepting.borrow_mut() =
+            Some(Accepting { fd, armed: false, stopped: false, handler, failures: 0, last_log: None });
+        self.arm_accept();
+    }
+
+    fn arm_accept(&self) {
+        let fd = {
+            let mut accepting = self.accepting.borrow_mut();
+            let Some(a) = accepting.as_mut().filter(|a| !a.armed && !a.stopped) else { return };
+            a.armed = true;
+            a.fd
+        };
+        let entry = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data(0, KIND_ACCEPT));
+        self.push(entry);
+    }
+
+    /// Stops accepting; what completed already is still handed over on the next turn.
+    pub fn stop_accept(&self) {
+        let armed = match self.accepting.borrow_mut().as_mut() {
+            Some(a) => {
+                a.stopped = true;
+                a.armed
+            }
+            None => false,
+        };
+        if armed {
+            self.push(opcode::AsyncCancel::new(user_data(0, KIND_ACCEPT)).build().user_data(user_data(0, KIND_CANCEL)));
+        }
+    }
+
+    /// A new connection's I/O state (its receive is armed when it first wants bytes).
+    pub fn register(&self, fd: RawFd) -> Rc<ConnIo> {
+        let slot = self.free_slots.borrow_mut().pop().unwrap_or_else(|| {
+            let mut conns = self.conns.borrow_mut();
+            conns.push(None);
+            (conns.len() - 1) as u32
+        });
+        let io = Rc::new(ConnIo {
+            fd,
+            slot,
+            chunks: RefCell::new(VecDeque::new()),
+            recv: Cell::new(Recv::Off),
+            ended: Cell::new(None),
+            starved: Cell::new(false),
+            send: Cell::new(Send::Idle),
+            // SAFETY: an all-zero msghdr is valid.
+            msg: UnsafeCell::new(unsafe { std::mem::zeroed() }),
+            waker: RefCell::new(None),
+            deadline: Cell::new(None),
+        });
+        self.conns.borrow_mut()[slot as usize] = Some(io.clone());
+        io
+    }
+
+    fn arm_recv(&self, io: &ConnIo) {
+        io.recv.set(Recv::Armed);
+        let entry = opcode::RecvMulti::new(types::Fd(io.fd), buffers::GROUP)
+            .build()
+            .user_data(user_data(io.slot, KIND_RECV));
+        self.push(entry);
+    }
+
+    fn cancel_recv(&self, io: &ConnIo) {
+        io.recv.set(Recv::Cancelling);
+        self.push(
+            opcode::AsyncCancel::new(user_data(io.slot, KIND_RECV)).build().user_data(user_data(io.slot, KIND_CANCEL)),
+        );
+    }
+
+    fn recycle(&self, bid: u16) {
+        self.buffers.borrow_mut().recycle(bid);
+        if !self.starved.borrow().is_empty() {
+            for io in self.starved.borrow_mut().drain(..) {
+                io.starved.set(false);
+                io.wake();
+            }
+        }
+    }
+
+    /// The next received buffer of `io`, waiting for one; None once the client's
+    /// stream ended (it closed, or the socket failed or was shut down).
+    pub async fn next_chunk<'r>(&'r self, io: &ConnIo) -> Option<Chunk<'r>> {
+        poll_fn(|cx| {
+            if let Some(chunk) = self.try_chunk(io) {
+                return Poll::Ready(Some(chunk));
+            }
+            if io.ended.get().is_some() {
+                return Poll::Ready(None);
+            }
+            if io.recv.get() == Recv::Off && !io.starved.get() {
+                self.arm_recv(io);
+            }
+            *io.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// A buffer `io` has received already, if any.
+    pub fn try_chunk<'r>(&'r self, io: &ConnIo) -> Option<Chunk<'r>> {
+        let (bid, len) = io.chunks.borrow_mut().pop_front()?;
+        Some(Chunk { reactor: self, bid, len: len as usize })
+    }
+
+    /// Sends `iov` (which must stay untouched until this returns) and waits for the
+    /// kernel to take (some of) it: the bytes sent.
+    pub async fn send(&self, io: &ConnIo, iov: &[libc::iovec]) -> io::Result<usize> {
+        debug_assert_eq!(io.send.get(), Send::Idle);
+        let entry = if let [one] = iov {
+            opcode::Send::new(types::Fd(io.fd), one.iov_base as *const u8, one.iov_len.min(u32::MAX as usize) as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        } else {
+            // SAFETY: the msghdr is this connection's, and no send of it is in flight.
+            let msg = unsafe { &mut *io.msg.get() };
+            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = iov.len();
+            opcode::SendMsg::new(types::Fd(io.fd), msg).flags(libc::MSG_NOSIGNAL as u32).build()
+        };
+        io.send.set(Send::InFlight);
+        self.push(entry.user_data(user_data(io.slot, KIND_SEND)));
+        // The future is not cancelled while the send is in flight: the connection's
+        // task awaits it to the end (the tick shuts a stuck socket down instead).
+        let result = poll_fn(|cx| match io.send.get() {
+            Send::Done(res) => {
+                io.send.set(Send::Idle);
+                Poll::Ready(res)
+            }
+            _ => {
+                *io.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        if result < 0 {
+            Err(io::Error::from_raw_os_error(-result))
+        } else {
+            Ok(result as usize)
+        }
+    }
+
+    /// Ends a connection's I/O: cancels its receive, waits for every operation of it
+    /// to complete, gives its buffers back and closes the socket.
+    pub async fn close(&self, io: Rc<ConnIo>) {
+        if io.recv.get() == Recv::Armed {
+            self.cancel_recv(&io);
+        }
+        poll_fn(|cx| {
+            if io.recv.get() == Recv::Off && io.send.get() != Send::InFlight {
+                return Poll::Ready(());
+            }
+            *io.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        while let Some(chunk) = self.try_chunk(&io) {
+            drop(chunk);
+        }
+        self.starved.borrow_mut().retain(|s| !Rc::ptr_eq(s, &io));
+        self.conns.borrow_mut()[io.slot as usize] = None;
+        self.free_slots.borrow_mut().push(io.slot);
+        // SAFETY: the socket is this connection's and no operation uses it any more.
+        unsafe {
+            libc::close(io.fd);
+        }
+    }
+
+    /// One turn: submit, reap, dispatch. False when there was nothing to do.
+    fn turn(&self, cqes: &mut Vec<(u64, i32, u32)>) -> bool {
+        self.wake.set(false);
+        {
+            let mut ring = self.ring.borrow_mut();
+            if !ring.has_work() {
+                return false;
+            }
+            if let Err(e) = ring.enter() {
+                tracing::error!("io_uring_enter failed: {e}");
+            }
+            ring.reap(cqes);
+        }
+        let n = cqes.len() as u64;
+        self.count(|c| c.completions += n);
+        for (data, res, flags) in cqes.drain(..) {
+            self.dispatch(data, res, flags);
+        }
+        true
+    }
+
+    fn conn(&self, slot: u32) -> Option<Rc<ConnIo>> {
+        self.conns.borrow().get(slot as usize).and_then(Clone::clone)
+    }
+
+    fn dispatch(&self, data: u64, res: i32, flags: u32) {
+        let slot = (data >> 8) as u32;
+        match data & 0xff {
+            KIND_RECV => {
+                let bid = cqueue::buffer_select(flags);
+                let Some(io) = self.conn(slot) else {
+                    debug_assert!(false, "a receive completed for a closed connection");
+                    if let Some(bid) = bid {
+                        self.buffers.borrow_mut().recycle(bid);
+                    }
+                    return;
+                };
+                let more = cqueue::more(flags);
+                if res > 0 {
+                    if let Some(bid) = bid {
+                        io.chunks.borrow_mut().push_back((bid, res as u32));
+                    }
+                } else if res == 0 {
+                    io.ended.set(Some(0));
+                } else if res == -libc::ENOBUFS {
+                    self.count(|c| c.recv_starved += 1);
+                    io.starved.set(true);
+                    self.starved.borrow_mut().push(io.clone());
+                } else if res != -libc::ECANCELED {
+                    io.ended.set(Some(res));
+                }
+                if !more {
+                    io.recv.set(Recv::Off);
+                } else if io.recv.get() == Recv::Armed && io.chunks.borrow().len() >= MAX_QUEUED_CHUNKS {
+                    self.count(|c| c.recv_paused += 1);
+                    self.cancel_recv(&io);
+                }
+                io.wake();
+            }
+            KIND_SEND => {
+                if let Some(io) = self.conn(slot) {
+                    io.send.set(Send::Done(res));
+                    io.wake();
+                }
+            }
+            KIND_ACCEPT => self.accepted(res, cqueue::more(flags)),
+            _ => {}
+        }
+    }
+
+    fn accepted(&self, res: i32, more: bool) {
+        let mut accepting = self.accepting.borrow_mut();
+        let Some(a) = accepting.as_mut() else {
+            if res >= 0 {
+                // SAFETY: a socket nobody will serve.
+                unsafe { libc::close(res) };
+            }
+            return;
+        };
+        if !more {
+            a.armed = false;
+        }
+        if res >= 0 {
+            (a.handler)(res);
+        } else if res != -libc::ECANCELED {
+            a.failures += 1;
+            if a.last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                let e = io::Error::from_raw_os_error(-res);
+                tracing::warn!("accept failed ({} times so far): {e}", a.failures);
+                a.last_log = Some(Instant::now());
+            }
+        }
+        // A failed accept (out of descriptors) is re-armed by the next tick, not at once.
+        let rearm = !more && !a.stopped && res >= 0;
+        drop(accepting);
+        if rearm {
+            self.arm_accept();
+        }
+    }
+
+    /// The driver: turns while there is work, sleeps when there is none.
+    pub async fn drive(self: Rc<Self>) {
+        let mut cqes = Vec::with_capacity(RING_ENTRIES as usize * 2);
+        loop {
+            if self.turn(&mut cqes) {
+                futures_lite::future::yield_now().await;
+                continue;
+            }
+            self.ring.borrow_mut().arm_eventfd();
+            if self.turn(&mut cqes) || self.wake.get() {
+                self.ring.borrow_mut().disarm_eventfd();
+                futures_lite::future::yield_now().await;
+                continue;
+            }
+            self.count(|c| c.sleeps += 1);
+            poll_fn(|cx| {
+                if self.wake.replace(false) {
+                    return Poll::Ready(());
+                }
+                *self.parked.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await;
+            self.ring.borrow_mut().disarm_eventfd();
+        }
+    }
+
+    /// Wakes the driver whenever the kernel signals the ring's eventfd (read through
+    /// glommio's ring, so that glommio's sleep ends when this ring has work).
+    pub async fn watch_eventfd(self: Rc<Self>) -> io::Result<()> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a duplicate of the ring's eventfd, owned by the file from here on.
+        let fd = unsafe { libc::dup(self.ring.borrow().eventfd()) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let file = unsafe { glommio::io::BufferedFile::from_raw_fd(fd) };
+        loop {
+            file.read_at(0, 8).await.map_err(|e| io::Error::other(e.to_string()))?;
+            self.wake.set(true);
+            if let Some(waker) = self.parked.borrow_mut().take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Every [`TICK`]: advances the coarse clock, shuts down connections past their
+    /// deadline, re-arms a failed accept.
+    pub async fn tick(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(TICK).await;
+            let now = Instant::now();
+            self.coarse_now.set(now);
+            let late: Vec<RawFd> = self
+                .conns
+                .borrow()
+                .iter()
+                .flatten()
+                .filter(|io| io.deadline.get().is_some_and(|d| d <= now))
+                .map(|io| {
+                    io.deadline.set(None);
+                    io.fd
+                })
+                .collect();
+            for fd in late {
+                // SAFETY: the socket of a live connection; shutting it down ends its
+                // receive and any send in flight, and the connection closes.
+                unsafe {
+                    libc::shutdown(fd, libc::SHUT_RDWR);
+                }
+            }
+            self.arm_accept();
+        }
+    }
+}
+
+impl ConnIo {
+    fn wake(&self) {
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// The connection is closed if what it awaits next has not happened by `deadline`.
+    pub fn set_deadline(&self, deadline: Option<Instant>) {
+        self.deadline.set(deadline);
+    }
+}
