@@ -753,3 +753,38 @@ fn binary_garbage_and_extreme_numbers() {
         }
     });
 }
+
+/// A client that pipelines gets and never reads a reply: once its replies fill the reply
+/// limit the server stops parsing, and its receive is paused after a few buffers (the
+/// shard's receive buffers are shared by every connection), so it holds no more of
+/// them; a well-behaved client is served meanwhile, and the hostile one is closed after
+/// `write_timeout`.
+#[test]
+fn a_pipelining_client_that_never_reads_holds_few_receive_buffers() {
+    let mut server = start_ringcache!(&["-t", "1", "-m", "64", "-o", "write_timeout=2"]);
+    set(&server, "k", b"v");
+    under_attack(
+        "16 MB of pipelined gets, replies never read",
+        &mut server,
+        per_connection(MAX_ITEM) + SLACK,
+        |server| {
+            let mut s = server.connect();
+            s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+            let requests = b"get k\r\n".repeat(16 * 1024 * 1024 / 7);
+            // The write stops when the server stops taking bytes; its error is expected.
+            let _ = s.write_all(&requests);
+            let paused = stat(server, "recv_paused").expect("stats answered");
+            assert!(paused >= 1, "the hostile connection's receive was never paused (recv_paused {paused})");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+                    Err(e) => panic!("the server did not close a client that read nothing: {e}"),
+                }
+            }
+        },
+    );
+}

@@ -537,6 +537,7 @@ async fn shard_main(
     }
 
     let registry = Rc::new(RefCell::new(ConnectionRegistry::default()));
+    registry.borrow_mut().reactor = Some(reactor.clone());
     let senders = if nshards > 1 {
         let (senders, mut receivers) = mesh.join().await.map_err(|_| io::Error::other("cannot join the shard mesh"))?;
         for (_, receiver) in receivers.streams() {

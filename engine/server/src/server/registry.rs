@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 /// Live connections of one shard.
 #[derive(Default)]
 pub struct ConnectionRegistry {
+    /// The shard's ring (its counters go into `stats`).
+    pub reactor: Option<std::rc::Rc<super::uring::Reactor>>,
     next_id: u64,
     open: BTreeMap<u64, (i32, String)>,
     /// Shutting down: connections registered from now on stop reading at once.

@@ -30,6 +30,8 @@ pub struct ShardReport {
     /// `(fd, peer address)` of this shard's open connections, for `stats conns`.
     pub connections: Vec<(i32, String)>,
     pub replication: Option<ReplicationReport>,
+    /// The shard's io_uring: its counters.
+    pub ring: super::uring::RingCounters,
 }
 
 impl ShardReport {
@@ -57,6 +59,7 @@ impl ShardReport {
             memory_limit: shard.store().memory_limit(),
             connections: registry.list(),
             replication,
+            ring: registry.reactor.as_ref().map(|r| r.counters()).unwrap_or_default(),
         }
     }
 }

@@ -142,6 +142,13 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], shared: &S
                     stat(out, "get_flushed", 0);
                 }
             }
+            let ring = reports.iter().fold(super::uring::RingCounters::default(), |a, r| a.sum(&r.ring));
+            // The data path's system calls: every one is an io_uring_enter of a shard's ring.
+            stat(out, "io_uring_enters", ring.enters);
+            stat(out, "io_uring_completions", ring.completions);
+            stat(out, "io_uring_sleeps", ring.sleeps);
+            stat(out, "recv_paused", ring.recv_paused);
+            stat(out, "recv_starved", ring.recv_starved);
             stat(out, "limit_maxbytes", limit);
             stat(out, "threads", shared.nshards);
             stat(out, "bytes", store.bytes);

@@ -21,16 +21,11 @@ pub enum Room {
     TooLarge,
 }
 
+#[derive(Default)]
 pub struct Input {
     buf: Vec<u8>,
     start: usize,
     end: usize,
-}
-
-impl Default for Input {
-    fn default() -> Self {
-        Input { buf: Vec::new(), start: 0, end: 0 }
-    }
 }
 
 /// Request bytes being parsed: received and not yet consumed.
@@ -221,5 +216,17 @@ mod tests {
         assert_eq!(input.room(None, 1 << 20), Room::Enough);
         assert_eq!(input.pending().len(), 10);
         assert_eq!(input.spare().len(), BASE - 10);
+    }
+
+    #[test]
+    fn an_idle_connection_holds_no_request_buffer_until_a_request_is_split() {
+        let mut input = Input::default();
+        assert_eq!(input.buf.capacity(), 0, "nothing allocated before a split request");
+        let mut view = Borrowed::new(b"get a\r\nget b");
+        view.consume(7);
+        assert_eq!(view.rest(), b"get b", "the unparsed tail is what gets copied");
+        assert_eq!(input.room(None, 1 << 20), Room::Enough);
+        assert_eq!(input.spare().len(), BASE, "the base buffer appears when first needed");
+        assert_eq!(input.grown_by(), 0);
     }
 }

@@ -492,7 +492,12 @@ async fn collect_reports(ctx: &ShardContext, reset: bool) -> Result<Vec<ShardRep
 /// The peer's address, for `stats conns`.
 fn peer_name(fd: RawFd) -> String {
     let borrowed = BorrowedSocket(fd);
-    socket2::SockRef::from(&borrowed).peer_addr().ok().and_then(|a| a.as_socket()).map(|a| a.to_string()).unwrap_or_default()
+    socket2::SockRef::from(&borrowed)
+        .peer_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.to_string())
+        .unwrap_or_default()
 }
 
 /// A socket fd lent to socket2 for one call.

@@ -115,7 +115,7 @@ pub struct Replies {
 impl Replies {
     pub fn new(nshards: usize) -> Self {
         Replies {
-            local: Vec::with_capacity(16 * 1024),
+            local: Vec::new(),
             pieces: Vec::new(),
             remote: (0..nshards).map(|_| Remote::default()).collect(),
             cursor: (0, 0),
@@ -309,16 +309,6 @@ impl Replies {
             iov.len() < max_slices
         });
         total
-    }
-
-    /// The first slice [`Replies::gather`] would give.
-    pub fn first_slice(&self, scope: Scope) -> Option<&[u8]> {
-        let mut first = None;
-        self.walk(scope, |slice| {
-            first = Some(slice);
-            false
-        });
-        first
     }
 
     /// Moves the cursor past `written` bytes (from the slices [`Replies::gather`] gave),

@@ -128,6 +128,18 @@ pub struct RingCounters {
     pub recv_starved: u64,
 }
 
+impl RingCounters {
+    pub fn sum(&self, other: &RingCounters) -> RingCounters {
+        RingCounters {
+            enters: self.enters + other.enters,
+            completions: self.completions + other.completions,
+            sleeps: self.sleeps + other.sleeps,
+            recv_paused: self.recv_paused + other.recv_paused,
+            recv_starved: self.recv_starved + other.recv_starved,
+        }
+    }
+}
+
 /// A shard's ring, its buffers, and the connections using them.
 pub struct Reactor {
     // Field order matters: the ring (which holds the buffer registration) is dropped
@@ -151,9 +163,8 @@ impl Reactor {
     /// A ring and `buffers` receive buffers (a power of two) for this shard.
     pub fn new(buffers: u16) -> io::Result<Rc<Reactor>> {
         let ring = ShardRing::new(RING_ENTRIES)?;
-        let provided = ProvidedBuffers::new(&ring.submitter(), buffers).map_err(|e| {
-            io::Error::new(e.kind(), format!("provided-buffer rings need Linux 5.19 or later: {e}"))
-        })?;
+        let provided = ProvidedBuffers::new(&ring.submitter(), buffers)
+            .map_err(|e| io::Error::new(e.kind(), format!("provided-buffer rings need Linux 5.19 or later: {e}")))?;
         Ok(Rc::new(Reactor {
             ring: RefCell::new(ring),
             buffers: RefCell::new(provided),
@@ -269,9 +280,8 @@ impl Reactor {
 
     fn arm_recv(&self, io: &ConnIo) {
         io.recv.set(Recv::Armed);
-        let entry = opcode::RecvMulti::new(types::Fd(io.fd), buffers::GROUP)
-            .build()
-            .user_data(user_data(io.slot, KIND_RECV));
+        let entry =
+            opcode::RecvMulti::new(types::Fd(io.fd), buffers::GROUP).build().user_data(user_data(io.slot, KIND_RECV));
         self.push(entry);
     }
 

@@ -57,7 +57,8 @@ impl ShardRing {
     /// A ring of `entries` submission slots (completions: twice that), with an eventfd
     /// registered and its notifications off until [`ShardRing::arm_eventfd`].
     pub fn new(entries: u32) -> io::Result<Self> {
-        let attempts: [(Setup, fn(&mut io_uring::Builder)); 3] = [
+        type Configure = fn(&mut io_uring::Builder);
+        let attempts: [(Setup, Configure); 3] = [
             (Setup::DeferTaskrun, |b| {
                 b.setup_single_issuer().setup_defer_taskrun().setup_taskrun_flag();
             }),

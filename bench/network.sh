@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# Network figures of ringcache side by side with memcached, in one run.
+#
+# Measures, for each server (fresh server per run, 1 worker thread, pinned to CPU 0; the load
+# tool pinned to CPU 1; servers alternated, order swapped every repeat):
+#   a. memtier_benchmark, memcache_text, 1 thread x 32 connections, set:get 1:10, 32 B values,
+#      100k keys, --pipeline 1 and 16, on an empty server and on a prefilled key space:
+#      ops/s and mean/p50/p99 latency (ms) of memtier's Totals line.
+#   b. memcaslap (memaslap) load, 1 thread x 32 concurrency, get:set 9:1, 16 B keys, 32 B values:
+#      ops/s, server syscalls per request (perf stat -e raw_syscalls:sys_enter -p PID) and server
+#      CPU us per request (utime+stime from /proc/PID/stat), requests being the cmd_get+cmd_set
+#      deltas of the server's own `stats`, over a window of DURATION seconds after a warm-up.
+#   c. ringcache-bench, get:set 10:1, values of 4 KiB (20000 keys, -c 50), 64 KiB (2000 keys,
+#      -c 50) and 1 MiB (200 keys, -c 8, both servers with -I 2m), prefilled: ops/s and MB/s
+#      (ops/s x value size).
+# Prints one table (median over repeats per server, ratio ringcache/memcached) and writes it as
+# Markdown to bench/results/network.md.
+#
+# Run from the repository root after `cargo build --release`:
+#     bench/network.sh                          # DURATION=10 s per measured run, REPEATS=3
+#     DURATION=3 REPEATS=1 bench/network.sh     # quick check
+# Environment: MEMTIER (memtier_benchmark 2.x; default: in PATH, else /tmp/memtier/memtier_benchmark),
+# MEMCASLAP (memcaslap/memaslap; default: in PATH), RINGCACHE, RINGCACHE_BENCH, DURATION, REPEATS, WARMUP (s before the
+# memcaslap window, default 2), SERVER_CPU (default 0), LOAD_CPU (default 1), OUT (Markdown file).
+# Needs: memcached, perf (tracepoints suffice), python3, taskset, timeout.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+DURATION=${DURATION:-10}
+REPEATS=${REPEATS:-3}
+WARMUP=${WARMUP:-2}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+OUT=${OUT:-bench/results/network.md}
+MEMTIER=${MEMTIER:-$(command -v memtier_benchmark || echo /tmp/memtier/memtier_benchmark)}
+MEMCASLAP=${MEMCASLAP:-$(command -v memcaslap || command -v memaslap || echo memcaslap)}
+PERF=${PERF:-perf}
+RINGCACHE=${RINGCACHE:-./target/release/ringcache}
+BENCH=${RINGCACHE_BENCH:-./target/release/ringcache-bench}
+
+for tool in memcached "$MEMTIER" "$MEMCASLAP" "$PERF" "$RINGCACHE" "$BENCH" python3 taskset timeout; do
+  command -v "$tool" >/dev/null || { echo "network.sh: missing $tool" >&2; exit 1; }
+done
+
+TMP=$(mktemp -d /tmp/ringcache-network.XXXXXX)
+RESULTS=$TMP/results.tsv   # measure <tab> metric <tab> server <tab> value
+: >"$RESULTS"
+SERVER_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+  jobs -p | xargs -r kill 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+NEXT_PORT=$((22000 + $$ % 500 * 10))
+# Starts a fresh server of kind $1 (memcached|ringcache) with extra options $2...; sets PORT, SERVER_PID.
+start_server() {
+  local kind=$1; shift
+  PORT=$NEXT_PORT
+  while (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do PORT=$((PORT + 1)); done
+  NEXT_PORT=$((PORT + 1))
+  local cmd
+  if [ "$kind" = memcached ]; then
+    cmd=(memcached -U 0 -u root -l 127.0.0.1 -p "$PORT" -t 1 -m 1024 "$@")
+  else
+    cmd=("$RINGCACHE" -l 127.0.0.1 -p "$PORT" -t 1 -m 1024 "$@")
+  fi
+  taskset -c "$SERVER_CPU" "${cmd[@]}" >"$TMP/server.log" 2>&1 &
+  SERVER_PID=$!
+  local i
+  for i in $(seq 600); do
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "$kind exited before listening:" >&2; cat "$TMP/server.log" >&2; exit 1; }
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return; fi
+    sleep 0.05
+  done
+  echo "$kind did not listen on $PORT within 30 s" >&2; exit 1
+}
+stop_server() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  timeout 30 tail --pid="$SERVER_PID" -f /dev/null || kill -9 "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; }
+
+# cmd_get+cmd_set of the server on $PORT, read over the text protocol.
+server_requests() {
+  timeout 10 python3 - "$PORT" <<'EOF'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.sendall(b"stats\r\n")
+buf = b""
+while not buf.endswith(b"END\r\n"):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    buf += chunk
+st = dict(l.split()[1:3] for l in buf.decode().splitlines() if l.startswith("STAT "))
+print(int(st["cmd_get"]) + int(st["cmd_set"]))
+EOF
+}
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$SERVER_PID/stat"; }
+now() { date +%s.%N; }
+
+MT_BASE=(-P memcache_text -s 127.0.0.1 -t 1 -c 32 --hide-histogram -d 32 --key-maximum 100000)
+memtier() { # label prefilled(0|1) pipeline kind
+  local label=$1 prefilled=$2 pipeline=$3 kind=$4
+  start_server "$kind"
+  if [ "$prefilled" = 1 ]; then
+    timeout 300 taskset -c "$LOAD_CPU" "$MEMTIER" "${MT_BASE[@]}" -p "$PORT" --ratio 1:0 \
+      --key-pattern P:P --requests allkeys >"$TMP/prefill.out" 2>&1 \
+      || { echo "memtier prefill failed:" >&2; tail -5 "$TMP/prefill.out" >&2; exit 1; }
+  fi
+  timeout $((DURATION + 60)) taskset -c "$LOAD_CPU" "$MEMTIER" "${MT_BASE[@]}" -p "$PORT" --ratio 1:10 \
+    --key-pattern R:R --pipeline "$pipeline" --test-time "$DURATION" >"$TMP/memtier.out" 2>&1 \
+    || { echo "memtier failed:" >&2; tail -5 "$TMP/memtier.out" >&2; exit 1; }
+  stop_server
+  local line; line=$(awk '/^Totals/ { print $2, $5, $6, $7 }' "$TMP/memtier.out")
+  [ -n "$line" ] || { echo "no Totals line from memtier" >&2; exit 1; }
+  read -r ops mean p50 p99 <<<"$line"
+  record "$label" "ops/s" "$kind" "$ops"
+  record "$label" "mean ms" "$kind" "$mean"
+  record "$label" "p50 ms" "$kind" "$p50"
+  record "$label" "p99 ms" "$kind" "$p99"
+  echo "  $label $kind: $ops ops/s, mean $mean ms, p50 $p50 ms, p99 $p99 ms" >&2
+}
+
+# memaslap workload file: key length, value length, command mix (type 0 = set, 1 = get).
+cat >"$TMP/memcaslap.cfg" <<'EOF'
+key
+16 16 1
+value
+32 32 1
+cmd
+0 0.1
+1 0.9
+EOF
+memcaslap_run() { # kind
+  local kind=$1 label="memcaslap get:set 9:1"
+  start_server "$kind"
+  # -w 3k: 3000 keys per concurrency, 96k in all. memaslap only gets keys it has set before,
+  # so every get hits; the warm-up before the window fills the key space further.
+  timeout $((WARMUP + DURATION + 60)) taskset -c "$LOAD_CPU" "$MEMCASLAP" -s "127.0.0.1:$PORT" \
+    -T 1 -c 32 -w 3k -F "$TMP/memcaslap.cfg" -t "$((WARMUP + DURATION + 3))s" >"$TMP/memcaslap.out" 2>&1 &
+  local load=$!
+  sleep "$WARMUP"
+  local r0 c0 t0 r1 c1 t1
+  r0=$(server_requests); c0=$(cpu_ticks); t0=$(now)
+  timeout $((DURATION + 30)) "$PERF" stat -e raw_syscalls:sys_enter -p "$SERVER_PID" -o "$TMP/perf.out" -- sleep "$DURATION"
+  r1=$(server_requests); c1=$(cpu_ticks); t1=$(now)
+  wait "$load" || { echo "memcaslap failed:" >&2; tail -5 "$TMP/memcaslap.out" >&2; exit 1; }
+  stop_server
+  local calls elapsed
+  calls=$(awk '/raw_syscalls:sys_enter/ { gsub(/[,.]/, "", $1); print $1 }' "$TMP/perf.out")
+  elapsed=$(awk '/seconds time elapsed/ { print $1 }' "$TMP/perf.out")
+  [ -n "$calls" ] && [ -n "$elapsed" ] || { echo "no perf count:" >&2; cat "$TMP/perf.out" >&2; exit 1; }
+  # Requests in the perf window = request rate over the stats window x perf's own elapsed time.
+  read -r ops sys cpu < <(python3 -c "
+import os
+req, dt = $r1 - $r0, $t1 - $t0
+rate = req / dt
+print(f'{rate:.1f} {$calls / (rate * $elapsed):.4f} {($c1 - $c0) / os.sysconf(\"SC_CLK_TCK\") * 1e6 / req:.4f}')")
+  record "$label" "ops/s" "$kind" "$ops"
+  record "$label" "syscalls/req" "$kind" "$sys"
+  record "$label" "CPU us/req" "$kind" "$cpu"
+  echo "  $label $kind: $ops ops/s, $sys syscalls/req, $cpu CPU us/req" >&2
+}
+
+vsize() { # label value-size keys conns kind [server options]
+  local label=$1 size=$2 keys=$3 conns=$4 kind=$5; shift 5
+  start_server "$kind" "$@"
+  local common=(--servers "127.0.0.1:$PORT" --cpus "$LOAD_CPU" --ratio 10:1 --value-size "$size"
+                --keys "$keys" -c "$conns" --pipeline 1)
+  timeout 300 taskset -c "$LOAD_CPU" "$BENCH" "${common[@]}" --json "$TMP/prefill.json" --prefill --requests 1 \
+    >"$TMP/bench.out" 2>&1 || { echo "ringcache-bench prefill failed:" >&2; tail -5 "$TMP/bench.out" >&2; exit 1; }
+  timeout $((DURATION + 60)) taskset -c "$LOAD_CPU" "$BENCH" "${common[@]}" --json "$TMP/run.json" \
+    --duration "$DURATION" --seed 7 >"$TMP/bench.out" 2>&1 \
+    || { echo "ringcache-bench failed:" >&2; tail -5 "$TMP/bench.out" >&2; exit 1; }
+  stop_server
+  read -r ops hit < <(python3 -c "
+import json; m = json.load(open('$TMP/run.json'))['measured']
+print(m['ops_per_sec'], m['hit_ratio'] if m['hit_ratio'] is not None else 'nan')")
+  record "$label" "ops/s" "$kind" "$ops"
+  record "$label" "MB/s" "$kind" "$(python3 -c "print($ops * $size / 1e6)")"
+  record "$label" "hit ratio" "$kind" "$hit"
+  echo "  $label $kind: $ops ops/s, hit ratio $hit" >&2
+}
+
+for rep in $(seq "$REPEATS"); do
+  if [ $((rep % 2)) = 1 ]; then order="memcached ringcache"; else order="ringcache memcached"; fi
+  echo "repeat $rep/$REPEATS" >&2
+  for pre in 0 1; do
+    for pl in 1 16; do
+      [ "$pre" = 1 ] && state=prefilled || state=empty
+      for kind in $order; do memtier "memtier pipeline $pl $state" "$pre" "$pl" "$kind"; done
+    done
+  done
+  for kind in $order; do memcaslap_run "$kind"; done
+  for kind in $order; do vsize "values 4 KiB" 4096 20000 50 "$kind"; done
+  for kind in $order; do vsize "values 64 KiB" 65536 2000 50 "$kind"; done
+  for kind in $order; do vsize "values 1 MiB" 1048576 200 8 "$kind" -I 2m; done
+done
+
+mkdir -p "$(dirname "$OUT")"
+python3 - "$RESULTS" "$OUT" "$DURATION" "$REPEATS" "$(memcached -V)" "$("$MEMTIER" --version 2>&1 | head -1)" <<'EOF'
+import statistics, sys
+path, out, duration, repeats, mc_version, mt_version = sys.argv[1:]
+runs = {}
+for line in open(path):
+    measure, metric, server, value = line.rstrip("\n").split("\t")
+    runs.setdefault((measure, metric), {}).setdefault(server, []).append(float(value))
+def fmt(v):
+    if v is None or v != v:
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.1f}" if abs(v) >= 100 else f"{v:.3f}"
+rows = []
+for (measure, metric), by in runs.items():
+    mc = statistics.median(by["memcached"]) if "memcached" in by else None
+    rc = statistics.median(by["ringcache"]) if "ringcache" in by else None
+    ratio = rc / mc if mc and rc is not None and mc == mc and rc == rc else None
+    rows.append((measure, metric, fmt(mc), fmt(rc), "-" if ratio is None else f"{ratio:.2f}"))
+head = ("measure", "metric", "memcached", "ringcache", "rc/mc")
+widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
+for r in [head] + rows:
+    print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+with open(out, "w") as f:
+    f.write(f"# Network figures: ringcache vs memcached\n\nMedians of {repeats} runs of {duration} s each, "
+            f"fresh server per run, 1 server thread on CPU 0, load on CPU 1 ({mc_version}; {mt_version}; "
+            f"memcaslap from libmemcached-tools). Produced by `bench/network.sh`.\n\n")
+    f.write("| " + " | ".join(head) + " |\n|---|---|---:|---:|---:|\n")
+    for r in rows:
+        f.write("| " + " | ".join(r) + " |\n")
+print(f"\nwrote {out}", file=sys.stderr)
+EOF
