@@ -148,7 +148,6 @@ impl MemoryDurable {
         self.wal.extend_from_slice(torn);
         self.staging = [None, None];
     }
-
 }
 
 impl Durable for MemoryDurable {

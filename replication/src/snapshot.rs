@@ -119,7 +119,6 @@ impl Assembler {
     pub fn is_complete(&self, index: u64, term: u64) -> bool {
         self.current == Some((index, term)) && self.next_seq == self.total
     }
-
 }
 
 #[cfg(test)]

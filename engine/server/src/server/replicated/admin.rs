@@ -40,7 +40,9 @@ pub fn parse(args: &[u8], secret: &[u8]) -> Result<Admin, &'static str> {
     let id = |s: &str| s.parse::<u64>().ok().filter(|&n| n > 0).ok_or("bad node id");
     match command {
         // An IP address, not a name: resolving would block the shard's executor.
-        ["add", node, addr] => Ok(Admin::Add { node: id(node)?, addr: addr.parse().map_err(|_| "bad address (IP:PORT)")? }),
+        ["add", node, addr] => {
+            Ok(Admin::Add { node: id(node)?, addr: addr.parse().map_err(|_| "bad address (IP:PORT)")? })
+        }
         ["promote", node] => Ok(Admin::Promote { node: id(node)? }),
         ["remove", node] => Ok(Admin::Remove { node: id(node)? }),
         ["transfer", shard, to] => Ok(Admin::Transfer { shard: shard.parse().map_err(|_| "bad shard")?, to: id(to)? }),

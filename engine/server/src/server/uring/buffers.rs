@@ -22,8 +22,6 @@ pub struct ProvidedBuffers {
     count: u16,
     /// The ring's tail as this side last published it.
     tail: u16,
-    /// Buffers handed back since the kernel last ran dry (a hint for starved receives).
-    pub returned: u64,
 }
 
 impl Drop for ProvidedBuffers {
@@ -58,7 +56,7 @@ impl ProvidedBuffers {
             return Err(io::Error::last_os_error());
         }
         let base = NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        let mut buffers = ProvidedBuffers { base, map_len, buffers_at: ring_bytes, count, tail: 0, returned: 0 };
+        let mut buffers = ProvidedBuffers { base, map_len, buffers_at: ring_bytes, count, tail: 0 };
         // SAFETY: the descriptor ring lies in the mapping, which lives as long as `self`,
         // and the ring (which owns the registration) is dropped first.
         unsafe { submitter.register_buf_ring_with_flags(addr as u64, count, GROUP, 0)? };
@@ -109,10 +107,5 @@ impl ProvidedBuffers {
     pub fn recycle(&mut self, bid: u16) {
         self.put(bid);
         self.publish();
-        self.returned += 1;
-    }
-
-    pub fn count(&self) -> u16 {
-        self.count
     }
 }
