@@ -19,6 +19,7 @@
 # Run from the repository root after `cargo build --release`:
 #     bench/network.sh                          # DURATION=10 s per measured run, REPEATS=3
 #     DURATION=3 REPEATS=1 bench/network.sh     # quick check
+#     PARTS=sizes bench/network.sh              # only some of a (memtier), b (memcaslap), c (sizes)
 # Environment: MEMTIER (memtier_benchmark 2.x; default: in PATH, else /tmp/memtier/memtier_benchmark),
 # MEMCASLAP (memcaslap/memaslap; default: in PATH), RINGCACHE, RINGCACHE_BENCH, DURATION, REPEATS, WARMUP (s before the
 # memcaslap window, default 2), SERVER_CPU (default 0), LOAD_CPU (default 1), OUT (Markdown file).
@@ -28,6 +29,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DURATION=${DURATION:-10}
 REPEATS=${REPEATS:-3}
+PARTS=${PARTS:-memtier memcaslap sizes}
 WARMUP=${WARMUP:-2}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -191,16 +193,22 @@ print(m['ops_per_sec'], m['hit_ratio'] if m['hit_ratio'] is not None else 'nan')
 for rep in $(seq "$REPEATS"); do
   if [ $((rep % 2)) = 1 ]; then order="memcached ringcache"; else order="ringcache memcached"; fi
   echo "repeat $rep/$REPEATS" >&2
-  for pre in 0 1; do
-    for pl in 1 16; do
-      [ "$pre" = 1 ] && state=prefilled || state=empty
-      for kind in $order; do memtier "memtier pipeline $pl $state" "$pre" "$pl" "$kind"; done
+  if [[ " $PARTS " == *" memtier "* ]]; then
+    for pre in 0 1; do
+      for pl in 1 16; do
+        [ "$pre" = 1 ] && state=prefilled || state=empty
+        for kind in $order; do memtier "memtier pipeline $pl $state" "$pre" "$pl" "$kind"; done
+      done
     done
-  done
-  for kind in $order; do memcaslap_run "$kind"; done
-  for kind in $order; do vsize "values 4 KiB" 4096 20000 50 "$kind"; done
-  for kind in $order; do vsize "values 64 KiB" 65536 2000 50 "$kind"; done
-  for kind in $order; do vsize "values 1 MiB" 1048576 200 8 "$kind" -I 2m; done
+  fi
+  if [[ " $PARTS " == *" memcaslap "* ]]; then
+    for kind in $order; do memcaslap_run "$kind"; done
+  fi
+  if [[ " $PARTS " == *" sizes "* ]]; then
+    for kind in $order; do vsize "values 4 KiB" 4096 20000 50 "$kind"; done
+    for kind in $order; do vsize "values 64 KiB" 65536 2000 50 "$kind"; done
+    for kind in $order; do vsize "values 1 MiB" 1048576 200 8 "$kind" -I 2m; done
+  fi
 done
 
 mkdir -p "$(dirname "$OUT")"

@@ -7,20 +7,29 @@ use crate::numbers::decimal;
 
 /// Appends `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`.
 pub fn value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {
+    value_line(out, key, flags, data.len(), cas);
+    out.extend_from_slice(data);
+    out.extend_from_slice(VALUE_END);
+}
+
+/// Appends `VALUE <key> <flags> <bytes>[ <cas>]\r\n`, the line before a value's data
+/// (which [`VALUE_END`] follows).
+pub fn value_line(out: &mut Vec<u8>, key: &[u8], flags: u32, len: usize, cas: Option<u64>) {
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
     out.push(b' ');
     number(out, u64::from(flags));
     out.push(b' ');
-    number(out, data.len() as u64);
+    number(out, len as u64);
     if let Some(cas) = cas {
         out.push(b' ');
         number(out, cas);
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
 }
+
+/// What follows a value's data.
+pub const VALUE_END: &[u8] = b"\r\n";
 
 /// Appends a decimal number.
 pub fn number(out: &mut Vec<u8>, n: u64) {

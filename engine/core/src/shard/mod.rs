@@ -13,7 +13,7 @@ pub use ops::{Op, OpBatch};
 
 use crate::effect::Effect;
 use crate::protocol::{self, reply};
-use crate::store::{Applied, ArithOutcome, Store, StoreMode, StoreOutcome};
+use crate::store::{Applied, ArithOutcome, PinnedValue, Store, StoreMode, StoreOutcome};
 use crate::time::TimeBase;
 use stats::Counters;
 
@@ -118,7 +118,9 @@ impl Shard {
     pub fn execute(&mut self, op: &Op<'_>, noreply: bool, now: u32, out: &mut Vec<u8>) {
         let mark = out.len();
         match *op {
-            Op::Get { key, cas, touch } => self.get(key, cas, touch, now, out),
+            Op::Get { key, cas, touch } => {
+                self.get_in_place(key, cas, touch, now, out, usize::MAX);
+            }
             _ => {
                 let decision = self.decide(op, now);
                 let applied = decision.effect.map(|e| self.apply(&e, now));
@@ -181,8 +183,21 @@ impl Shard {
         self.store.apply(effect, now)
     }
 
-    /// get/gets/gat/gats of one key: a `VALUE` block or nothing.
-    fn get(&mut self, key: &[u8], cas: bool, touch: Option<i32>, now: u32, out: &mut Vec<u8>) {
+    /// get/gets/gat/gats of one key, sending a large value from where it lies: as
+    /// [`Shard::execute`] of [`Op::Get`], except that a value of at least `min_len`
+    /// bytes is not copied. Then only its `VALUE` line is appended to `out`, and the value
+    /// comes back pinned in place: the caller sends its bytes, then
+    /// [`reply::VALUE_END`], and unpins it ([`Shard::unpin`]). A value is copied anyway
+    /// when the store allows no more pins.
+    pub fn get_in_place(
+        &mut self,
+        key: &[u8],
+        cas: bool,
+        touch: Option<i32>,
+        now: u32,
+        out: &mut Vec<u8>,
+        min_len: usize,
+    ) -> Option<PinnedValue> {
         let c = &mut self.counters;
         c.cmd_get += 1;
         let item = match touch {
@@ -198,13 +213,28 @@ impl Shard {
             }
             None => self.store.get(key, now),
         };
-        match item {
-            Some(item) => {
-                self.counters.get_hits += 1;
-                reply::value(out, key, item.flags, item.value, cas.then_some(item.cas));
-            }
-            None => self.counters.get_misses += 1,
+        let Some(item) = item else {
+            self.counters.get_misses += 1;
+            return None;
+        };
+        self.counters.get_hits += 1;
+        let cas = cas.then_some(item.cas);
+        if item.value.len() < min_len {
+            reply::value(out, key, item.flags, item.value, cas);
+            return None;
         }
+        let (flags, value) = (item.flags, PinnedValue::of(&item));
+        if self.store.pin(&value) {
+            reply::value_line(out, key, flags, value.len, cas);
+            return Some(value);
+        }
+        reply::value(out, key, flags, self.store.bytes_of(&value), cas);
+        None
+    }
+
+    /// Lets go of a value [`Shard::get_in_place`] pinned.
+    pub fn unpin(&mut self, value: &PinnedValue) {
+        self.store.unpin(value);
     }
 
     /// Counts `op`'s outcome and appends memcached's reply for it (nothing when

@@ -10,7 +10,7 @@
 //! - no two entries point at overlapping bytes;
 //! - each segment's live item count and live bytes are exactly those of its entries, and
 //!   never exceed its used bytes; its generation never shows as 0 in a CAS;
-//! - the free list holds exactly the free segments, and each TTL class appends to an
+//! - the free list holds exactly the free segments that are not pinned, and each TTL class appends to an
 //!   active segment of that class.
 
 use std::collections::BTreeMap;
@@ -87,7 +87,8 @@ impl Store {
                 return Err(format!("segment {seg}'s generation shows as 0 in a CAS"));
             }
         }
-        let free_segments = self.segs.meta.iter().filter(|m| m.state == SegState::Free).count();
+        let free_segments =
+            (0..nsegs).filter(|&s| self.segs.meta[s].state == SegState::Free && !self.segs.is_pinned(s)).count();
         if self.segs.free_count() != free_segments {
             return Err(format!("{} on the free list, {free_segments} free", self.segs.free_count()));
         }

@@ -108,6 +108,25 @@ pub struct ItemRef<'s> {
     pub flags: u32,
     pub cas: u64,
     pub value: &'s [u8],
+    /// The segment holding it (what [`Store::pin`] takes).
+    pub segment: u32,
+}
+
+impl PinnedValue {
+    /// Where `item`'s value lies (not yet pinned: see [`Store::pin`]).
+    pub fn of(item: &ItemRef<'_>) -> Self {
+        PinnedValue { ptr: item.value.as_ptr(), len: item.value.len(), segment: item.segment }
+    }
+}
+
+/// A value held in place by a pin: its bytes stay as they are, where they are, until
+/// [`Store::unpin`] is called with it. The address is for the kernel to read (a send
+/// gathering it), not for safe code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinnedValue {
+    pub ptr: *const u8,
+    pub len: usize,
+    pub segment: u32,
 }
 
 /// Result of a storage command.
@@ -141,6 +160,10 @@ pub struct StoreStats {
     pub index_bytes: u64,
     pub segments_total: u64,
     pub segments_free: u64,
+    /// Segments a reply is being sent from (see `segments`), and of those, the ones
+    /// freed meanwhile (by `flush_all`), waiting for their sends to end.
+    pub segments_pinned: u64,
+    pub segments_parked: u64,
     pub segment_size: u64,
     pub evictions: u64,
     pub expired_unfetched: u64,
@@ -271,6 +294,8 @@ impl Store {
         s.index_bytes = self.index.memory_bytes() as u64;
         s.segments_total = self.segs.meta.len() as u64;
         s.segments_free = self.segs.free_count() as u64;
+        s.segments_pinned = self.segs.pinned_count() as u64;
+        s.segments_parked = self.segs.parked_count() as u64;
         s.segment_size = self.arena.seg_size() as u64;
         s
     }
@@ -358,7 +383,33 @@ impl Store {
             flags: found.header.flags,
             cas: self.cas_of(found.loc, &found.header),
             value: &self.arena.bytes()[at..at + found.header.value_len],
+            segment: self.seg_of(found.loc) as u32,
         }
+    }
+
+    /// Pins the segment holding `value` (an item's value, from [`PinnedValue::of`]), so
+    /// that a reply can be sent from its bytes after this call returns. False when the
+    /// store has as many pinned segments as it allows: the caller copies the value
+    /// instead ([`Store::bytes_of`]).
+    pub fn pin(&mut self, value: &PinnedValue) -> bool {
+        let seg_size = self.arena.seg_size();
+        let offset = (value.ptr as usize).wrapping_sub(self.arena.bytes().as_ptr() as usize);
+        assert!(
+            offset / seg_size == value.segment as usize && (offset % seg_size) + value.len <= seg_size,
+            "a pinned value lies within its segment"
+        );
+        self.segs.pin(value.segment as usize)
+    }
+
+    /// The bytes `value` points at (for copying them when they could not be pinned).
+    pub fn bytes_of(&self, value: &PinnedValue) -> &[u8] {
+        let offset = (value.ptr as usize).wrapping_sub(self.arena.bytes().as_ptr() as usize);
+        &self.arena.bytes()[offset..offset + value.len]
+    }
+
+    /// Lets go of a pin that [`Store::pin`] gave.
+    pub fn unpin(&mut self, value: &PinnedValue) {
+        self.segs.unpin(value.segment as usize);
     }
 
     fn bump(&mut self, found: &Found) {
@@ -544,17 +595,22 @@ impl Store {
         let seg = (0..segments::TTL_CLASSES)
             .filter(|&c| c != class)
             .map(|c| self.segs.active[c])
-            .filter(|&s| s != NONE)
+            .filter(|&s| s != NONE && !self.segs.is_pinned(s as usize))
             .min_by_key(|&s| self.segs.meta[s as usize].created)?;
         self.segs.seal(seg);
         self.segs.pop_oldest_sealed()
     }
 
+    /// A sealed segment whose items have all expired by `now`, and which no reply is
+    /// being sent from.
+    fn reclaimable(&self, seg: usize, now: u32) -> bool {
+        let m = &self.segs.meta[seg];
+        m.state == SegState::Sealed && m.expired(now) && !self.segs.is_pinned(seg)
+    }
+
     /// Empties and releases a sealed segment whose items have all expired, if any.
     fn reclaim_expired_segment(&mut self, now: u32) -> bool {
-        let Some(seg) = (0..self.segs.meta.len())
-            .find(|&s| self.segs.meta[s].state == SegState::Sealed && self.segs.meta[s].expired(now))
-        else {
+        let Some(seg) = (0..self.segs.meta.len()).find(|&s| self.reclaimable(s, now)) else {
             return false;
         };
         self.compact(seg as u32, false, now);
@@ -567,6 +623,7 @@ impl Store {
     /// segment) or evicted. Kept items are rewritten at the front of the segment, carrying
     /// their CAS so that a move does not look like a new version.
     fn compact(&mut self, seg: u32, keep_hot: bool, now: u32) {
+        assert!(!self.segs.is_pinned(seg as usize), "segment {seg} compacted while a reply is sent from it");
         let seg_size = self.arena.seg_size();
         let base = seg as usize * seg_size;
         let end = base + self.segs.meta[seg as usize].write_at as usize;
@@ -633,7 +690,7 @@ impl Store {
         for _ in 0..budget.min(n) {
             self.sweep_cursor = (self.sweep_cursor + 1) % n;
             let seg = self.sweep_cursor;
-            if self.segs.meta[seg].state == SegState::Sealed && self.segs.meta[seg].expired(now) {
+            if self.reclaimable(seg, now) {
                 self.compact(seg as u32, false, now);
                 self.segs.release(seg as u32);
                 reclaimed += 1;

@@ -2,6 +2,12 @@
 //! which segment each TTL class is appending to, the free list, and the FIFO of sealed
 //! segments that eviction takes its victims from. No item bytes live here (see `arena`).
 //!
+//! A segment may be *pinned*: a reply is being sent straight from its bytes (see
+//! [`Segments::pin`]). A pinned segment is never chosen for compaction, eviction or
+//! reclaiming, and one freed while pinned (by `flush_all`) is *parked*: it holds nothing
+//! and joins the free list when its last pin goes. At most a quarter of the segments may
+//! be pinned at once, so pins can never take the memory writes need.
+//!
 //! Items are grouped by TTL class (`ttl_class`: powers of two of the remaining TTL), so a
 //! segment's items expire at about the same time and a whole segment can be reclaimed
 //! once its last item has expired, without scanning items one by one.
@@ -63,6 +69,11 @@ pub struct Segments {
     sealed: VecDeque<(u32, u64)>,
     seal_seq: u64,
     gen_mask: u32,
+    /// Pins held on each segment (replies being sent from its bytes).
+    pins: Vec<u32>,
+    /// Segments with at least one pin, and the most there may be.
+    pinned: usize,
+    max_pinned: usize,
 }
 
 impl Segments {
@@ -88,7 +99,51 @@ impl Segments {
             sealed: VecDeque::new(),
             seal_seq: 0,
             gen_mask,
+            pins: vec![0; nsegs],
+            pinned: 0,
+            max_pinned: nsegs / 4,
         }
+    }
+
+    /// Holds `seg`'s bytes where they are until [`Segments::unpin`]: no compaction,
+    /// eviction or reuse touches them meanwhile. False (and nothing held) when pinning
+    /// it would put more than a quarter of the segments under pins.
+    pub fn pin(&mut self, seg: usize) -> bool {
+        if self.pins[seg] == 0 {
+            if self.pinned >= self.max_pinned {
+                return false;
+            }
+            self.pinned += 1;
+        }
+        self.pins[seg] += 1;
+        true
+    }
+
+    /// Lets go of one pin of `seg`; a segment freed while pinned joins the free list
+    /// with its last pin.
+    pub fn unpin(&mut self, seg: usize) {
+        assert!(self.pins[seg] > 0, "segment {seg} unpinned more often than pinned");
+        self.pins[seg] -= 1;
+        if self.pins[seg] == 0 {
+            self.pinned -= 1;
+            if self.meta[seg].state == SegState::Free {
+                self.free.push(seg as u32);
+            }
+        }
+    }
+
+    pub fn is_pinned(&self, seg: usize) -> bool {
+        self.pins[seg] > 0
+    }
+
+    /// Segments under pins now.
+    pub fn pinned_count(&self) -> usize {
+        self.pinned
+    }
+
+    /// Segments freed while pinned, waiting for their last pin to join the free list.
+    pub fn parked_count(&self) -> usize {
+        (0..self.meta.len()).filter(|&s| self.meta[s].state == SegState::Free && self.pins[s] > 0).count()
     }
 
     /// The generation as it appears in a CAS (never 0).
@@ -152,7 +207,7 @@ impl Segments {
         self.sealed.push_back((seg, self.seal_seq));
     }
 
-    /// Returns an emptied segment to the free list.
+    /// Returns an emptied segment to the free list (parks it, if pinned).
     pub fn release(&mut self, seg: u32) {
         let class = usize::from(self.meta[seg as usize].class);
         if self.active[class] == seg {
@@ -166,14 +221,23 @@ impl Segments {
         m.live_bytes = 0;
         m.never_expires = false;
         m.max_expiry = 0;
-        self.free.push(seg);
+        if self.pins[seg as usize] == 0 {
+            self.free.push(seg);
+        }
     }
 
-    /// The oldest sealed segment, taken out of the queue.
+    /// The oldest sealed segment that is not pinned, taken out of the queue (pinned
+    /// ones keep their place).
     pub fn pop_oldest_sealed(&mut self) -> Option<u32> {
-        while let Some((seg, seq)) = self.sealed.pop_front() {
+        let mut i = 0;
+        while let Some(&(seg, seq)) = self.sealed.get(i) {
             let m = &self.meta[seg as usize];
-            if m.state == SegState::Sealed && m.seal_seq == seq {
+            if m.state != SegState::Sealed || m.seal_seq != seq {
+                self.sealed.remove(i);
+            } else if self.pins[seg as usize] > 0 {
+                i += 1;
+            } else {
+                self.sealed.remove(i);
                 return Some(seg);
             }
         }
@@ -230,7 +294,7 @@ impl Segments {
         self.meta[seg].live_bytes += size as u32;
     }
 
-    /// Frees everything (flush_all).
+    /// Frees everything (flush_all); pinned segments are parked.
     pub fn reset(&mut self) {
         for seg in 0..self.meta.len() as u32 {
             if self.meta[seg as usize].state != SegState::Free {

@@ -37,6 +37,8 @@ fn totals(reports: &[ShardReport]) -> (Counters, StoreStats, usize) {
         store.index_bytes += r.store.index_bytes;
         store.segments_total += r.store.segments_total;
         store.segments_free += r.store.segments_free;
+        store.segments_pinned += r.store.segments_pinned;
+        store.segments_parked += r.store.segments_parked;
         store.segment_size = r.store.segment_size;
         limit += r.memory_limit;
     }
@@ -204,6 +206,8 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], shared: &S
             stat(out, "active_slabs", u64::from(store.curr_items > 0));
             stat(out, "total_malloced", (store.segments_total - store.segments_free) * store.segment_size);
             stat(out, "segments_free", store.segments_free);
+            stat(out, "segments_pinned", store.segments_pinned);
+            stat(out, "segments_parked", store.segments_parked);
             stat(out, "index_bytes", store.index_bytes);
         }
         b"conns" => {

@@ -52,6 +52,11 @@ pub use input::BASE as READ_BUFFER_BASE;
 /// Most slices one `sendmsg` gathers (the kernel's `IOV_MAX`).
 const MAX_SLICES: usize = 1024;
 
+/// Values of at least this many bytes are sent from their segment rather than copied
+/// into the reply buffer (see `replies`). Below it, a copy costs less than the extra
+/// slice and the pin (measured: BENCHMARKS.md).
+const IN_PLACE_MIN: usize = 4096;
+
 /// The most request bytes one connection may need beyond its base buffer: the longest
 /// multi-get line, or the largest value with a command line that fills the base buffer.
 pub fn max_request_bytes(max_item_size: usize) -> usize {
@@ -155,6 +160,8 @@ struct Connection<'c> {
 impl Drop for Connection<'_> {
     fn drop(&mut self) {
         self.ctx.read_budget.signal(self.granted as u64);
+        // No send is in flight: the connection's task awaits each one to its end.
+        self.release_pins();
     }
 }
 
@@ -215,12 +222,36 @@ impl<'c> Connection<'c> {
         }
     }
 
-    /// Executes `op` on this shard, in order with the other replies.
+    /// Executes `op` on this shard, in order with the other replies. A large value is
+    /// sent from where it lies (pinned), not copied.
     fn execute_here(&mut self, op: &Op<'_>, noreply: bool, now: u32) {
         let out = self.replies.local_mut();
         let start = out.len();
-        self.ctx.shard.borrow_mut().execute(op, noreply, now, out);
+        let mut shard = self.ctx.shard.borrow_mut();
+        let pinned = match *op {
+            Op::Get { key, cas, touch } => shard.get_in_place(key, cas, touch, now, out, IN_PLACE_MIN),
+            _ => {
+                shard.execute(op, noreply, now, out);
+                None
+            }
+        };
+        drop(shard);
         self.replies.commit_local(start);
+        if let Some(value) = pinned {
+            self.replies.push_pinned(value);
+            self.replies.push_local(reply::VALUE_END);
+        }
+    }
+
+    /// Lets go of the pins of the replies written so far (none of them is being sent).
+    fn release_pins(&mut self) {
+        let mut pins = self.replies.take_pins().peekable();
+        if pins.peek().is_some() {
+            let mut shard = self.ctx.shard.borrow_mut();
+            for value in pins {
+                shard.unpin(&value);
+            }
+        }
     }
 
     fn over_limit(&self) -> bool {
@@ -324,6 +355,7 @@ impl<'c> Connection<'c> {
             }
             if self.replies.is_done() {
                 self.replies.reset();
+                self.release_pins();
                 return Ok(());
             }
         }

@@ -9,15 +9,20 @@
 //! in buffers of their own. Until the first remote op the output is simply `local`; from
 //! then on `pieces` records the order (a range of `local`, or op *i* of shard *s*).
 //! Nothing is copied to put a round together: the writer gathers the pieces in order.
+//! A large value of this shard's store is not copied at all: its piece points at the
+//! value's bytes in their segment, which stays pinned ([`Replies::push_pinned`]) until
+//! the connection has written the round and lets the pins go ([`Replies::take_pins`]).
 //!
 //! Memory: the connection stops making replies once [`Replies::held`] reaches its reply
 //! limit. A round trip to other shards carries a budget, the part of the limit not yet
 //! used, split between the shards asked; one op per round trip may exceed it (the first
 //! unanswered op in request order, so every round trip makes progress). A shard is asked
-//! again only once every reply it sent has been written, so its buffer is reused.
+//! again only once every reply it sent has been written, so its buffer is reused. Pinned
+//! values count against the limit too, so one connection pins a bounded amount.
 
 use crate::server::mesh::OpsReply;
 use ringcache_core::shard::{Op, OpBatch};
+use ringcache_core::store::PinnedValue;
 
 /// Buffers that grew past this many bytes for a large reply are shrunk back after use.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -25,8 +30,33 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 /// Where one reply (or run of local replies) is, in request order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Piece {
-    Local { start: usize, end: usize },
-    Remote { shard: usize, index: usize },
+    Local {
+        start: usize,
+        end: usize,
+    },
+    Remote {
+        shard: usize,
+        index: usize,
+    },
+    /// A value in a pinned segment of this shard's store.
+    Pinned {
+        ptr: *const u8,
+        len: usize,
+    },
+}
+
+/// Bytes of one piece to be written: where they start and how many there are. Only
+/// the kernel reads through `ptr` (a gathered send).
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl From<&[u8]> for Span {
+    fn from(bytes: &[u8]) -> Self {
+        Span { ptr: bytes.as_ptr(), len: bytes.len() }
+    }
 }
 
 /// Ops queued for one other shard, and the replies it has sent back.
@@ -106,10 +136,15 @@ pub struct Replies {
     local_written: usize,
     /// Bytes of remote replies held and not yet written.
     remote_unwritten: usize,
+    /// Bytes of pinned values not yet written.
+    pinned_unwritten: usize,
+    /// The pins this round holds, let go of once it is written ([`Replies::take_pins`]).
+    pins: Vec<PinnedValue>,
     /// Bytes of ops queued for other shards and not yet executed.
     queued: usize,
-    /// Some op went to another shard since the last reset.
-    used_remote: bool,
+    /// `pieces` is in use (some op went to another shard, or a value was pinned) since
+    /// the last reset.
+    used_pieces: bool,
 }
 
 impl Replies {
@@ -122,15 +157,17 @@ impl Replies {
             mark: Mark::default(),
             local_written: 0,
             remote_unwritten: 0,
+            pinned_unwritten: 0,
+            pins: Vec::new(),
             queued: 0,
-            used_remote: false,
+            used_pieces: false,
         }
     }
 
     /// Bytes this connection holds for its replies: unwritten replies, and ops queued
     /// for other shards (whose replies are still to come).
     pub fn held(&self) -> usize {
-        self.local.len() - self.local_written + self.remote_unwritten + self.queued
+        self.local.len() - self.local_written + self.remote_unwritten + self.pinned_unwritten + self.queued
     }
 
     /// Nothing is queued, held or waiting to be written.
@@ -168,18 +205,39 @@ impl Replies {
         self.commit_local(start);
     }
 
-    /// Queues `op` for shard `shard`; its reply takes its place in request order.
-    pub fn push_remote(&mut self, shard: usize, op: &Op<'_>, noreply: bool) {
+    /// Starts recording the order in `pieces` (the local bytes so far are its first).
+    fn use_pieces(&mut self) {
         debug_assert_eq!(self.cursor, (0, 0), "replies are made only between writes");
         if self.pieces.is_empty() && !self.local.is_empty() {
             self.pieces.push(Piece::Local { start: 0, end: self.local.len() });
         }
+        self.used_pieces = true;
+    }
+
+    /// Queues `op` for shard `shard`; its reply takes its place in request order.
+    pub fn push_remote(&mut self, shard: usize, op: &Op<'_>, noreply: bool) {
+        self.use_pieces();
         let r = &mut self.remote[shard];
         let before = r.batch.bytes();
         let index = r.batch.push(op, noreply);
         self.queued += r.batch.bytes() - before;
-        self.used_remote = true;
         self.pieces.push(Piece::Remote { shard, index });
+    }
+
+    /// Appends a value's bytes, sent from where they lie: `value` is pinned, and stays
+    /// so until [`Replies::take_pins`] hands it back after the round is written.
+    pub fn push_pinned(&mut self, value: PinnedValue) {
+        self.use_pieces();
+        self.pieces.push(Piece::Pinned { ptr: value.ptr, len: value.len });
+        self.pinned_unwritten += value.len;
+        self.pins.push(value);
+    }
+
+    /// The pins of the replies written (or dropped) so far, for the connection to let
+    /// go of: call it only once no send of them is in flight (after a reset, or when
+    /// the connection ends).
+    pub fn take_pins(&mut self) -> std::vec::Drain<'_, PinnedValue> {
+        self.pins.drain(..)
     }
 
     /// Replies made so far count as sent: a later over-long get key does not drop them.
@@ -199,16 +257,26 @@ impl Replies {
     fn before_mark(&self, i: usize, piece: Piece, len: usize) -> usize {
         match piece {
             Piece::Local { start, end } => end.min(self.mark.local).saturating_sub(start),
-            Piece::Remote { .. } if i < self.mark.pieces => len,
-            Piece::Remote { .. } => 0,
+            Piece::Remote { .. } | Piece::Pinned { .. } if i < self.mark.pieces => len,
+            Piece::Remote { .. } | Piece::Pinned { .. } => 0,
         }
     }
 
     /// The bytes of piece `i`, if they are here (a remote reply may not have come yet).
-    fn piece_bytes(&self, piece: Piece) -> Option<&[u8]> {
+    fn piece_span(&self, piece: Piece) -> Option<Span> {
         match piece {
-            Piece::Local { start, end } => Some(&self.local[start..end]),
-            Piece::Remote { shard, index } => self.remote[shard].reply(index),
+            Piece::Local { start, end } => Some(Span::from(&self.local[start..end])),
+            Piece::Remote { shard, index } => self.remote[shard].reply(index).map(Span::from),
+            Piece::Pinned { ptr, len } => Some(Span { ptr, len }),
+        }
+    }
+
+    /// Counts `n` more bytes of `piece` as written (or dropped).
+    fn count_written(&mut self, piece: Piece, n: usize) {
+        match piece {
+            Piece::Local { .. } => self.local_written += n,
+            Piece::Remote { .. } => self.remote_unwritten -= n,
+            Piece::Pinned { .. } => self.pinned_unwritten -= n,
         }
     }
 
@@ -276,21 +344,21 @@ impl Replies {
         r.in_flight = false;
     }
 
-    /// Calls `f` with each slice that can be written now, in order from the cursor: up
+    /// Calls `f` with each span that can be written now, in order from the cursor: up
     /// to the first reply that has not come back (and, for [`Scope::BeforeMark`], up to
     /// the mark), until `f` returns false.
-    fn walk<'a>(&'a self, scope: Scope, mut f: impl FnMut(&'a [u8]) -> bool) {
+    fn walk(&self, scope: Scope, mut f: impl FnMut(Span) -> bool) {
         let (mut i, mut skip) = self.cursor;
         while let Some(piece) = self.piece(i) {
-            let Some(bytes) = self.piece_bytes(piece) else { return };
+            let Some(span) = self.piece_span(piece) else { return };
             let len = match scope {
-                Scope::All => bytes.len(),
-                Scope::BeforeMark => self.before_mark(i, piece, bytes.len()),
+                Scope::All => span.len,
+                Scope::BeforeMark => self.before_mark(i, piece, span.len),
             };
-            if skip < len && !f(&bytes[skip..len]) {
+            if skip < len && !f(Span { ptr: span.ptr.wrapping_add(skip), len: len - skip }) {
                 return;
             }
-            if len < bytes.len() {
+            if len < span.len {
                 return;
             }
             i += 1;
@@ -300,12 +368,12 @@ impl Replies {
 
     /// Appends to `iov` (up to `max_slices` entries) the slices that can be written now
     /// (see [`Replies::walk`]); returns their total length. The pointers stay valid
-    /// until `self` is next changed.
+    /// until `self` is next changed (and pinned values until their pins are let go).
     pub fn gather(&self, iov: &mut Vec<libc::iovec>, scope: Scope, max_slices: usize) -> usize {
         let mut total = 0;
-        self.walk(scope, |slice| {
-            iov.push(libc::iovec { iov_base: slice.as_ptr() as *mut libc::c_void, iov_len: slice.len() });
-            total += slice.len();
+        self.walk(scope, |span| {
+            iov.push(libc::iovec { iov_base: span.ptr as *mut libc::c_void, iov_len: span.len });
+            total += span.len;
             iov.len() < max_slices
         });
         total
@@ -317,22 +385,19 @@ impl Replies {
         while written > 0 {
             let Some(piece) = self.piece(self.cursor.0) else { break };
             // Only what `gather` gave is written, and it stops before a missing reply.
-            let Some(len) = self.piece_bytes(piece).map(<[u8]>::len) else { break };
-            let step = written.min(len - self.cursor.1);
+            let Some(span) = self.piece_span(piece) else { break };
+            let step = written.min(span.len - self.cursor.1);
             self.cursor.1 += step;
             written -= step;
-            match piece {
-                Piece::Local { .. } => self.local_written += step,
-                Piece::Remote { .. } => self.remote_unwritten -= step,
-            }
-            if self.cursor.1 == len {
+            self.count_written(piece, step);
+            if self.cursor.1 == span.len {
                 self.finish_piece(piece);
             }
         }
         // Empty replies (a get miss from another shard) are passed over at once.
         while let Some(piece) = self.piece(self.cursor.0) {
-            match self.piece_bytes(piece) {
-                Some([]) if self.cursor.1 == 0 => self.finish_piece(piece),
+            match self.piece_span(piece) {
+                Some(Span { len: 0, .. }) if self.cursor.1 == 0 => self.finish_piece(piece),
                 _ => break,
             }
         }
@@ -349,16 +414,12 @@ impl Replies {
     /// written), once the cursor has reached the mark.
     pub fn drop_after_mark(&mut self) {
         while let Some(piece) = self.piece(self.cursor.0) {
-            let Some(bytes) = self.piece_bytes(piece) else { break };
-            let len = bytes.len();
+            let Some(Span { len, .. }) = self.piece_span(piece) else { break };
             let before = self.before_mark(self.cursor.0, piece, len);
             if self.cursor.1 < before {
                 break;
             }
-            match piece {
-                Piece::Local { .. } => self.local_written += len - self.cursor.1,
-                Piece::Remote { .. } => self.remote_unwritten -= len - self.cursor.1,
-            }
+            self.count_written(piece, len - self.cursor.1);
             self.finish_piece(piece);
         }
     }
@@ -369,7 +430,7 @@ impl Replies {
     }
 
     /// Starts afresh once [`Replies::is_done`]: buffers are emptied (and shrunk if a large
-    /// reply grew them) and the mark is reset.
+    /// reply grew them) and the mark is reset. The pins stay for [`Replies::take_pins`].
     pub fn reset(&mut self) {
         debug_assert!(self.is_done());
         fn clear<T>(v: &mut Vec<T>) {
@@ -379,7 +440,7 @@ impl Replies {
             }
         }
         clear(&mut self.local);
-        if self.used_remote {
+        if self.used_pieces {
             clear(&mut self.pieces);
             for r in &mut self.remote {
                 r.batch.clear();
@@ -390,12 +451,13 @@ impl Replies {
                 r.base = 0;
                 r.written = 0;
             }
-            self.used_remote = false;
+            self.used_pieces = false;
         }
         self.cursor = (0, 0);
         self.mark = Mark::default();
         self.local_written = 0;
         self.remote_unwritten = 0;
+        debug_assert_eq!(self.pinned_unwritten, 0);
         self.queued = 0;
     }
 }
@@ -541,6 +603,8 @@ mod tests {
     enum Step {
         Local(u8),
         Remote(usize, bool),
+        /// A value sent from where it lies (here, a buffer the test owns).
+        Pinned(u8),
         Mark,
     }
 
@@ -549,6 +613,7 @@ mod tests {
         prop_oneof![
             any::<u8>().prop_map(Step::Local),
             (1usize..3, any::<bool>()).prop_map(|(s, get)| Step::Remote(s, get)),
+            any::<u8>().prop_map(Step::Pinned),
             Just(Step::Mark),
         ]
     }
@@ -568,7 +633,13 @@ mod tests {
             let (mut want, mut marked) = (String::new(), String::new());
             let mut counts = [0usize; 3];
             let key = b"k".to_vec();
-            for st in &steps {
+            // The pinned values' bytes, which stay where they are for the whole test.
+            let values: Vec<Vec<u8>> = steps.iter().map(|st| match st {
+                Step::Pinned(b) => format!("P{b}:{}.", "v".repeat(usize::from(*b % 50))).into_bytes(),
+                _ => Vec::new(),
+            }).collect();
+            let mut pinned = 0;
+            for (i, st) in steps.iter().enumerate() {
                 match *st {
                     Step::Local(b) => {
                         let text = format!("L{b};");
@@ -584,6 +655,12 @@ mod tests {
                         }
                         counts[shard] += 1;
                     }
+                    Step::Pinned(_) => {
+                        let v = &values[i];
+                        r.push_pinned(PinnedValue { ptr: v.as_ptr(), len: v.len(), segment: i as u32 });
+                        want.push_str(std::str::from_utf8(v).unwrap_or_default());
+                        pinned += 1;
+                    }
                     Step::Mark => {
                         r.set_mark();
                         marked = want.clone();
@@ -594,6 +671,9 @@ mod tests {
             let scope = if before_mark { Scope::BeforeMark } else { Scope::All };
             let (out, peak) = drain(&mut r, limit, chunk, scope);
             proptest::prop_assert_eq!(&out, if before_mark { &marked } else { &want });
+            // Every pin comes back once the round is done, written or dropped.
+            proptest::prop_assert_eq!(r.take_pins().count(), pinned);
+            proptest::prop_assert_eq!(r.held(), 0);
             proptest::prop_assert!(peak <= queued + limit + 8, "held {} > {} queued + {} limit + a reply", peak, queued, limit);
         }
     }
