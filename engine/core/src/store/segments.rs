@@ -253,11 +253,17 @@ impl Segments {
         m.note_expiry(exptime);
     }
 
-    /// Records that an item of `size` bytes in `seg` is no longer live.
+    /// Records that an item of `size` bytes in `seg` is no longer live. A sealed
+    /// segment left with no live item is free at once (parked, if pinned), rather than
+    /// waiting to reach the head of the FIFO: a large item that fills a segment alone
+    /// gives its memory back the moment it is overwritten or deleted.
     pub fn note_dead(&mut self, seg: usize, size: usize) {
         let m = &mut self.meta[seg];
         m.live_items -= 1;
         m.live_bytes -= size as u32;
+        if m.live_items == 0 && m.state == SegState::Sealed {
+            self.release(seg as u32);
+        }
     }
 
     /// Rebuilds the bookkeeping from a saved state: `(segment, class, write_at, gen,

@@ -145,6 +145,27 @@ fn eviction_keeps_recently_read_items() {
 }
 
 #[test]
+fn a_segment_left_without_live_items_is_free_at_once() {
+    // 4 segments of 1 MiB; items of 600 KB fill a segment each. Three keys overwritten
+    // over and over never need an eviction: each overwrite frees the old copy's segment.
+    let mut s = store(4 << 20);
+    let v = vec![b'x'; 600_000];
+    for round in 0..100u32 {
+        for k in 0..3u32 {
+            let out = s.store(StoreMode::Set, format!("big{k}").as_bytes(), round, 0, &v, 0, 1);
+            assert_eq!(out, StoreOutcome::Stored);
+        }
+    }
+    assert_eq!(s.stats().evictions, 0, "live items were never evicted");
+    for k in 0..3u32 {
+        assert_eq!(s.get(format!("big{k}").as_bytes(), 1).map(|i| i.flags), Some(99));
+    }
+    assert!(s.delete(b"big0", 1) && s.delete(b"big1", 1));
+    assert!(s.stats().segments_free >= 2, "deleted items' segments are free: {:?}", s.stats());
+    s.check().expect("consistent");
+}
+
+#[test]
 fn without_evictions_a_full_store_refuses() {
     let mut cfg = config(2 << 20);
     cfg.evictions = false;

@@ -4,8 +4,10 @@
 //! time a connection needs it (an idle connection that never split a request holds
 //! none). One request that does not fit (a large value, a long multi-get line) grows it, with
 //! bytes the connection first takes from its shard's share of `read_buf_mem_limit`, and
-//! the buffer shrinks back (returning them) once that request is done. Sans-IO: the
-//! connection's driver reads into [`Input::spare`] and owns the budget.
+//! the buffer shrinks back (returning them) once that request is done. The grown buffer
+//! is then kept by the shard ([`Spares`], at most two and 4 MiB) for the next large request, so a
+//! stream of large values does not allocate, zero and fault in a fresh buffer for each.
+//! Sans-IO: the connection's driver reads into [`Input::spare`] and owns the budget.
 
 /// Bytes of request buffer every connection has.
 pub const BASE: usize = 16 * 1024;
@@ -19,6 +21,37 @@ pub enum Room {
     GrowTo(usize),
     /// The pending request needs more than any connection may hold.
     TooLarge,
+}
+
+/// Grown request buffers a shard keeps for its connections' next large requests.
+#[derive(Default)]
+pub struct Spares {
+    bufs: Vec<Vec<u8>>,
+}
+
+impl Spares {
+    /// Buffers kept at most, and bytes kept at most (a shard holds no more than this
+    /// beyond its connections' budgets; larger requests are rare enough to allocate).
+    const KEEP: usize = 2;
+    const KEEP_BYTES: usize = 4 << 20;
+
+    /// The longest buffer kept, if any.
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let longest = (0..self.bufs.len()).max_by_key(|&i| self.bufs[i].len())?;
+        Some(self.bufs.swap_remove(longest))
+    }
+
+    /// Keeps `buf` for a later request, unless enough are kept already.
+    fn give(&mut self, buf: Vec<u8>) {
+        if self.bufs.len() < Self::KEEP && self.bytes() + buf.capacity() <= Self::KEEP_BYTES {
+            self.bufs.push(buf);
+        }
+    }
+
+    /// Bytes kept.
+    fn bytes(&self) -> usize {
+        self.bufs.iter().map(Vec::capacity).sum()
+    }
 }
 
 #[derive(Default)]
@@ -143,22 +176,37 @@ impl Input {
         }
     }
 
-    /// Grows the buffer to `to` bytes (the caller holds the budget for it).
-    pub fn grow(&mut self, to: usize) {
+    /// Grows the buffer to `to` bytes (the caller holds the budget for it), into a
+    /// buffer the shard kept if there is one.
+    pub fn grow(&mut self, to: usize, spares: &mut Spares) {
         debug_assert!(to > self.buf.len());
-        self.buf.resize(to, 0);
+        let Some(mut bigger) = spares.take() else {
+            self.buf.resize(to, 0);
+            return;
+        };
+        // Only bytes it never had are zeroed; its pages are already there.
+        bigger.resize(to, 0);
+        let pending = self.end - self.start;
+        bigger[..pending].copy_from_slice(&self.buf[self.start..self.end]);
+        let old = std::mem::replace(&mut self.buf, bigger);
+        (self.start, self.end) = (0, pending);
+        if old.len() > BASE {
+            spares.give(old);
+        }
     }
 
-    /// Shrinks a grown buffer back to [`BASE`] once what it holds fits there; returns
-    /// the bytes given up (to return to the budget).
-    pub fn shrink(&mut self) -> usize {
+    /// Shrinks a grown buffer back to [`BASE`] once what it holds fits there, leaving
+    /// the grown one to `spares`; returns the bytes given up (to return to the budget).
+    pub fn shrink(&mut self, spares: &mut Spares) -> usize {
         let grown = self.grown_by();
         if grown == 0 || self.end - self.start > BASE {
             return 0;
         }
-        self.compact();
-        self.buf.truncate(BASE);
-        self.buf.shrink_to_fit();
+        let mut base = vec![0; BASE];
+        let pending = self.end - self.start;
+        base[..pending].copy_from_slice(&self.buf[self.start..self.end]);
+        (self.start, self.end) = (0, pending);
+        spares.give(std::mem::replace(&mut self.buf, base));
         grown
     }
 }
@@ -181,31 +229,66 @@ mod tests {
         let mut input = Input::default();
         fill(&mut input, b"set k 0 0 100000\r\n");
         let need = 18 + 100_002;
+        let mut spares = Spares::default();
         assert_eq!(input.room(Some(need), 1 << 20), Room::GrowTo(need));
-        input.grow(need);
+        input.grow(need, &mut spares);
         assert_eq!(input.grown_by(), need - BASE);
         assert_eq!(input.spare().len(), 100_002);
         assert_eq!(input.room(Some(need), 1 << 20), Room::Enough);
         assert_eq!(input.room(Some((1 << 20) + 1), 1 << 20), Room::TooLarge);
         input.consume(18);
-        assert_eq!(input.shrink(), need - BASE, "a small remainder fits the base buffer");
+        assert_eq!(input.shrink(&mut spares), need - BASE, "a small remainder fits the base buffer");
         assert_eq!(input.grown_by(), 0);
         assert_eq!(input.pending(), b"");
+        assert_eq!(spares.bytes(), need, "the grown buffer is kept for the next large value");
+
+        // The next large value grows into the kept buffer, keeping what was pending.
+        fill(&mut input, b"set k 0 0 5000\r\n");
+        let kept = spares.bufs[0].as_ptr();
+        input.grow(need, &mut spares);
+        assert_eq!(input.buf.as_ptr(), kept);
+        assert_eq!(input.pending(), b"set k 0 0 5000\r\n");
+        assert_eq!(spares.bytes(), 0);
+    }
+
+    #[test]
+    fn a_shard_keeps_at_most_two_grown_buffers() {
+        let mut spares = Spares::default();
+        let mut inputs: Vec<Input> = (0..4).map(|_| Input::default()).collect();
+        for input in &mut inputs {
+            fill(input, b"get ");
+            input.grow(100_000, &mut spares);
+        }
+        for input in &mut inputs {
+            input.consume(4);
+            assert_eq!(input.shrink(&mut spares), 100_000 - BASE);
+        }
+        assert_eq!(spares.bufs.len(), 2);
+        assert_eq!(spares.bytes(), 200_000);
+
+        // Nor more than 4 MiB.
+        let mut spares = Spares::default();
+        for input in &mut inputs[..2] {
+            input.grow(3 << 20, &mut spares);
+            assert_eq!(input.shrink(&mut spares), (3 << 20) - BASE);
+        }
+        assert_eq!(spares.bufs.len(), 1);
     }
 
     #[test]
     fn lines_double_up_to_the_maximum_then_refuse() {
         let mut input = Input::default();
         fill(&mut input, &vec![b'k'; BASE]);
+        let mut spares = Spares::default();
         assert_eq!(input.room(None, 40_000), Room::GrowTo(2 * BASE));
-        input.grow(2 * BASE);
+        input.grow(2 * BASE, &mut spares);
         fill(&mut input, &vec![b'k'; BASE]);
         assert_eq!(input.room(None, 40_000), Room::GrowTo(40_000));
-        input.grow(40_000);
+        input.grow(40_000, &mut spares);
         let rest = input.spare().len();
         fill(&mut input, &vec![b'k'; rest]);
         assert_eq!(input.room(None, 40_000), Room::TooLarge);
-        assert_eq!(input.shrink(), 0, "still holding more than the base buffer");
+        assert_eq!(input.shrink(&mut spares), 0, "still holding more than the base buffer");
     }
 
     #[test]

@@ -42,7 +42,7 @@ use super::stats_reply;
 use super::uring::{Chunk, ConnIo, Reactor};
 use super::Shared;
 use crate::config::ConnectionLimits;
-use input::{Input, Pending, Room};
+use input::{Input, Pending, Room, Spares};
 use replies::{Replies, Scope, Trip};
 use ringcache_core::protocol::{self, reply, Keys, Limits, Parse, ProtocolError, Request, KEY_MAX_LENGTH};
 use ringcache_core::shard::{owner_of, Op};
@@ -77,6 +77,8 @@ pub struct ShardContext {
     max_request: usize,
     /// This shard's share of `read_buf_mem_limit`, in bytes.
     read_budget: Semaphore,
+    /// Grown request buffers kept for the next large request (at most two).
+    spares: RefCell<Spares>,
 }
 
 impl ShardContext {
@@ -104,6 +106,7 @@ impl ShardContext {
             conn,
             max_request: max_request_bytes(config.max_item_size),
             read_budget: Semaphore::new(share as u64),
+            spares: RefCell::default(),
             shared,
         }
     }
@@ -580,7 +583,7 @@ async fn run(io: &ConnIo, ctx: &ShardContext) -> Result<(), Broken> {
         if close {
             return Ok(());
         }
-        let released = input.shrink();
+        let released = input.shrink(&mut ctx.spares.borrow_mut());
         if released > 0 {
             conn.release(released);
         }
@@ -611,7 +614,7 @@ impl Connection<'_> {
                 Room::TooLarge => return Err(Broken),
                 Room::GrowTo(to) => {
                     self.acquire(to - (READ_BUFFER_BASE + input.grown_by())).await?;
-                    input.grow(to);
+                    input.grow(to, &mut ctx.spares.borrow_mut());
                 }
             }
             let spare = input.spare();
