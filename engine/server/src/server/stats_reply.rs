@@ -151,6 +151,7 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], shared: &S
             stat(out, "io_uring_sleeps", ring.sleeps);
             stat(out, "recv_paused", ring.recv_paused);
             stat(out, "recv_starved", ring.recv_starved);
+            stat(out, "recv_direct", ring.recv_direct);
             stat(out, "limit_maxbytes", limit);
             stat(out, "threads", shared.nshards);
             stat(out, "bytes", store.bytes);

@@ -15,7 +15,9 @@
 //!
 //! Bytes arrive as the shard ring's receive buffers ([`super::uring`]): requests are
 //! parsed in place there, and only a request split across buffers is copied into the
-//! connection's own buffer (allocated the first time one is). Writes gather the replies'
+//! connection's own buffer (allocated the first time one is). The rest of a large
+//! request (at least [`DIRECT_MIN`] bytes still to come) is received straight into that
+//! buffer instead. Writes gather the replies'
 //! slices (this shard's buffer and the other shards' reply buffers) into one send queued
 //! on the shard's ring, so a remote reply is copied once, by the shard that made it, and
 //! a round of requests costs one send and no system call of its own.
@@ -51,6 +53,10 @@ pub use input::BASE as READ_BUFFER_BASE;
 
 /// Most slices one `sendmsg` gathers (the kernel's `IOV_MAX`).
 const MAX_SLICES: usize = 1024;
+
+/// A request with at least this many bytes still to come is received straight into the
+/// connection's buffer rather than through the shard's 4 KiB receive buffers.
+const DIRECT_MIN: usize = 32 * 1024;
 
 /// Values of at least this many bytes are sent from their segment rather than copied
 /// into the reply buffer (see `replies`). Below it, a copy costs less than the extra
@@ -560,21 +566,14 @@ async fn run(io: &ConnIo, ctx: &ShardContext) -> Result<(), Broken> {
     let mut input = Input::default();
     let mut conn = Connection::new(ctx, io);
     loop {
-        io.set_deadline(conn.read_deadline());
-        let chunk = ctx.reactor.next_chunk(io).await;
-        io.set_deadline(None);
-        let Some(mut chunk) = chunk else { return Ok(()) };
-        // Every buffer received already is handled before the replies are written: a
-        // pipelining client gets one send per round.
-        let close = loop {
-            if conn.feed(&mut input, &chunk).await? {
-                break true;
-            }
-            drop(chunk);
-            match ctx.reactor.try_chunk(io) {
-                Some(next) => chunk = next,
-                None => break false,
-            }
+        let close = if conn.wants_direct(&input) {
+            conn.receive_direct(&mut input).await?
+        } else {
+            io.set_deadline(conn.read_deadline());
+            let chunk = ctx.reactor.next_chunk(io).await;
+            io.set_deadline(None);
+            let Some(chunk) = chunk else { return Ok(()) };
+            conn.feed_all(&mut input, chunk).await?
         };
         // Like memcached, hold the replies while a too-large value is being swallowed.
         if conn.swallow == 0 || close {
@@ -591,6 +590,67 @@ async fn run(io: &ConnIo, ctx: &ShardContext) -> Result<(), Broken> {
 }
 
 impl Connection<'_> {
+    /// Handles `chunk` and every buffer received after it already, before the replies
+    /// are written: a pipelining client gets one send per round. True when the
+    /// connection is to be closed.
+    async fn feed_all(&mut self, input: &mut Input, mut chunk: Chunk<'_>) -> Result<bool, Broken> {
+        loop {
+            if self.feed(input, &chunk).await? {
+                return Ok(true);
+            }
+            drop(chunk);
+            match self.ctx.reactor.try_chunk(self.io) {
+                Some(next) => chunk = next,
+                None => return Ok(false),
+            }
+        }
+    }
+
+    /// Bytes of the pending request still to come, when it is large enough to be
+    /// received straight into `input`.
+    fn direct_missing(&self, input: &Input) -> Option<usize> {
+        let missing = self.need?.checked_sub(input.pending().len())?;
+        (self.swallow == 0 && missing >= DIRECT_MIN).then_some(missing)
+    }
+
+    fn wants_direct(&self, input: &Input) -> bool {
+        self.direct_missing(input).is_some()
+    }
+
+    /// Receives the rest of a large request straight into `input` (see
+    /// [`super::uring::Reactor::recv_into`]) and handles it. True when the connection is
+    /// to be closed.
+    async fn receive_direct(&mut self, input: &mut Input) -> Result<bool, Broken> {
+        let ctx = self.ctx;
+        ctx.reactor.pause_recv(self.io).await;
+        // What the multishot receive got before it stopped comes first.
+        if let Some(chunk) = ctx.reactor.try_chunk(self.io) {
+            if self.feed_all(input, chunk).await? {
+                return Ok(true);
+            }
+        }
+        let Some(missing) = self.direct_missing(input) else { return Ok(false) };
+        match input.room(self.need, ctx.max_request) {
+            Room::Enough => {}
+            Room::TooLarge => return Err(Broken),
+            Room::GrowTo(to) => {
+                self.acquire(to - (READ_BUFFER_BASE + input.grown_by())).await?;
+                input.grow(to, &mut ctx.spares.borrow_mut());
+            }
+        }
+        self.io.set_deadline(self.read_deadline());
+        let received = ctx.reactor.recv_into(self.io, &mut input.spare()[..missing]).await;
+        self.io.set_deadline(None);
+        let received = received.map_err(|_| Broken)?;
+        if received == 0 {
+            // The client left (or the request's deadline passed) mid-request.
+            return Err(Broken);
+        }
+        ctx.shard.borrow_mut().count_bytes_read(received as u64);
+        input.filled(received);
+        self.process(input).await
+    }
+
     /// Handles the bytes of one received buffer: requests whole in it are parsed where
     /// they lie; a request split across buffers is gathered in `input`. True when the
     /// connection is to be closed.

@@ -10,6 +10,12 @@
 //! glommio's sleep covers ours) or a connection queueing an operation. While it is awake
 //! the eventfd is off, so a busy shard is never interrupted by its completions.
 //!
+//! A large request (a value of tens of kilobytes or more) does not go through the
+//! provided buffers: the connection stops its multishot receive ([`Reactor::pause_recv`])
+//! and receives the rest of the request straight into its own buffer with one
+//! `MSG_WAITALL` receive ([`Reactor::recv_into`]), as memcached reads a value into its
+//! item: one completion and one copy instead of one of each per 4 KiB.
+//!
 //! Bounds: a connection holds at most [`MAX_QUEUED_CHUNKS`] received buffers; past that
 //! its receive is cancelled (re-armed once it has parsed them), so a client that sends
 //! without reading replies cannot take the shard's buffers. A connection whose receive
@@ -47,6 +53,7 @@ const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
 const KIND_ACCEPT: u64 = 3;
 const KIND_CANCEL: u64 = 4;
+const KIND_RECV_INTO: u64 = 5;
 
 fn user_data(slot: u32, kind: u64) -> u64 {
     (u64::from(slot) << 8) | kind
@@ -62,8 +69,9 @@ enum Recv {
     Cancelling,
 }
 
+/// A one-shot operation of a connection (a send, a receive into its own buffer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Send {
+enum OneShot {
     Idle,
     InFlight,
     Done(i32),
@@ -80,7 +88,9 @@ pub struct ConnIo {
     ended: Cell<Option<i32>>,
     /// The last receive found no free buffer: re-armed when one is given back.
     starved: Cell<bool>,
-    send: Cell<Send>,
+    send: Cell<OneShot>,
+    /// A receive into the connection's own buffer ([`Reactor::recv_into`]).
+    recv_into: Cell<OneShot>,
     /// The gathered send of a `sendmsg` (stable: the ConnIo lives in an Rc).
     msg: UnsafeCell<libc::msghdr>,
     waker: RefCell<Option<Waker>>,
@@ -126,6 +136,8 @@ pub struct RingCounters {
     pub sleeps: u64,
     pub recv_paused: u64,
     pub recv_starved: u64,
+    /// Receives straight into a connection's buffer (large requests).
+    pub recv_direct: u64,
 }
 
 impl RingCounters {
@@ -136,6 +148,7 @@ impl RingCounters {
             sleeps: self.sleeps + other.sleeps,
             recv_paused: self.recv_paused + other.recv_paused,
             recv_starved: self.recv_starved + other.recv_starved,
+            recv_direct: self.recv_direct + other.recv_direct,
         }
     }
 }
@@ -208,8 +221,11 @@ impl Reactor {
 
     fn push(&self, entry: io_uring::squeue::Entry) {
         // SAFETY: every entry queued here points only at memory that outlives its
-        // completion: the provided buffers, a ConnIo's msghdr, or iovecs the connection
-        // keeps untouched until its send completes (see `send`).
+        // completion: the provided buffers, a ConnIo's msghdr, iovecs the connection
+        // keeps untouched until its send completes (see `send`; they point into its own
+        // buffers, other shards' reply buffers, or segments pinned until then), or a
+        // connection's request buffer, untouched until its receive completes (see
+        // `recv_into`).
         if let Err(e) = unsafe { self.ring.borrow_mut().push(&entry) } {
             tracing::error!("io_uring submission failed: {e}");
         }
@@ -268,7 +284,8 @@ impl Reactor {
             recv: Cell::new(Recv::Off),
             ended: Cell::new(None),
             starved: Cell::new(false),
-            send: Cell::new(Send::Idle),
+            send: Cell::new(OneShot::Idle),
+            recv_into: Cell::new(OneShot::Idle),
             // SAFETY: an all-zero msghdr is valid.
             msg: UnsafeCell::new(unsafe { std::mem::zeroed() }),
             waker: RefCell::new(None),
@@ -327,10 +344,60 @@ impl Reactor {
         Some(Chunk { reactor: self, bid, len: len as usize })
     }
 
+    /// Stops `io`'s multishot receive and waits until it has stopped: every byte it
+    /// received is then among `io`'s chunks ([`Reactor::try_chunk`]), and the rest is
+    /// still in the socket. It is armed again by the next [`Reactor::next_chunk`].
+    pub async fn pause_recv(&self, io: &ConnIo) {
+        if io.recv.get() == Recv::Armed {
+            self.cancel_recv(io);
+        }
+        poll_fn(|cx| {
+            if io.recv.get() == Recv::Off {
+                return Poll::Ready(());
+            }
+            *io.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// Receives exactly `buf.len()` bytes into `buf` (fewer only when the stream ends
+    /// or fails first), with `io`'s multishot receive paused ([`Reactor::pause_recv`])
+    /// and its chunks taken. `buf` must stay untouched until this returns.
+    pub async fn recv_into(&self, io: &ConnIo, buf: &mut [u8]) -> io::Result<usize> {
+        debug_assert!(io.recv.get() == Recv::Off && io.chunks.borrow().is_empty());
+        debug_assert_eq!(io.recv_into.get(), OneShot::Idle);
+        let len = buf.len().min(u32::MAX as usize) as u32;
+        let entry = opcode::Recv::new(types::Fd(io.fd), buf.as_mut_ptr(), len)
+            .flags(libc::MSG_WAITALL)
+            .build()
+            .user_data(user_data(io.slot, KIND_RECV_INTO));
+        io.recv_into.set(OneShot::InFlight);
+        self.count(|c| c.recv_direct += 1);
+        self.push(entry);
+        // As with `send`, the connection's task awaits this to the end.
+        let result = poll_fn(|cx| match io.recv_into.get() {
+            OneShot::Done(res) => {
+                io.recv_into.set(OneShot::Idle);
+                Poll::Ready(res)
+            }
+            _ => {
+                *io.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        if result < 0 {
+            Err(io::Error::from_raw_os_error(-result))
+        } else {
+            Ok(result as usize)
+        }
+    }
+
     /// Sends `iov` (which must stay untouched until this returns) and waits for the
     /// kernel to take (some of) it: the bytes sent.
     pub async fn send(&self, io: &ConnIo, iov: &[libc::iovec]) -> io::Result<usize> {
-        debug_assert_eq!(io.send.get(), Send::Idle);
+        debug_assert_eq!(io.send.get(), OneShot::Idle);
         let entry = if let [one] = iov {
             opcode::Send::new(types::Fd(io.fd), one.iov_base as *const u8, one.iov_len.min(u32::MAX as usize) as u32)
                 .flags(libc::MSG_NOSIGNAL)
@@ -342,13 +409,13 @@ impl Reactor {
             msg.msg_iovlen = iov.len();
             opcode::SendMsg::new(types::Fd(io.fd), msg).flags(libc::MSG_NOSIGNAL as u32).build()
         };
-        io.send.set(Send::InFlight);
+        io.send.set(OneShot::InFlight);
         self.push(entry.user_data(user_data(io.slot, KIND_SEND)));
         // The future is not cancelled while the send is in flight: the connection's
         // task awaits it to the end (the tick shuts a stuck socket down instead).
         let result = poll_fn(|cx| match io.send.get() {
-            Send::Done(res) => {
-                io.send.set(Send::Idle);
+            OneShot::Done(res) => {
+                io.send.set(OneShot::Idle);
                 Poll::Ready(res)
             }
             _ => {
@@ -371,7 +438,10 @@ impl Reactor {
             self.cancel_recv(&io);
         }
         poll_fn(|cx| {
-            if io.recv.get() == Recv::Off && io.send.get() != Send::InFlight {
+            if io.recv.get() == Recv::Off
+                && io.send.get() != OneShot::InFlight
+                && io.recv_into.get() != OneShot::InFlight
+            {
                 return Poll::Ready(());
             }
             *io.waker.borrow_mut() = Some(cx.waker().clone());
@@ -451,7 +521,13 @@ impl Reactor {
             }
             KIND_SEND => {
                 if let Some(io) = self.conn(slot) {
-                    io.send.set(Send::Done(res));
+                    io.send.set(OneShot::Done(res));
+                    io.wake();
+                }
+            }
+            KIND_RECV_INTO => {
+                if let Some(io) = self.conn(slot) {
+                    io.recv_into.set(OneShot::Done(res));
                     io.wake();
                 }
             }
