@@ -44,48 +44,8 @@ for tool in memcached "$MEMTIER" "$MEMCASLAP" "$PERF" "$RINGCACHE" "$BENCH" pyth
   command -v "$tool" >/dev/null || { echo "network.sh: missing $tool" >&2; exit 1; }
 done
 
-TMP=$(mktemp -d /tmp/ringcache-network.XXXXXX)
-RESULTS=$TMP/results.tsv   # measure <tab> metric <tab> server <tab> value
-: >"$RESULTS"
-SERVER_PID=
-cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  jobs -p | xargs -r kill 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-NEXT_PORT=$((22000 + $$ % 500 * 10))
-# Starts a fresh server of kind $1 (memcached|ringcache) with extra options $2...; sets PORT, SERVER_PID.
-start_server() {
-  local kind=$1; shift
-  PORT=$NEXT_PORT
-  while (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do PORT=$((PORT + 1)); done
-  NEXT_PORT=$((PORT + 1))
-  local cmd
-  if [ "$kind" = memcached ]; then
-    cmd=(memcached -U 0 -u root -l 127.0.0.1 -p "$PORT" -t 1 -m 1024 "$@")
-  else
-    cmd=("$RINGCACHE" -l 127.0.0.1 -p "$PORT" -t 1 -m 1024 "$@")
-  fi
-  taskset -c "$SERVER_CPU" "${cmd[@]}" >"$TMP/server.log" 2>&1 &
-  SERVER_PID=$!
-  local i
-  for i in $(seq 600); do
-    kill -0 "$SERVER_PID" 2>/dev/null || { echo "$kind exited before listening:" >&2; cat "$TMP/server.log" >&2; exit 1; }
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return; fi
-    sleep 0.05
-  done
-  echo "$kind did not listen on $PORT within 30 s" >&2; exit 1
-}
-stop_server() {
-  kill "$SERVER_PID" 2>/dev/null || true
-  timeout 30 tail --pid="$SERVER_PID" -f /dev/null || kill -9 "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=
-}
-record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"; }
+. bench/lib/servers.sh
+bench_init network
 
 # cmd_get+cmd_set of the server on $PORT, read over the text protocol.
 server_requests() {
@@ -109,7 +69,7 @@ now() { date +%s.%N; }
 MT_BASE=(-P memcache_text -s 127.0.0.1 -t 1 -c 32 --hide-histogram -d 32 --key-maximum 100000)
 memtier() { # label prefilled(0|1) pipeline kind
   local label=$1 prefilled=$2 pipeline=$3 kind=$4
-  start_server "$kind"
+  start_server "$kind" 1 "$SERVER_CPU"
   if [ "$prefilled" = 1 ]; then
     timeout 300 taskset -c "$LOAD_CPU" "$MEMTIER" "${MT_BASE[@]}" -p "$PORT" --ratio 1:0 \
       --key-pattern P:P --requests allkeys >"$TMP/prefill.out" 2>&1 \
@@ -141,7 +101,7 @@ cmd
 EOF
 memcaslap_run() { # kind
   local kind=$1 label="memcaslap get:set 9:1"
-  start_server "$kind"
+  start_server "$kind" 1 "$SERVER_CPU"
   # -w 3k: 3000 keys per concurrency, 96k in all. memaslap only gets keys it has set before,
   # so every get hits; the warm-up before the window fills the key space further.
   timeout $((WARMUP + DURATION + 60)) taskset -c "$LOAD_CPU" "$MEMCASLAP" -s "127.0.0.1:$PORT" \
@@ -172,7 +132,7 @@ print(f'{rate:.1f} {$calls / (rate * $elapsed):.4f} {($c1 - $c0) / os.sysconf(\"
 
 vsize() { # label value-size keys conns kind [server options]
   local label=$1 size=$2 keys=$3 conns=$4 kind=$5; shift 5
-  start_server "$kind" "$@"
+  start_server "$kind" 1 "$SERVER_CPU" "$@"
   local common=(--servers "127.0.0.1:$PORT" --cpus "$LOAD_CPU" --ratio 10:1 --value-size "$size"
                 --keys "$keys" -c "$conns" --pipeline 1)
   timeout 300 taskset -c "$LOAD_CPU" "$BENCH" "${common[@]}" --json "$TMP/prefill.json" --prefill --requests 1 \
@@ -212,33 +172,5 @@ for rep in $(seq "$REPEATS"); do
 done
 
 mkdir -p "$(dirname "$OUT")"
-python3 - "$RESULTS" "$OUT" "$DURATION" "$REPEATS" "$(memcached -V)" "$("$MEMTIER" --version 2>&1 | head -1)" <<'EOF'
-import statistics, sys
-path, out, duration, repeats, mc_version, mt_version = sys.argv[1:]
-runs = {}
-for line in open(path):
-    measure, metric, server, value = line.rstrip("\n").split("\t")
-    runs.setdefault((measure, metric), {}).setdefault(server, []).append(float(value))
-def fmt(v):
-    if v is None or v != v:
-        return "-"
-    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.1f}" if abs(v) >= 100 else f"{v:.3f}"
-rows = []
-for (measure, metric), by in runs.items():
-    mc = statistics.median(by["memcached"]) if "memcached" in by else None
-    rc = statistics.median(by["ringcache"]) if "ringcache" in by else None
-    ratio = rc / mc if mc and rc is not None and mc == mc and rc == rc else None
-    rows.append((measure, metric, fmt(mc), fmt(rc), "-" if ratio is None else f"{ratio:.2f}"))
-head = ("measure", "metric", "memcached", "ringcache", "rc/mc")
-widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
-for r in [head] + rows:
-    print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-with open(out, "w") as f:
-    f.write(f"# Network figures: ringcache vs memcached\n\nMedians of {repeats} runs of {duration} s each, "
-            f"fresh server per run, 1 server thread on CPU 0, load on CPU 1 ({mc_version}; {mt_version}; "
-            f"memcaslap from libmemcached-tools). Produced by `bench/network.sh`.\n\n")
-    f.write("| " + " | ".join(head) + " |\n|---|---|---:|---:|---:|\n")
-    for r in rows:
-        f.write("| " + " | ".join(r) + " |\n")
-print(f"\nwrote {out}", file=sys.stderr)
-EOF
+python3 bench/lib/table.py "$RESULTS" "$OUT" "Network figures: ringcache vs memcached" \
+  "Medians of $REPEATS runs of $DURATION s each, fresh server per run, 1 server thread on CPU $SERVER_CPU, load on CPU $LOAD_CPU ($(memcached -V); $("$MEMTIER" --version 2>&1 | head -1); memcaslap from libmemcached-tools). Produced by \`bench/network.sh\`."

@@ -30,46 +30,8 @@ for tool in memcached "$MEMTIER" "$RINGCACHE" python3 taskset timeout; do
   command -v "$tool" >/dev/null || { echo "scaling.sh: missing $tool" >&2; exit 1; }
 done
 
-TMP=$(mktemp -d /tmp/ringcache-scaling.XXXXXX)
-RESULTS=$TMP/results.tsv   # N <tab> pipeline <tab> server <tab> ops/s
-: >"$RESULTS"
-SERVER_PID=
-cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  jobs -p | xargs -r kill 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-NEXT_PORT=$((22000 + $$ % 500 * 10))
-start_server() { # kind threads cpus
-  local kind=$1 threads=$2 cpus=$3
-  PORT=$NEXT_PORT
-  while (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do PORT=$((PORT + 1)); done
-  NEXT_PORT=$((PORT + 1))
-  local cmd
-  if [ "$kind" = memcached ]; then
-    cmd=(memcached -U 0 -u root -l 127.0.0.1 -p "$PORT" -t "$threads" -m 1024)
-  else
-    cmd=("$RINGCACHE" -l 127.0.0.1 -p "$PORT" -t "$threads" -m 1024)
-  fi
-  taskset -c "$cpus" "${cmd[@]}" >"$TMP/server.log" 2>&1 &
-  SERVER_PID=$!
-  local i
-  for i in $(seq 600); do
-    kill -0 "$SERVER_PID" 2>/dev/null || { echo "$kind exited before listening:" >&2; cat "$TMP/server.log" >&2; exit 1; }
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return; fi
-    sleep 0.05
-  done
-  echo "$kind did not listen on $PORT within 30 s" >&2; exit 1
-}
-stop_server() {
-  kill "$SERVER_PID" 2>/dev/null || true
-  timeout 30 tail --pid="$SERVER_PID" -f /dev/null || kill -9 "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=
-}
+. bench/lib/servers.sh
+bench_init scaling
 
 run() { # N pipeline kind
   local n=$1 pl=$2 kind=$3
@@ -84,7 +46,7 @@ run() { # N pipeline kind
   stop_server
   local ops; ops=$(awk '/^Totals/ { print $2 }' "$TMP/memtier.out")
   [ -n "$ops" ] || { echo "no Totals line from memtier" >&2; exit 1; }
-  printf '%s\t%s\t%s\t%s\n' "$n" "$pl" "$kind" "$ops" >>"$RESULTS"
+  record "$n threads, pipeline $pl" "ops/s" "$kind" "$ops"
   echo "  N=$n pipeline $pl $kind (server CPUs $server_cpus, load CPUs $load_cpus): $ops ops/s" >&2
 }
 
@@ -101,27 +63,9 @@ for n in $SHARDS; do
 done
 [ "$ran" = 1 ] || { echo "no N in SHARDS fits $CPUS CPUs" >&2; exit 1; }
 
-python3 - "$RESULTS" "$OUT" "$DURATION" "$REPEATS" <<'EOF'
-import statistics, sys
-path, out, duration, repeats = sys.argv[1:]
-runs = {}
-for line in open(path):
-    n, pl, server, ops = line.split()
-    runs.setdefault((int(n), int(pl)), {}).setdefault(server, []).append(float(ops))
-head = ("threads", "pipeline", "memcached ops/s", "ringcache ops/s", "rc/mc")
-rows = []
-for (n, pl), by in sorted(runs.items()):
-    mc, rc = statistics.median(by["memcached"]), statistics.median(by["ringcache"])
-    rows.append((str(n), str(pl), f"{mc:,.0f}", f"{rc:,.0f}", f"{rc / mc:.2f}"))
-widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
-for r in [head] + rows:
-    print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-if out:
-    with open(out, "w") as f:
-        f.write(f"# Thread scaling: ringcache vs memcached (memtier, set:get 1:10)\n\nMedians of {repeats} "
-                f"runs of {duration} s, server on CPUs 0..N-1, memtier -t N -c 32 on CPUs N..2N-1. "
-                "Produced by `bench/scaling.sh`.\n\n| " + " | ".join(head) + " |\n|---:|---:|---:|---:|---:|\n")
-        for r in rows:
-            f.write("| " + " | ".join(r) + " |\n")
-    print(f"\nwrote {out}", file=sys.stderr)
-EOF
+if [ -n "$OUT" ]; then
+  python3 bench/lib/table.py "$RESULTS" "$OUT" "Thread scaling: ringcache vs memcached (memtier, set:get 1:10)" \
+    "Medians of $REPEATS runs of $DURATION s, server on CPUs 0..N-1, memtier -t N -c 32 on CPUs N..2N-1. Produced by \`bench/scaling.sh\`."
+else
+  python3 bench/lib/table.py "$RESULTS"
+fi
