@@ -3,13 +3,20 @@
 //! shard owns) and through an encoded op batch executed under a small reply budget and
 //! resumed until done (as another shard runs them over the mesh). Both must give
 //! byte-identical replies and counters; a batch execution may exceed its budget only
-//! with its first op; and both stores must stay consistent (`Store::check`).
+//! with its first op; and both stores must stay consistent (`Store::check`). The direct
+//! side sends values from where they lie (`Shard::get_in_place`, as a connection does):
+//! their bytes are read only when the batch runs, after the requests that followed, just
+//! before the pins are let go, so a pinned value rewritten meanwhile shows as a
+//! difference.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringcache_core::protocol::{parse, Limits, Parse, Request};
+use ringcache_core::protocol::{parse, reply, Limits, Parse, Request};
 use ringcache_core::shard::{Op, OpBatch, Shard};
-use ringcache_core::store::{CasSource, Store, StoreConfig};
+use ringcache_core::store::{CasSource, PinnedValue, Store, StoreConfig};
+
+/// Values at least this long are pinned rather than copied on the direct side.
+const PIN_MIN: usize = 16;
 
 fn shard(setting: u8) -> Shard {
     let cas_enabled = setting & 0x08 == 0;
@@ -35,8 +42,24 @@ fn check(shard: &Shard, what: &str) {
 }
 
 /// Runs the queued batch on `batched` within `budget` per call, resuming until done, and
-/// compares with what the direct shard answered.
-fn run_batch(batched: &mut Shard, batch: &mut OpBatch, budget: usize, now: u32, direct_out: &mut Vec<u8>) {
+/// compares with what the direct shard answered, once the values it pinned are read
+/// into their places (and unpinned).
+fn run_batch(
+    batched: &mut Shard,
+    batch: &mut OpBatch,
+    budget: usize,
+    now: u32,
+    direct: &mut Shard,
+    direct_out: &mut Vec<u8>,
+    pinned: &mut Vec<(usize, PinnedValue)>,
+) {
+    for (at, value) in pinned.drain(..) {
+        // SAFETY: the value's segment is pinned: its bytes stay where they are, as they
+        // are, until the unpin below.
+        let bytes = unsafe { std::slice::from_raw_parts(value.ptr, value.len) };
+        direct_out[at..at + value.len].copy_from_slice(bytes);
+        direct.unpin(&value);
+    }
     let mut out = Vec::new();
     let mut from = 0;
     let largest_small_reply = 64;
@@ -70,6 +93,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = direct.store().limits();
     let mut direct_out = Vec::new();
     let mut batch = OpBatch::default();
+    let mut pinned = Vec::new();
     let mut now = 100u32;
     let (mut at, mut swallow, mut requests) = (0usize, 0usize, 0u32);
     while at < stream.len() {
@@ -90,7 +114,7 @@ fuzz_target!(|data: &[u8]| {
         requests += 1;
         // Time moves on every few requests; a batch runs at one time.
         if requests % 5 == 0 {
-            run_batch(&mut batched, &mut batch, budget, now, &mut direct_out);
+            run_batch(&mut batched, &mut batch, budget, now, &mut direct, &mut direct_out, &mut pinned);
             now += 1;
             direct.sweep(now);
             batched.sweep(now);
@@ -106,8 +130,14 @@ fuzz_target!(|data: &[u8]| {
                 if keys.iter().any(|k| k.len() > 250) {
                     continue;
                 }
+                drop(run);
                 for key in keys.iter() {
-                    run(Op::Get { key, cas, touch }, false);
+                    if let Some(value) = direct.get_in_place(key, cas, touch, now, &mut direct_out, PIN_MIN) {
+                        pinned.push((direct_out.len(), value));
+                        direct_out.resize(direct_out.len() + value.len, 0);
+                        direct_out.extend_from_slice(reply::VALUE_END);
+                    }
+                    batch.push(&Op::Get { key, cas, touch }, false);
                 }
             }
             Request::Op(op) => run(op, noreply),
@@ -115,7 +145,7 @@ fuzz_target!(|data: &[u8]| {
             _ => {}
         }
     }
-    run_batch(&mut batched, &mut batch, budget, now, &mut direct_out);
+    run_batch(&mut batched, &mut batch, budget, now, &mut direct, &mut direct_out, &mut pinned);
     check(&direct, "direct");
     check(&batched, "batched");
     assert_eq!(format!("{:?}", direct.counters()), format!("{:?}", batched.counters()), "counters differ");
