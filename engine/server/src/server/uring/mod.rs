@@ -49,6 +49,8 @@ pub const MAX_QUEUED_CHUNKS: usize = 8;
 /// no system call (the completion queue and the kernel's TASKRUN flag are shared
 /// memory); a sleep and a wake cost several, and tens of microseconds of latency.
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
+/// CPU pause hints between two looks while spinning.
+const SPIN_PAUSES: usize = 16;
 
 /// Submission slots of a shard's ring.
 const RING_ENTRIES: u32 = 1024;
@@ -585,6 +587,11 @@ impl Reactor {
             // before sleeping, as the next request is usually microseconds away.
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() < SPIN_BEFORE_SLEEP {
+                // A short pause between looks: fewer clock reads and task switches, and
+                // kinder to a hyperthread sibling, for well under a microsecond.
+                for _ in 0..SPIN_PAUSES {
+                    std::hint::spin_loop();
+                }
                 futures_lite::future::yield_now().await;
                 continue;
             }
