@@ -41,7 +41,7 @@ use super::registry::ConnectionRegistry;
 use super::shard_cell::ShardCell;
 use super::shard_report::ShardReport;
 use super::stats_reply;
-use super::uring::{Chunk, ConnIo, Reactor};
+use super::uring::{Chunk, ConnIo, Next as Received, Reactor};
 use super::Shared;
 use crate::config::ConnectionLimits;
 use input::{Input, Pending, Room, Spares};
@@ -570,10 +570,13 @@ async fn run(io: &ConnIo, ctx: &ShardContext) -> Result<(), Broken> {
             conn.receive_direct(&mut input).await?
         } else {
             io.set_deadline(conn.read_deadline());
-            let chunk = ctx.reactor.next_chunk(io).await;
+            let received = ctx.reactor.next_chunk(io).await;
             io.set_deadline(None);
-            let Some(chunk) = chunk else { return Ok(()) };
-            conn.feed_all(&mut input, chunk).await?
+            match received {
+                Received::Chunk(chunk) => conn.feed_all(&mut input, chunk).await?,
+                Received::Ended => return Ok(()),
+                Received::Starved => conn.receive_own(&mut input).await?,
+            }
         };
         // Like memcached, hold the replies while a too-large value is being swallowed.
         if conn.swallow == 0 || close {
@@ -638,12 +641,36 @@ impl Connection<'_> {
                 input.grow(to, &mut ctx.spares.borrow_mut());
             }
         }
+        self.receive_into(input, missing, true).await
+    }
+
+    /// Receives what arrives next straight into `input` (the shard had no free receive
+    /// buffer for this connection) and handles it. True when the connection is to be
+    /// closed.
+    async fn receive_own(&mut self, input: &mut Input) -> Result<bool, Broken> {
+        let ctx = self.ctx;
+        match input.room(self.need, ctx.max_request) {
+            Room::Enough => {}
+            Room::TooLarge => return Err(Broken),
+            Room::GrowTo(to) => {
+                self.acquire(to - (READ_BUFFER_BASE + input.grown_by())).await?;
+                input.grow(to, &mut ctx.spares.borrow_mut());
+            }
+        }
+        let room = input.spare().len();
+        self.receive_into(input, room, false).await
+    }
+
+    /// Receives up to `len` bytes (exactly `len` with `all`) into `input`'s spare room
+    /// and handles what is complete. True when the connection is to be closed.
+    async fn receive_into(&mut self, input: &mut Input, len: usize, all: bool) -> Result<bool, Broken> {
+        let ctx = self.ctx;
         self.io.set_deadline(self.read_deadline());
-        let received = ctx.reactor.recv_into(self.io, &mut input.spare()[..missing]).await;
+        let received = ctx.reactor.recv_into(self.io, &mut input.spare()[..len], all).await;
         self.io.set_deadline(None);
         let received = received.map_err(|_| Broken)?;
         if received == 0 {
-            // The client left (or the request's deadline passed) mid-request.
+            // The client left (or the request's deadline passed).
             return Err(Broken);
         }
         ctx.shard.borrow_mut().count_bytes_read(received as u64);

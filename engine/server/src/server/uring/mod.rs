@@ -16,10 +16,12 @@
 //! `MSG_WAITALL` receive ([`Reactor::recv_into`]), as memcached reads a value into its
 //! item: one completion and one copy instead of one of each per 4 KiB.
 //!
-//! Bounds: a connection holds at most [`MAX_QUEUED_CHUNKS`] received buffers; past that
-//! its receive is cancelled (re-armed once it has parsed them), so a client that sends
-//! without reading replies cannot take the shard's buffers. A connection whose receive
-//! found no free buffer waits for one to be given back. Deadlines (request, idle and
+//! Bounds: once a connection holds [`MAX_QUEUED_CHUNKS`] received buffers its receive is
+//! cancelled (re-armed once it has parsed them), so a client that sends without reading
+//! replies is paused after a few buffers (a burst within one turn can take more before
+//! the cancel lands, and a connection waiting for request-buffer budget keeps what it
+//! holds). A connection whose receive found no free buffer receives into its own buffer
+//! until one is given back, so connections holding the buffers never stall it. Deadlines (request, idle and
 //! write timeouts) are checked by a tick every [`TICK`], which shuts the socket down.
 
 pub mod buffers;
@@ -103,6 +105,13 @@ pub struct ConnIo {
     waker: RefCell<Option<Waker>>,
     /// When the operation the connection awaits has taken too long.
     deadline: Cell<Option<Instant>>,
+}
+
+/// What [`Reactor::next_chunk`] found.
+pub enum Next<'r> {
+    Chunk(Chunk<'r>),
+    Ended,
+    Starved,
 }
 
 /// One received buffer, lent to the connection until it is dropped.
@@ -326,17 +335,23 @@ impl Reactor {
         }
     }
 
-    /// The next received buffer of `io`, waiting for one; None once the client's
-    /// stream ended (it closed, or the socket failed or was shut down).
-    pub async fn next_chunk<'r>(&'r self, io: &ConnIo) -> Option<Chunk<'r>> {
+    /// The next received buffer of `io`, waiting for one; [`Next::Ended`] once the
+    /// client's stream ended (it closed, or the socket failed or was shut down), and
+    /// [`Next::Starved`] when its receive found no free buffer: then the connection
+    /// receives into its own buffer ([`Reactor::recv_into`]) until one is given back, so
+    /// other connections holding the shard's buffers cannot stall it.
+    pub async fn next_chunk<'r>(&'r self, io: &ConnIo) -> Next<'r> {
         poll_fn(|cx| {
             if let Some(chunk) = self.try_chunk(io) {
-                return Poll::Ready(Some(chunk));
+                return Poll::Ready(Next::Chunk(chunk));
             }
             if io.ended.get().is_some() {
-                return Poll::Ready(None);
+                return Poll::Ready(Next::Ended);
             }
-            if io.recv.get() == Recv::Off && !io.starved.get() {
+            if io.starved.get() && io.recv.get() == Recv::Off {
+                return Poll::Ready(Next::Starved);
+            }
+            if io.recv.get() == Recv::Off {
                 self.arm_recv(io);
             }
             *io.waker.borrow_mut() = Some(cx.waker().clone());
@@ -368,15 +383,16 @@ impl Reactor {
         .await;
     }
 
-    /// Receives exactly `buf.len()` bytes into `buf` (fewer only when the stream ends
-    /// or fails first), with `io`'s multishot receive paused ([`Reactor::pause_recv`])
-    /// and its chunks taken. `buf` must stay untouched until this returns.
-    pub async fn recv_into(&self, io: &ConnIo, buf: &mut [u8]) -> io::Result<usize> {
+    /// Receives into `buf`, with `io`'s multishot receive paused
+    /// ([`Reactor::pause_recv`]) and its chunks taken: exactly `buf.len()` bytes with
+    /// `all` (fewer only when the stream ends or fails first), else whatever arrives
+    /// first. `buf` must stay untouched until this returns.
+    pub async fn recv_into(&self, io: &ConnIo, buf: &mut [u8], all: bool) -> io::Result<usize> {
         debug_assert!(io.recv.get() == Recv::Off && io.chunks.borrow().is_empty());
         debug_assert_eq!(io.recv_into.get(), OneShot::Idle);
         let len = buf.len().min(u32::MAX as usize) as u32;
         let entry = opcode::Recv::new(types::Fd(io.fd), buf.as_mut_ptr(), len)
-            .flags(libc::MSG_WAITALL)
+            .flags(if all { libc::MSG_WAITALL } else { 0 })
             .build()
             .user_data(user_data(io.slot, KIND_RECV_INTO));
         io.recv_into.set(OneShot::InFlight);
