@@ -620,6 +620,21 @@ impl Connection<'_> {
         self.direct_missing(input).is_some()
     }
 
+    /// Makes room in `input` for the pending request before a read, growing it with
+    /// budget taken from the shard's share (waiting for it if need be).
+    async fn make_room(&mut self, input: &mut Input) -> Result<(), Broken> {
+        let ctx = self.ctx;
+        match input.room(self.need, ctx.max_request) {
+            Room::Enough => {}
+            Room::TooLarge => return Err(Broken),
+            Room::GrowTo(to) => {
+                self.acquire(to - (READ_BUFFER_BASE + input.grown_by())).await?;
+                input.grow(to, &mut ctx.spares.borrow_mut());
+            }
+        }
+        Ok(())
+    }
+
     /// Receives the rest of a large request straight into `input` (see
     /// [`super::uring::Reactor::recv_into`]) and handles it. True when the connection is
     /// to be closed.
@@ -633,14 +648,7 @@ impl Connection<'_> {
             }
         }
         let Some(missing) = self.direct_missing(input) else { return Ok(false) };
-        match input.room(self.need, ctx.max_request) {
-            Room::Enough => {}
-            Room::TooLarge => return Err(Broken),
-            Room::GrowTo(to) => {
-                self.acquire(to - (READ_BUFFER_BASE + input.grown_by())).await?;
-                input.grow(to, &mut ctx.spares.borrow_mut());
-            }
-        }
+        self.make_room(input).await?;
         self.receive_into(input, missing, true).await
     }
 
@@ -648,15 +656,7 @@ impl Connection<'_> {
     /// buffer for this connection) and handles it. True when the connection is to be
     /// closed.
     async fn receive_own(&mut self, input: &mut Input) -> Result<bool, Broken> {
-        let ctx = self.ctx;
-        match input.room(self.need, ctx.max_request) {
-            Room::Enough => {}
-            Room::TooLarge => return Err(Broken),
-            Room::GrowTo(to) => {
-                self.acquire(to - (READ_BUFFER_BASE + input.grown_by())).await?;
-                input.grow(to, &mut ctx.spares.borrow_mut());
-            }
-        }
+        self.make_room(input).await?;
         let room = input.spare().len();
         self.receive_into(input, room, false).await
     }
@@ -696,14 +696,7 @@ impl Connection<'_> {
                     break;
                 }
             }
-            match input.room(self.need, ctx.max_request) {
-                Room::Enough => {}
-                Room::TooLarge => return Err(Broken),
-                Room::GrowTo(to) => {
-                    self.acquire(to - (READ_BUFFER_BASE + input.grown_by())).await?;
-                    input.grow(to, &mut ctx.spares.borrow_mut());
-                }
-            }
+            self.make_room(input).await?;
             let spare = input.spare();
             let n = data.len().min(spare.len());
             spare[..n].copy_from_slice(&data[..n]);

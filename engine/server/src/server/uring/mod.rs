@@ -399,22 +399,7 @@ impl Reactor {
         self.count(|c| c.recv_direct += 1);
         self.push(entry);
         // As with `send`, the connection's task awaits this to the end.
-        let result = poll_fn(|cx| match io.recv_into.get() {
-            OneShot::Done(res) => {
-                io.recv_into.set(OneShot::Idle);
-                Poll::Ready(res)
-            }
-            _ => {
-                *io.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
-        if result < 0 {
-            Err(io::Error::from_raw_os_error(-result))
-        } else {
-            Ok(result as usize)
-        }
+        completion(io, &io.recv_into).await
     }
 
     /// Sends `iov` (which must stay untouched until this returns) and waits for the
@@ -436,22 +421,7 @@ impl Reactor {
         self.push(entry.user_data(user_data(io.slot, KIND_SEND)));
         // The future is not cancelled while the send is in flight: the connection's
         // task awaits it to the end (the tick shuts a stuck socket down instead).
-        let result = poll_fn(|cx| match io.send.get() {
-            OneShot::Done(res) => {
-                io.send.set(OneShot::Idle);
-                Poll::Ready(res)
-            }
-            _ => {
-                *io.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
-        if result < 0 {
-            Err(io::Error::from_raw_os_error(-result))
-        } else {
-            Ok(result as usize)
-        }
+        completion(io, &io.send).await
     }
 
     /// Ends a connection's I/O: cancels its receive, waits for every operation of it
@@ -677,6 +647,27 @@ impl Reactor {
             }
             self.arm_accept();
         }
+    }
+}
+
+/// Waits for the one-shot operation of `io` tracked by `op` to complete: the bytes it
+/// moved, or its error.
+async fn completion(io: &ConnIo, op: &Cell<OneShot>) -> io::Result<usize> {
+    let result = poll_fn(|cx| match op.get() {
+        OneShot::Done(res) => {
+            op.set(OneShot::Idle);
+            Poll::Ready(res)
+        }
+        _ => {
+            *io.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await;
+    if result < 0 {
+        Err(io::Error::from_raw_os_error(-result))
+    } else {
+        Ok(result as usize)
     }
 }
 
