@@ -1,5 +1,5 @@
 """Shared helpers of the benchmark scripts: free ports, waiting for a server to listen,
-and reading a process's CPU time and resident memory from /proc."""
+a server's `stats`, and reading a process's CPU time and resident memory from /proc."""
 
 import os
 import socket
@@ -46,3 +46,21 @@ def rss_bytes(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def stats(port, which=""):
+    """The `stats [which]` of the server on `port`, as name -> value strings."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"stats {which}".rstrip().encode() + b"\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    out = {}
+    for line in data.decode().splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[0] == "STAT":
+            out[parts[1]] = parts[2]
+    return out

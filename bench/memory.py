@@ -15,30 +15,15 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from harness import free_port, wait_port, rss_bytes
+from harness import free_port, rss_bytes, stats, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY_SIZE = 24
-
-
-def stats(port):
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"stats\r\n")
-        data = b""
-        while not data.endswith(b"END\r\n"):
-            data += s.recv(65536)
-    out = {}
-    for line in data.decode().splitlines():
-        parts = line.split(" ")
-        if parts[0] == "STAT":
-            out[parts[1]] = parts[2]
-    return out
 
 
 def server_cmd(kind, args, port, memory_file=None):

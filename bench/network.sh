@@ -49,19 +49,9 @@ bench_init network
 
 # cmd_get+cmd_set of the server on $PORT, read over the text protocol.
 server_requests() {
-  timeout 10 python3 - "$PORT" <<'EOF'
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-s.sendall(b"stats\r\n")
-buf = b""
-while not buf.endswith(b"END\r\n"):
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    buf += chunk
-st = dict(l.split()[1:3] for l in buf.decode().splitlines() if l.startswith("STAT "))
-print(int(st["cmd_get"]) + int(st["cmd_set"]))
-EOF
+  timeout 10 python3 -c "
+import sys; sys.path.insert(0, 'bench'); from harness import stats
+st = stats($PORT); print(int(st['cmd_get']) + int(st['cmd_set']))"
 }
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$SERVER_PID/stat"; }
 now() { date +%s.%N; }

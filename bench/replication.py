@@ -36,26 +36,9 @@ import sys
 import tempfile
 import time
 
-from harness import free_port, wait_port
+from harness import free_port, stats, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def stats(port, which=""):
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"stats {which}\r\n".encode())
-        data = b""
-        while not data.endswith(b"END\r\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    out = {}
-    for line in data.decode().splitlines():
-        parts = line.split(" ", 2)
-        if len(parts) == 3 and parts[0] == "STAT":
-            out[parts[1]] = parts[2]
-    return out
 
 
 def start_group(binary, cpus, nodes, durability, workdir, writes="strong"):
