@@ -29,7 +29,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 
 use ringcache_core::effect::{Effect, EffectBatch};
-use ringcache_core::protocol::reply;
+use ringcache_core::protocol::{reply, KEY_MAX_LENGTH};
 use ringcache_core::shard::{Op, OpBatch, Outcome};
 use ringcache_core::store::{key_hasher, Applied};
 
@@ -462,7 +462,7 @@ impl<D: Durable> Replica<D> {
                 self.jobs[i].stopped = true;
                 return;
             }
-            let latch = op.key().map(|key| self.hasher.hash_one(key));
+            let latch = op.with_key(|key| self.hasher.hash_one(key));
             match latch {
                 Some(hash) if self.latched(hash) => return,
                 None if !self.latches.is_empty() || !self.batch.is_empty() => return,
@@ -478,7 +478,8 @@ impl<D: Durable> Replica<D> {
                     self.round_used = true;
                 }
             } else {
-                let decision = shard.decide(&op, now);
+                let mut key_buf = [0u8; KEY_MAX_LENGTH];
+                let decision = shard.decide(&op, &mut key_buf, now);
                 match decision.effect {
                     Some(effect) => {
                         self.flushing |= matches!(effect, Effect::Flush { .. });
@@ -487,7 +488,7 @@ impl<D: Durable> Replica<D> {
                         part.state = State::Proposed(decision.outcome);
                     }
                     None => {
-                        shard.reply(&op, decision.outcome, noreply, &mut part.reply);
+                        shard.reply(&op, decision.outcome, noreply, now, &mut part.reply);
                         if gate {
                             part.state = State::Gated(self.round);
                             self.round_used = true;
@@ -521,7 +522,7 @@ impl<D: Durable> Replica<D> {
                 if proposed.is_ok() {
                     // Answered now: the entry replicates behind.
                     for ((job, part), result) in slots.iter().zip(results) {
-                        self.applied(*job, *part, result);
+                        self.applied(*job, *part, result, now);
                     }
                     self.flushing = false;
                     self.batch.clear();
@@ -559,7 +560,7 @@ impl<D: Durable> Replica<D> {
 
     /// Applies what Raft reported: applied entries, read rounds, leadership lost.
     /// Returns whether any part became final.
-    fn resolve(&mut self, _now: u32, output: &mut ReplicaOutput) -> bool {
+    fn resolve(&mut self, now: u32, output: &mut ReplicaOutput) -> bool {
         let mut resolved = false;
         let out = std::mem::take(&mut self.out);
         for entry in &out.applied {
@@ -604,7 +605,7 @@ impl<D: Durable> Replica<D> {
                 continue;
             }
             for ((job, part), result) in slots.into_iter().zip(&out.results[entry.results.clone()]) {
-                self.applied(job, part, *result);
+                self.applied(job, part, *result, now);
             }
         }
         // A flush is decided only with nothing else in flight, so it is over once no
@@ -648,12 +649,12 @@ impl<D: Durable> Replica<D> {
     }
 
     /// Part `part` of job `job` applied with `result`: its reply, its latch released.
-    fn applied(&mut self, job: JobId, part: usize, result: Applied) {
+    fn applied(&mut self, job: JobId, part: usize, result: Applied, now: u32) {
         let Some(j) = self.jobs.iter_mut().find(|j| j.id == job) else { return };
         let Some(p) = j.parts.get_mut(part) else { return };
         let State::Proposed(outcome) = p.state else { return };
         if let Some((op, noreply)) = j.batch.iter_from(p.at).next() {
-            self.group.shard_mut().reply(&op, outcome.after(Some(result)), noreply, &mut p.reply);
+            self.group.shard_mut().reply(&op, outcome.after(Some(result)), noreply, now, &mut p.reply);
         }
         p.state = State::Released;
         let latch = p.latch.take();

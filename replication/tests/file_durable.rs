@@ -143,6 +143,7 @@ fn a_one_node_group_restarts_from_its_files() {
             expires_at: 0,
             value: PutValue::Bytes(value.as_bytes()),
             cas: 0,
+            lease: ringcache_core::store::item::Lease::NONE,
         });
         group.propose(&batch).unwrap_or_else(|e| panic!("propose: {e:?}"));
         group.process(1, &mut out).unwrap_or_else(|e| panic!("{e}"));

@@ -216,7 +216,8 @@ impl Sim {
                 8 => Op::Store { mode: StoreMode::Set, key: &key, flags: 0, exptime: 0, data: b"10", cas: 0 },
                 _ => Op::Arith { key: &key, incr: true, delta: 3 },
             };
-            let decision = group.shard_mut().decide(&op, now);
+            let mut key_buf = [0u8; ringcache_core::protocol::KEY_MAX_LENGTH];
+            let decision = group.shard_mut().decide(&op, &mut key_buf, now);
             if let Some(effect) = decision.effect {
                 batch.push(&effect);
                 keys.push(key.clone());
@@ -425,7 +426,8 @@ fn puts_carry_the_stamp_of_their_log_position() {
     let i = sim.leader().unwrap_or_else(|| panic!("a leader was elected"));
     let mut batch = EffectBatch::default();
     for key in [&b"a"[..], b"b"] {
-        batch.push(&Effect::Put { key, flags: 0, expires_at: 0, value: PutValue::Bytes(b"v"), cas: 0 });
+        let lease = ringcache_core::store::item::Lease::NONE;
+        batch.push(&Effect::Put { key, flags: 0, expires_at: 0, value: PutValue::Bytes(b"v"), cas: 0, lease });
     }
     let ticket = sim.nodes[i].group.as_mut().and_then(|g| g.propose(&batch).ok());
     let ticket = ticket.unwrap_or_else(|| panic!("the leader takes proposals"));

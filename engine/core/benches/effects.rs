@@ -20,6 +20,7 @@ fn bench(c: &mut Criterion) {
             expires_at: 1_700_000_000 + i as i64,
             value: PutValue::Bytes(&value),
             cas: 1000 + i as u64,
+            lease: ringcache_core::store::item::Lease::NONE,
         })
         .collect();
     let mut group = c.benchmark_group("effects");

@@ -16,6 +16,7 @@
 //! (little-endian, [`crate::codec`]) and a CRC32 of it all.
 
 use crate::codec::{Reader, Writer};
+use crate::store::item::Lease;
 
 /// The new value of a [`Effect::Put`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,12 +58,27 @@ impl PutValue<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect<'a> {
     /// Store `value` under `key`, replacing any version; `cas` is the write's stamp (0:
-    /// none), which a store with stamped CAS gives the item.
+    /// none), which a store with stamped CAS gives the item; `lease` is the new item's
+    /// lease state (the meta protocol's stale and win bits; none for a plain write).
     Put {
         key: &'a [u8],
         flags: u32,
         expires_at: i64,
         value: PutValue<'a>,
+        cas: u64,
+        lease: Lease,
+    },
+    /// Give the item whose CAS is `base_cas` the lease `lease` (and the expiry
+    /// `expires_at`, when there is one). With `new_version` the item becomes a new
+    /// version, its value unchanged (`md <key> I`: marked stale, CAS bumped), and `cas`
+    /// is the write's stamp; without, its CAS stays (`mg` handing out a win token). A
+    /// store whose item under `key` has another CAS drops the key.
+    Mark {
+        key: &'a [u8],
+        base_cas: u64,
+        lease: Lease,
+        expires_at: Option<i64>,
+        new_version: bool,
         cas: u64,
     },
     /// Append (or prepend) `data` to the value of the item whose CAS is `base_cas`; the
@@ -95,7 +111,12 @@ impl Effect<'_> {
     /// stamps every write with its index, so that every replica holds the same CAS).
     pub fn stamped(self, cas: u64) -> Self {
         match self {
-            Effect::Put { key, flags, expires_at, value, .. } => Effect::Put { key, flags, expires_at, value, cas },
+            Effect::Put { key, flags, expires_at, value, lease, .. } => {
+                Effect::Put { key, flags, expires_at, value, cas, lease }
+            }
+            Effect::Mark { key, base_cas, lease, expires_at, new_version: true, .. } => {
+                Effect::Mark { key, base_cas, lease, expires_at, new_version: true, cas }
+            }
             Effect::Concat { key, data, prepend, base_cas, .. } => Effect::Concat { key, data, prepend, base_cas, cas },
             other => other,
         }
@@ -107,13 +128,15 @@ impl Effect<'_> {
             Effect::Put { key, .. }
             | Effect::Concat { key, .. }
             | Effect::Touch { key, .. }
+            | Effect::Mark { key, .. }
             | Effect::Delete { key } => Some(key),
             Effect::Flush { .. } => None,
         }
     }
 }
 
-const FORMAT_VERSION: u8 = 1;
+/// 2: `Put` carries a lease byte; `Mark`.
+const FORMAT_VERSION: u8 = 2;
 const HEADER: usize = 1 + 4;
 
 /// Effects encoded back to back for a log entry: `version u8 | count u32 | effects... |
@@ -162,8 +185,8 @@ impl EffectBatch {
         }
         let mut w = Writer::new(&mut self.buf);
         match *effect {
-            Effect::Put { key, flags, expires_at, value, cas } => {
-                w.u8(0).key(key).u32(flags).i64(expires_at).u64(cas);
+            Effect::Put { key, flags, expires_at, value, cas, lease } => {
+                w.u8(0).key(key).u32(flags).i64(expires_at).u64(cas).u8(lease.to_byte());
                 match value {
                     PutValue::Bytes(b) => {
                         w.u8(0).bytes(b);
@@ -184,6 +207,10 @@ impl EffectBatch {
             }
             Effect::Flush { at } => {
                 w.u8(4).u8(u8::from(at.is_some())).i64(at.unwrap_or(0));
+            }
+            Effect::Mark { key, base_cas, lease, expires_at, new_version, cas } => {
+                w.u8(5).key(key).u64(base_cas).u8(lease.to_byte()).u8(u8::from(expires_at.is_some()));
+                w.i64(expires_at.unwrap_or(0)).u8(u8::from(new_version)).u64(cas);
             }
         }
         self.count += 1;
@@ -243,6 +270,7 @@ impl<'a> Effects<'a> {
             0 => {
                 let key = r.key()?;
                 let (flags, expires_at, cas) = (r.u32()?, r.i64()?, r.u64()?);
+                let lease = Lease::from_byte(r.u8()?)?;
                 let value = match r.u8()? {
                     0 => PutValue::Bytes(r.bytes()?),
                     1 => {
@@ -259,7 +287,7 @@ impl<'a> Effects<'a> {
                     }
                     _ => return None,
                 };
-                Effect::Put { key, flags, expires_at, value, cas }
+                Effect::Put { key, flags, expires_at, value, cas, lease }
             }
             1 => {
                 let key = r.key()?;
@@ -273,6 +301,14 @@ impl<'a> Effects<'a> {
                 let has_at = r.u8()? != 0;
                 let at = r.i64()?;
                 Effect::Flush { at: has_at.then_some(at) }
+            }
+            5 => {
+                let (key, base_cas) = (r.key()?, r.u64()?);
+                let lease = Lease::from_byte(r.u8()?)?;
+                let has_expiry = r.u8()? != 0;
+                let expires_at = r.i64()?;
+                let new_version = r.u8()? != 0;
+                Effect::Mark { key, base_cas, lease, expires_at: has_expiry.then_some(expires_at), new_version, cas: r.u64()? }
             }
             _ => return None,
         })
@@ -296,8 +332,31 @@ mod tests {
 
     fn sample() -> Vec<Effect<'static>> {
         vec![
-            Effect::Put { key: b"k", flags: 7, expires_at: 1_700_000_123, value: PutValue::Bytes(b"value"), cas: 0 },
-            Effect::Put { key: b"n", flags: 0, expires_at: 0, value: PutValue::number(42, 5), cas: 99 },
+            Effect::Put {
+                key: b"k",
+                flags: 7,
+                expires_at: 1_700_000_123,
+                value: PutValue::Bytes(b"value"),
+                cas: 0,
+                lease: Lease::NONE,
+            },
+            Effect::Put {
+                key: b"n",
+                flags: 0,
+                expires_at: 0,
+                value: PutValue::number(42, 5),
+                cas: 99,
+                lease: Lease { stale: true, win_sent: true },
+            },
+            Effect::Mark {
+                key: b"m",
+                base_cas: 5,
+                lease: Lease { stale: true, win_sent: false },
+                expires_at: Some(1_700_000_000),
+                new_version: true,
+                cas: 6,
+            },
+            Effect::Mark { key: b"w", base_cas: 7, lease: Lease::NONE, expires_at: None, new_version: false, cas: 0 },
             Effect::Concat { key: b"a", data: b"tail", prepend: false, base_cas: 12, cas: 100 },
             Effect::Concat { key: b"a", data: b"", prepend: true, base_cas: 13, cas: 0 },
             Effect::Touch { key: b"t", expires_at: -1 },
@@ -339,8 +398,8 @@ mod tests {
             assert!(EffectBatch::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
         let mut newer = bytes.clone();
-        newer[0] = 2;
-        assert_eq!(EffectBatch::decode(&newer).map(|_| ()), Err(DecodeError::Version(2)));
+        newer[0] = 3;
+        assert_eq!(EffectBatch::decode(&newer).map(|_| ()), Err(DecodeError::Version(3)));
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //! `proto_text.c`, including its odd corners (token counts, `noreply` on errors, numbers
 //! truncated to 32 bits), because byte-identical replies are the contract.
 
+pub mod base64;
+pub mod meta;
 pub mod reply;
+
+pub use meta::{KeyBuf, MetaCmd, MetaFlags, MetaOp};
 
 use crate::numbers::{parse_i32_truncating, parse_u32_truncating, parse_u64};
 pub use crate::store::{Limits, StoreMode};
@@ -78,6 +82,11 @@ pub enum Request<'a> {
         args: &'a [u8],
     },
     Error(ProtocolError),
+    /// `mn`: answered `MN`.
+    MetaNoop,
+    /// A meta command line memcached refuses: the error line to answer (never
+    /// suppressed by `q`).
+    MetaError(&'static [u8]),
 }
 
 /// One single-key operation (or, for `FlushAll`, one shard's part of a flush): what a
@@ -120,11 +129,17 @@ pub enum Op<'a> {
         delay: i32,
         reply: bool,
     },
+    /// A meta command (`mg ms md ma me`).
+    Meta(MetaOp<'a>),
 }
 
-impl Op<'_> {
-    /// The key the op is addressed to (None for a flush, which goes to every shard).
-    pub fn key(&self) -> Option<&[u8]> {
+impl<'a> Op<'a> {
+    /// The key the op is addressed to (None for a flush, which goes to every shard); a
+    /// meta op's base64 key is decoded into `buf`.
+    pub fn key<'k>(&self, buf: &'k mut [u8]) -> Option<&'k [u8]>
+    where
+        'a: 'k,
+    {
         match *self {
             Op::Get { key, .. }
             | Op::Store { key, .. }
@@ -132,7 +147,18 @@ impl Op<'_> {
             | Op::Delete { key }
             | Op::Arith { key, .. }
             | Op::Touch { key, .. } => Some(key),
+            Op::Meta(ref meta) => meta.key(buf),
             Op::FlushAll { .. } => None,
+        }
+    }
+
+    /// `f` of the op's key (see [`Op::key`]), without a buffer unless a meta key must
+    /// be decoded (the hot path: routing an op to its shard).
+    pub fn with_key<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        match *self {
+            Op::Meta(ref meta) if meta.binary_key() => meta.key(&mut [0u8; KEY_MAX_LENGTH]).map(f),
+            Op::Meta(ref meta) => Some(f(meta.key)),
+            _ => self.key(&mut []).map(f),
         }
     }
 }
@@ -213,6 +239,9 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
     let command = tokens.get(0);
     if tokens.count < 2 || command.len() < 2 {
         return done(Request::Error(ProtocolError::UnknownCommand), false, line_end);
+    }
+    if command.len() == 2 && command[0] == b'm' {
+        return meta::parse(buf, line, &tokens, line_end, limits);
     }
     let wrong_arity = done(Request::Error(ProtocolError::UnknownCommand), false, line_end);
     match command {

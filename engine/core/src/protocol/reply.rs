@@ -57,6 +57,8 @@ pub const NOT_FOUND: &[u8] = b"NOT_FOUND\r\n";
 pub const DELETED: &[u8] = b"DELETED\r\n";
 pub const TOUCHED: &[u8] = b"TOUCHED\r\n";
 pub const OK: &[u8] = b"OK\r\n";
+/// The answer to `mn`.
+pub const META_NOOP: &[u8] = b"MN\r\n";
 pub const RESET: &[u8] = b"RESET\r\n";
 pub const ERROR: &[u8] = b"ERROR\r\n";
 pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache\r\n";
@@ -67,6 +69,9 @@ pub const ARITH_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory\r\n";
 /// The most bytes of a `VALUE` block beyond its key and data: `VALUE `, three numbers
 /// (flags, length, CAS) with their spaces, and two line ends.
 pub const VALUE_HEADER_MAX: usize = 6 + 3 * 21 + 4;
+/// The most bytes of a meta command's reply beyond an `mg` value: the status, up to 17
+/// return flags with numbers, the opaque, the key in base64 and `Z X W`.
+pub const META_LINE_MAX: usize = 1024;
 /// The most bytes of any reply other than a `VALUE` block or `stats`.
 pub const SMALL_REPLY_MAX: usize = 64;
 /// A replicated write whose fate this node could not learn (it stopped leading, or the

@@ -6,13 +6,15 @@
 //! will carry the effects between decide and apply. Both a connection on this shard and
 //! the mesh server (for ops sent from other shards) call `execute`.
 
+pub mod meta;
 pub mod ops;
 pub mod stats;
 
+pub use meta::{MetaOutcome, MetaStatus};
 pub use ops::{Op, OpBatch};
 
 use crate::effect::Effect;
-use crate::protocol::{self, reply};
+use crate::protocol::{self, reply, KeyBuf, MetaCmd};
 use crate::store::{Applied, ArithOutcome, PinnedValue, Store, StoreMode, StoreOutcome};
 use crate::time::TimeBase;
 use stats::Counters;
@@ -62,6 +64,8 @@ pub enum Outcome {
     FlushDisabled,
     /// A get: nothing to decide ([`Shard::execute`] reads directly).
     Read,
+    /// A meta command.
+    Meta(MetaOutcome),
 }
 
 impl Outcome {
@@ -75,6 +79,7 @@ impl Outcome {
             (Outcome::Arith(_), Some(_)) => Outcome::Arith(ArithOutcome::OutOfMemory),
             (Outcome::Deleted(_), Some(_)) => Outcome::Deleted(false),
             (Outcome::Touched(_), Some(_)) => Outcome::Touched(false),
+            (Outcome::Meta(m), Some(applied)) => Outcome::Meta(m.after(applied)),
             (other, Some(_)) => other,
         }
     }
@@ -122,16 +127,24 @@ impl Shard {
                 self.get_in_place(key, cas, touch, now, out, usize::MAX);
             }
             _ => {
-                let decision = self.decide(op, now);
+                let mut key_buf = [0u8; protocol::KEY_MAX_LENGTH];
+                let decision = self.decide(op, &mut key_buf, now);
                 let applied = decision.effect.map(|e| self.apply(&e, now));
                 let outcome = decision.outcome.after(applied);
-                if let (Op::Store { mode: StoreMode::Set, key, .. }, Outcome::Store(StoreOutcome::OutOfMemory)) =
-                    (*op, outcome)
-                {
-                    // memcached drops the old value of a set it could not store.
-                    self.store.apply(&Effect::Delete { key }, now);
+                match (*op, outcome) {
+                    (Op::Store { mode: StoreMode::Set, key, .. }, Outcome::Store(StoreOutcome::OutOfMemory)) => {
+                        // memcached drops the old value of a set it could not store.
+                        self.store.apply(&Effect::Delete { key }, now);
+                    }
+                    (Op::Meta(meta), Outcome::Meta(MetaOutcome { status: MetaStatus::Stored(StoreOutcome::OutOfMemory), .. })) => {
+                        // ... and of any `ms`.
+                        if let Some(key) = meta.key(&mut key_buf) {
+                            self.store.apply(&Effect::Delete { key }, now);
+                        }
+                    }
+                    _ => {}
                 }
-                self.answer(op, outcome, out);
+                self.answer(op, outcome, now, out);
             }
         }
         if noreply {
@@ -140,13 +153,15 @@ impl Shard {
     }
 
     /// Decides a mutating op (not a get) against the store: the outcome and the effect.
-    /// Changes nothing but local bookkeeping (expired items found on the way).
-    pub fn decide<'a>(&mut self, op: &Op<'a>, now: u32) -> Decision<'a> {
+    /// Changes nothing but local bookkeeping (expired items found on the way, access
+    /// bits). A meta op's base64 key is decoded into `key_buf`.
+    pub fn decide<'a: 'k, 'k>(&mut self, op: &Op<'a>, key_buf: &'k mut KeyBuf, now: u32) -> Decision<'k> {
         let (outcome, effect) = match *op {
+            Op::Meta(ref meta) => return self.decide_meta(meta, key_buf, now),
             Op::Get { .. } => (Outcome::Read, None),
             Op::Store { mode, key, flags, exptime, data, cas } => {
                 let expiry = self.time.expiry(exptime, now);
-                let (outcome, effect) = self.store.decide_store(mode, key, flags, expiry, data, cas, now);
+                let (outcome, effect) = self.store.decide_store(mode, key, flags, expiry, data, cas, false, now);
                 (Outcome::Store(outcome), effect)
             }
             Op::TooLarge { mode, key } => {
@@ -240,16 +255,20 @@ impl Shard {
     /// Counts `op`'s outcome and appends memcached's reply for it (nothing when
     /// `noreply`): the third step of a mutating op, once its effect was applied (here,
     /// or by a replication log).
-    pub fn reply(&mut self, op: &Op<'_>, outcome: Outcome, noreply: bool, out: &mut Vec<u8>) {
+    pub fn reply(&mut self, op: &Op<'_>, outcome: Outcome, noreply: bool, now: u32, out: &mut Vec<u8>) {
         let mark = out.len();
-        self.answer(op, outcome, out);
+        self.answer(op, outcome, now, out);
         if noreply {
             out.truncate(mark);
         }
     }
 
     /// Counts `op`'s outcome and appends memcached's reply for it.
-    fn answer(&mut self, op: &Op<'_>, outcome: Outcome, out: &mut Vec<u8>) {
+    fn answer(&mut self, op: &Op<'_>, outcome: Outcome, now: u32, out: &mut Vec<u8>) {
+        if let (Op::Meta(meta), Outcome::Meta(o)) = (op, outcome) {
+            self.answer_meta(meta, o, now, out);
+            return;
+        }
         let c = &mut self.counters;
         let bytes = match (*op, outcome) {
             (Op::Store { mode, .. }, Outcome::Store(stored)) => {
@@ -330,6 +349,13 @@ impl Shard {
         match *op {
             Op::Get { key, .. } => {
                 self.store.peek_value_len(key, now).map_or(0, |len| reply::VALUE_HEADER_MAX + key.len() + len)
+            }
+            Op::Meta(ref meta) => {
+                let value = match meta.cmd {
+                    MetaCmd::Get => meta.key(&mut [0u8; protocol::KEY_MAX_LENGTH]).and_then(|key| self.store.peek_value_len(key, now)),
+                    _ => None,
+                };
+                reply::META_LINE_MAX + value.map_or(0, |len| len + 2)
             }
             _ if noreply => 0,
             _ => reply::SMALL_REPLY_MAX,

@@ -6,7 +6,31 @@
 pub use crate::protocol::Op;
 
 use crate::codec::{Reader, Writer};
+use crate::protocol::{MetaCmd, MetaOp};
 use crate::store::StoreMode;
+
+fn meta_cmd_tag(cmd: MetaCmd) -> u8 {
+    match cmd {
+        MetaCmd::Get => 0,
+        MetaCmd::Set => 1,
+        MetaCmd::SetTooLarge => 2,
+        MetaCmd::Delete => 3,
+        MetaCmd::Arith => 4,
+        MetaCmd::Debug => 5,
+    }
+}
+
+fn meta_cmd(tag: u8) -> Option<MetaCmd> {
+    Some(match tag {
+        0 => MetaCmd::Get,
+        1 => MetaCmd::Set,
+        2 => MetaCmd::SetTooLarge,
+        3 => MetaCmd::Delete,
+        4 => MetaCmd::Arith,
+        5 => MetaCmd::Debug,
+        _ => return None,
+    })
+}
 
 /// Ops encoded back to back: `tag, noreply, fields...` with keys as `u8 len + bytes` and
 /// data as `u32 len + bytes`, numbers little-endian.
@@ -91,6 +115,9 @@ impl OpBatch {
             Op::FlushAll { delay, reply } => {
                 w.u8(6).u8(nr).u8(u8::from(reply)).u32(delay as u32);
             }
+            Op::Meta(MetaOp { cmd, key, flags, data }) => {
+                w.u8(7).u8(nr).u8(meta_cmd_tag(cmd)).key(key).bytes(flags).bytes(data);
+            }
         }
         self.count += 1;
         self.count - 1
@@ -173,6 +200,10 @@ impl<'a> OpIter<'a> {
                 let reply = r.u8()? != 0;
                 Op::FlushAll { delay: r.u32()? as i32, reply }
             }
+            7 => {
+                let cmd = meta_cmd(r.u8()?)?;
+                Op::Meta(MetaOp { cmd, key: r.key()?, flags: r.bytes()?, data: r.bytes()? })
+            }
             _ => return None,
         };
         Some((op, noreply))
@@ -210,6 +241,8 @@ mod tests {
             Op::Arith { key: b"n", incr: false, delta: u64::MAX },
             Op::Touch { key: b"t", exptime: 30 },
             Op::FlushAll { delay: 10, reply: false },
+            Op::Meta(MetaOp { cmd: MetaCmd::Set, key: b"m", flags: b" T10 c", data: b"val" }),
+            Op::Meta(MetaOp { cmd: MetaCmd::Debug, key: b"a2V5", flags: b" b", data: b"" }),
         ];
         let mut batch = OpBatch::default();
         for (i, op) in ops.iter().enumerate() {

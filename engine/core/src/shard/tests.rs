@@ -135,7 +135,8 @@ fn check_replication(cmds: &[Cmd]) -> Result<(), TestCaseError> {
             }
         };
         let _ = &v;
-        let decision = leader.decide(&op, now);
+        let mut key_buf = [0u8; crate::protocol::KEY_MAX_LENGTH];
+        let decision = leader.decide(&op, &mut key_buf, now);
         let Some(effect) = decision.effect else { continue };
         version += 1;
         let effect = effect.stamped(version);
@@ -182,7 +183,14 @@ proptest! {
 fn a_concat_on_another_version_drops_the_key() {
     let mut replica = shard(4 << 20, LEADER_BASE);
     let put =
-        |cas| Effect::Put { key: b"k", flags: 0, expires_at: 0, value: crate::effect::PutValue::Bytes(b"old"), cas };
+        |cas| Effect::Put {
+            key: b"k",
+            flags: 0,
+            expires_at: 0,
+            value: crate::effect::PutValue::Bytes(b"old"),
+            cas,
+            lease: crate::store::item::Lease::NONE,
+        };
     assert_eq!(replica.apply(&put(7), 1000), Applied::Done);
     let concat = |base_cas| Effect::Concat { key: b"k", data: b"+tail", prepend: false, base_cas, cas: 9 };
     assert_eq!(replica.apply(&concat(8), 1000), Applied::Dropped);

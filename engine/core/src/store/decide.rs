@@ -8,6 +8,7 @@
 //! applies at once ([`Store::store`] and friends); replicated, the deciding node's
 //! effects are applied by every node.
 
+use super::item::Lease;
 use super::{item, ArithOutcome, CasSource, Found, ItemRef, Store, StoreMode, StoreOutcome, Value};
 use crate::effect::{Effect, PutValue};
 use crate::numbers::parse_u64;
@@ -31,7 +32,7 @@ pub enum Applied {
 
 impl Store {
     /// Absolute Unix time of relative time `rel` (0, never, stays 0).
-    pub(super) fn absolute(&self, rel: u32) -> i64 {
+    pub fn absolute(&self, rel: u32) -> i64 {
         if rel == 0 {
             0
         } else {
@@ -58,7 +59,10 @@ impl Store {
     }
 
     /// Decides a storage command (memcached's `do_store_item` rules); `expiry` is the new
-    /// item's relative expiry (0: never).
+    /// item's relative expiry (0: never). `cas` (0: none) is also checked by append and
+    /// prepend (the meta protocol's `ms ... MA C<cas>`). With `invalidate` (`ms ... I`),
+    /// a `Cas` whose CAS is below the item's stores the value anyway, marked stale, with
+    /// the item's expiry and win token.
     #[allow(clippy::too_many_arguments)]
     pub fn decide_store<'a>(
         &mut self,
@@ -68,9 +72,17 @@ impl Store {
         expiry: u32,
         data: &'a [u8],
         cas: u64,
+        invalidate: bool,
         now: u32,
     ) -> (StoreOutcome, Option<Effect<'a>>) {
-        let put = Effect::Put { key, flags, expires_at: self.absolute(expiry), value: PutValue::Bytes(data), cas: 0 };
+        let put = Effect::Put {
+            key,
+            flags,
+            expires_at: self.absolute(expiry),
+            value: PutValue::Bytes(data),
+            cas: 0,
+            lease: Lease::NONE,
+        };
         if mode == StoreMode::Set {
             // Unconditional: no need to look.
             return (StoreOutcome::Stored, Some(put));
@@ -78,12 +90,23 @@ impl Store {
         let existing = self.lookup(key, self.hash(key), now);
         match (mode, existing) {
             (StoreMode::Add, Some(found)) => {
-                self.bump(&found);
+                self.bump(&found, now);
                 (StoreOutcome::NotStored, None)
             }
             (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => (StoreOutcome::NotStored, None),
             (StoreMode::Cas, None) => (StoreOutcome::NotFound, None),
+            (StoreMode::Cas, Some(found)) if invalidate && cas != 0 && cas < self.cas_of(found.loc, &found.header) => {
+                let h = found.header;
+                let lease = Lease { stale: true, win_sent: h.lease.win_sent };
+                let expires_at = self.absolute(h.exptime);
+                (StoreOutcome::Stored, Some(Effect::Put { key, flags, expires_at, value: PutValue::Bytes(data), cas: 0, lease }))
+            }
             (StoreMode::Cas, Some(found)) if self.cas_of(found.loc, &found.header) != cas => {
+                (StoreOutcome::Exists, None)
+            }
+            (StoreMode::Append | StoreMode::Prepend, Some(found))
+                if cas != 0 && self.cas_of(found.loc, &found.header) != cas =>
+            {
                 (StoreOutcome::Exists, None)
             }
             (StoreMode::Append | StoreMode::Prepend, Some(found)) => {
@@ -121,7 +144,8 @@ impl Store {
         let digits = PutValue::number(result, 0);
         let pad_to = if digits.len() <= h.value_len { h.value_len } else { 0 };
         let value = PutValue::number(result, pad_to);
-        let effect = Effect::Put { key, flags: h.flags, expires_at: self.absolute(h.exptime), value, cas: 0 };
+        let expires_at = self.absolute(h.exptime);
+        let effect = Effect::Put { key, flags: h.flags, expires_at, value, cas: 0, lease: Lease::NONE };
         (ArithOutcome::Value(result), Some(effect))
     }
 
@@ -147,7 +171,7 @@ impl Store {
     pub fn apply(&mut self, effect: &Effect<'_>, now: u32) -> Applied {
         self.apply_pending_flush(now);
         match *effect {
-            Effect::Put { key, flags, expires_at, value, cas } => {
+            Effect::Put { key, flags, expires_at, value, cas, lease } => {
                 let Some(cas) = self.written_cas(cas) else { return Applied::Unstamped };
                 let expiry = self.relative(expires_at);
                 let value = match value {
@@ -156,7 +180,7 @@ impl Store {
                         Value::Number { digits: &digits[..usize::from(len)], pad_to: pad_to as usize }
                     }
                 };
-                match self.put(key, self.hash(key), value, flags, expiry, cas, now) {
+                match self.put(key, self.hash(key), value, flags, expiry, cas, lease, now) {
                     StoreOutcome::Stored => Applied::Done,
                     StoreOutcome::OutOfMemory => Applied::OutOfMemory,
                     _ => Applied::Dropped,
@@ -177,7 +201,7 @@ impl Store {
                 } else {
                     Value::Append { old_at, old_len, data }
                 };
-                match self.put(key, hash, value, h.flags, h.exptime, cas, now) {
+                match self.put(key, hash, value, h.flags, h.exptime, cas, Lease::NONE, now) {
                     StoreOutcome::Stored => Applied::Done,
                     StoreOutcome::OutOfMemory => Applied::OutOfMemory,
                     _ => Applied::Dropped,
@@ -195,6 +219,28 @@ impl Store {
                 }
                 None => Applied::Missing,
             },
+            Effect::Mark { key, base_cas, lease, expires_at, new_version, cas } => {
+                let stamp = if new_version { cas } else { 1 };
+                let Some(cas) = self.written_cas(stamp) else { return Applied::Unstamped };
+                let hash = self.hash(key);
+                let Some(found) = self.lookup(key, hash, now) else { return Applied::Missing };
+                if self.cas_of(found.loc, &found.header) != base_cas {
+                    self.unlink(&found);
+                    return Applied::Dropped;
+                }
+                let expiry = expires_at.map_or(found.header.exptime, |at| self.relative(at));
+                if new_version {
+                    return self.rewrite(&found, key, hash, expiry, cas, lease, now);
+                }
+                item::set_lease(&mut self.arena.bytes_mut()[found.loc as usize..], lease);
+                match expires_at {
+                    Some(_) => {
+                        let found = Found { header: item::Header { lease, ..found.header }, ..found };
+                        self.set_expiry(&found, key, hash, expiry, now)
+                    }
+                    None => Applied::Done,
+                }
+            }
             Effect::Flush { at } => {
                 match at.map(|at| self.relative(at)) {
                     Some(t) if t > now => self.oldest_live = Some(t),
@@ -221,10 +267,17 @@ impl Store {
             // No exptime field and none wanted: nothing to change.
             return Applied::Done;
         }
+        let cas = self.cas_of(found.loc, &found.header);
+        self.rewrite(found, key, hash, expiry, cas, found.header.lease, now)
+    }
+
+    /// Writes the item at `found` again, its value and flags unchanged, with expiry
+    /// `expiry`, CAS `cas` (0: a new one) and lease `lease`.
+    #[allow(clippy::too_many_arguments)]
+    fn rewrite(&mut self, found: &Found, key: &[u8], hash: u64, expiry: u32, cas: u64, lease: Lease, now: u32) -> Applied {
         let old_at = found.loc as usize + found.header.value_at();
         let value = Value::Append { old_at, old_len: found.header.value_len, data: &[] };
-        let cas = self.cas_of(found.loc, &found.header);
-        match self.put(key, hash, value, found.header.flags, expiry, cas, now) {
+        match self.put(key, hash, value, found.header.flags, expiry, cas, lease, now) {
             StoreOutcome::Stored => Applied::Done,
             StoreOutcome::OutOfMemory => Applied::OutOfMemory,
             _ => Applied::Missing,
@@ -245,7 +298,7 @@ impl Store {
         cas: u64,
         now: u32,
     ) -> StoreOutcome {
-        let (outcome, effect) = self.decide_store(mode, key, flags, expiry, data, cas, now);
+        let (outcome, effect) = self.decide_store(mode, key, flags, expiry, data, cas, false, now);
         match effect.map(|e| self.apply(&e, now)) {
             None | Some(Applied::Done) => outcome,
             Some(Applied::OutOfMemory) => StoreOutcome::OutOfMemory,
@@ -271,7 +324,7 @@ impl Store {
             return None;
         }
         let found = self.find(key, self.hash(key))?;
-        self.bump(&found);
+        self.bump(&found, now);
         Some(self.item_ref(&found))
     }
 

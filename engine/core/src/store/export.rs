@@ -52,6 +52,7 @@ impl Store {
                     expires_at: self.absolute(h.exptime),
                     value: PutValue::Bytes(&bytes[value_at..value_at + h.value_len]),
                     cas: self.cas_of(loc, &h),
+                    lease: h.lease,
                 });
             }
         }

@@ -31,7 +31,7 @@ use ahash::RandomState;
 
 use arena::Arena;
 use index::{Index, Position};
-use item::Header;
+use item::{Header, Lease};
 use segments::{SegState, Segments, NONE};
 
 /// Fixed seeds: key placement (and so shard ownership) is stable across restarts.
@@ -127,6 +127,23 @@ pub struct PinnedValue {
     pub ptr: *const u8,
     pub len: usize,
     pub segment: u32,
+}
+
+/// A live item and its state, as [`Store::inspect`] found it.
+#[derive(Debug, Clone, Copy)]
+pub struct Inspected<'s> {
+    pub item: ItemRef<'s>,
+    /// Relative expiry (0: never).
+    pub exptime: u32,
+    pub lease: Lease,
+    /// Fetched since written (before this look).
+    pub fetched: bool,
+    /// Relative time of the last access (before this look).
+    pub last_access: u32,
+    /// Bytes the item takes in its segment.
+    pub size: usize,
+    /// Its segment's TTL class.
+    pub class: u8,
 }
 
 /// Result of a storage command.
@@ -412,11 +429,29 @@ impl Store {
         self.segs.unpin(value.segment as usize);
     }
 
-    fn bump(&mut self, found: &Found) {
+    /// Records a fetch of the item: its access frequency (for eviction), and, as
+    /// memcached does, the fetched bit on its first fetch and the access time on later
+    /// ones.
+    fn bump(&mut self, found: &Found, now: u32) {
+        let at = found.loc as usize;
+        let access = if found.header.fetched() {
+            let base = self.segs.meta[self.seg_of(found.loc)].access_base;
+            item::access_byte(true, base, now)
+        } else {
+            item::with_fetched(found.header.access)
+        };
+        let bytes = &mut self.arena.bytes_mut()[at..];
         if found.header.freq < item::MAX_FREQ {
-            let at = found.loc as usize;
-            item::set_freq(&mut self.arena.bytes_mut()[at..], found.header.freq + 1);
+            item::set_freq(bytes, found.header.freq + 1);
         }
+        item::set_access(bytes, access);
+    }
+
+    /// The relative time the item at `found` was last accessed (written, or fetched
+    /// after its first fetch).
+    fn last_access(&self, found: &Found) -> u32 {
+        let base = self.segs.meta[self.seg_of(found.loc)].access_base;
+        base.saturating_add(found.header.access_offset())
     }
 
     /// The value length of the live item under `key`, touching nothing (no expiry is
@@ -456,8 +491,38 @@ impl Store {
     /// `get`: a live item, marked as recently used.
     pub fn get(&mut self, key: &[u8], now: u32) -> Option<ItemRef<'_>> {
         let found = self.lookup(key, self.hash(key), now)?;
-        self.bump(&found);
+        self.bump(&found, now);
         Some(self.item_ref(&found))
+    }
+
+    /// The item under `key` with its state, even if it has expired (nothing is dropped,
+    /// no access recorded): what a write just left there, to answer about it.
+    pub fn view(&self, key: &[u8]) -> Option<Inspected<'_>> {
+        let found = self.find(key, self.hash(key))?;
+        Some(self.inspected(&found, found.header))
+    }
+
+    fn inspected(&self, found: &Found, h: Header) -> Inspected<'_> {
+        Inspected {
+            item: self.item_ref(found),
+            exptime: h.exptime,
+            lease: h.lease,
+            fetched: h.fetched(),
+            last_access: self.last_access(&Found { header: h, ..*found }),
+            size: h.total(),
+            class: self.segs.meta[self.seg_of(found.loc)].class,
+        }
+    }
+
+    /// The live item under `key` with its state as it was before this look (the meta
+    /// protocol's view), recording the fetch unless `fetch` is false. Expired items are
+    /// dropped on the way, as by a get.
+    pub fn inspect(&mut self, key: &[u8], fetch: bool, now: u32) -> Option<Inspected<'_>> {
+        let found = self.lookup(key, self.hash(key), now)?;
+        if fetch {
+            self.bump(&found, now);
+        }
+        Some(self.inspected(&found, found.header))
     }
 
     fn clear(&mut self) {
@@ -467,6 +532,7 @@ impl Store {
 
     /// Writes a new version of `key` and points the index at it, replacing any old one.
     /// `cas` 0 gives it a new CAS (from its location); otherwise the item keeps `cas`.
+    /// It is written with lease `lease`, not yet fetched, accessed `now`.
     #[allow(clippy::too_many_arguments)]
     fn put(
         &mut self,
@@ -476,6 +542,7 @@ impl Store {
         flags: u32,
         exptime: u32,
         cas: u64,
+        lease: Lease,
         now: u32,
     ) -> StoreOutcome {
         let value_len = value.len();
@@ -493,8 +560,9 @@ impl Store {
             (Value::Append { .. } | Value::Prepend { .. }, _) => return StoreOutcome::NotStored,
             (v, _) => v,
         };
-        self.write(loc, key, value, flags, exptime, cas);
         let seg = self.seg_of(loc);
+        let state = item::State { lease, access: item::access_byte(false, self.segs.meta[seg].access_base, now) };
+        self.write(loc, key, value, flags, exptime, cas, state);
         self.segs.note_write(seg, size, exptime);
         match old {
             Some(o) => {
@@ -511,11 +579,12 @@ impl Store {
         StoreOutcome::Stored
     }
 
-    fn write(&mut self, loc: u64, key: &[u8], value: Value<'_>, flags: u32, exptime: u32, cas: u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn write(&mut self, loc: u64, key: &[u8], value: Value<'_>, flags: u32, exptime: u32, cas: u64, state: item::State) {
         let at = loc as usize;
         let value_len = value.len();
         let bytes = self.arena.bytes_mut();
-        let value_at = at + item::encode_header(&mut bytes[at..], key, value_len, exptime, flags, cas);
+        let value_at = at + item::encode_header(&mut bytes[at..], key, value_len, exptime, flags, cas, state);
         match value {
             Value::Bytes(b) => bytes[value_at..value_at + b.len()].copy_from_slice(b),
             Value::Append { old_at, old_len, data } => {
@@ -632,6 +701,9 @@ impl Store {
         self.moved.clear();
         // (some kept item never expires, latest expiry of the kept items)
         let mut kept_expiry = (false, 0u32);
+        // The earliest last access of the kept items: the segment's new access base.
+        let old_access_base = self.segs.meta[seg as usize].access_base;
+        let mut earliest_access = now;
         let mut at = base;
         while at < end {
             let Some(h) = item::decode(&self.arena.bytes()[at..end]) else { break };
@@ -649,10 +721,12 @@ impl Store {
                 let src = loc as usize;
                 let bytes = self.arena.bytes();
                 let key = &bytes[src + h.key_at..src + h.key_at + h.key_len];
-                let value_at =
-                    off + item::encode_header(&mut self.scratch[off..], key, h.value_len, h.exptime, h.flags, cas);
+                let state = item::State { lease: h.lease, access: h.access };
+                let value_at = off
+                    + item::encode_header(&mut self.scratch[off..], key, h.value_len, h.exptime, h.flags, cas, state);
                 self.scratch[value_at..off + kept_size].copy_from_slice(&bytes[src + h.value_at()..src + h.total()]);
                 item::set_freq(&mut self.scratch[off..], h.freq - 1);
+                earliest_access = earliest_access.min(old_access_base.saturating_add(h.access_offset()));
                 self.moved.push((pos, hash, off));
                 kept_expiry.0 |= h.exptime == 0;
                 kept_expiry.1 = kept_expiry.1.max(h.exptime);
@@ -661,11 +735,19 @@ impl Store {
             self.index.remove(pos);
             if expired {
                 self.stats.reclaimed += 1;
-                self.stats.expired_unfetched += u64::from(h.freq == 0);
+                self.stats.expired_unfetched += u64::from(!h.fetched());
             } else {
                 self.stats.evictions += 1;
             }
         }
+        // Access times count from the earliest kept one now, so they stay as exact as
+        // a young segment's.
+        for &(_, _, off) in &self.moved {
+            let Some(h) = item::decode(&self.scratch[off..]) else { continue };
+            let last = old_access_base.saturating_add(h.access_offset());
+            item::set_access(&mut self.scratch[off..], item::access_byte(h.fetched(), earliest_access, last));
+        }
+        self.segs.meta[seg as usize].access_base = earliest_access;
         let kept = self.scratch.len();
         self.arena.bytes_mut()[base..base + kept].copy_from_slice(&self.scratch);
         for &(pos, hash, off) in &self.moved {

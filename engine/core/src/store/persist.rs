@@ -14,11 +14,12 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::segments::{SegState, TTL_CLASSES};
+use super::segments::{SavedSegment, SegState, TTL_CLASSES};
 use super::{item, Store};
 use crate::codec::{Reader, Writer};
 
-const MAGIC: &[u8; 8] = b"RCSEGv01";
+/// v02: items have an access byte; segments save their access base.
+const MAGIC: &[u8; 8] = b"RCSEGv02";
 
 fn meta_path(data: &Path) -> PathBuf {
     let mut p = data.as_os_str().to_owned();
@@ -59,7 +60,7 @@ pub(super) fn save(store: &Store, clock_base_unix: i64) -> io::Result<()> {
     w.i64(clock_base_unix).u32(store.oldest_live.unwrap_or(0));
     for (seg, m) in store.segs.meta.iter().enumerate() {
         w.u8(state_code(m.state)).u8(m.class).u8(u8::from(m.never_expires));
-        w.u32(m.write_at).u32(m.gen).u32(m.created).u32(m.max_expiry);
+        w.u32(m.write_at).u32(m.gen).u32(m.created).u32(m.access_base).u32(m.max_expiry);
         let used = &store.arena.segment(seg)[..m.write_at as usize];
         w.u32(crc32fast::hash(used));
     }
@@ -168,7 +169,8 @@ impl Store {
             let state = r.u8()?;
             let class = r.u8()?;
             let never = r.u8()? != 0;
-            let (write_at, gen, created, max_expiry) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
+            let (write_at, gen, created) = (r.u32()?, r.u32()?, r.u32()?);
+            let (access_base, max_expiry) = (r.u32()?, r.u32()?);
             let crc = r.u32()?;
             if state == 0 || usize::from(class) >= TTL_CLASSES || write_at as usize > self.arena.seg_size() {
                 continue;
@@ -180,7 +182,18 @@ impl Store {
             }
             *ok = true;
             result.segments += 1;
-            restored.push((seg, class, write_at, gen, shift(created), shift(max_expiry), never));
+            restored.push(SavedSegment {
+                seg,
+                class,
+                write_at,
+                gen,
+                created: shift(created),
+                // The access base may lie before this run's clock begins: it is a time,
+                // not an expiry, so 0 is a time like any other here.
+                access_base: (i64::from(access_base) + old_base - new_base).clamp(0, i64::from(u32::MAX)) as u32,
+                max_expiry: shift(max_expiry),
+                never_expires: never,
+            });
         }
         let count = r.u64()? as usize;
         let mut locations = Vec::with_capacity(count.min(bytes.len() / 8));
@@ -271,8 +284,8 @@ impl Store {
         }
         meta.extend_from_slice(body);
         if fix_checksums {
-            // A segment's record: state, class, never-expires, four u32 fields, the CRC.
-            const SEGMENT_RECORD: usize = 3 + 4 * 4 + 4;
+            // A segment's record: state, class, never-expires, five u32 fields, the CRC.
+            const SEGMENT_RECORD: usize = 3 + 5 * 4 + 4;
             let records = MAGIC.len() + 6 * 8 + 8 + 4;
             for seg in 0..self.segs.meta.len() {
                 let at = records + seg * SEGMENT_RECORD;

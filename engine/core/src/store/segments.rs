@@ -45,6 +45,9 @@ pub struct Segment {
     /// Bumped whenever the segment's contents are rewritten; part of every CAS.
     pub gen: u32,
     pub created: u32,
+    /// No item in it was last accessed before this relative time: what its items' access
+    /// bytes count from (see `item::AccessTime`).
+    pub access_base: u32,
     /// Latest expiry among its items (relative time).
     pub max_expiry: u32,
     /// Some item in it never expires.
@@ -61,6 +64,19 @@ impl Segment {
     }
 }
 
+/// What a warm restart restores of one segment (times already on this run's clock).
+#[derive(Debug, Clone, Copy)]
+pub struct SavedSegment {
+    pub seg: usize,
+    pub class: u8,
+    pub write_at: u32,
+    pub gen: u32,
+    pub created: u32,
+    pub access_base: u32,
+    pub max_expiry: u32,
+    pub never_expires: bool,
+}
+
 pub struct Segments {
     pub meta: Vec<Segment>,
     free: Vec<u32>,
@@ -69,6 +85,8 @@ pub struct Segments {
     sealed: VecDeque<(u32, u64)>,
     seal_seq: u64,
     gen_mask: u32,
+    /// The generation the next segment to be (re)written gets.
+    next_gen: u32,
     /// Pins held on each segment (replies being sent from its bytes).
     pins: Vec<u32>,
     /// Segments with at least one pin, and the most there may be.
@@ -86,6 +104,7 @@ impl Segments {
             live_bytes: 0,
             gen: 1,
             created: 0,
+            access_base: 0,
             max_expiry: 0,
             never_expires: false,
             class: 0,
@@ -99,6 +118,7 @@ impl Segments {
             sealed: VecDeque::new(),
             seal_seq: 0,
             gen_mask,
+            next_gen: 2,
             pins: vec![0; nsegs],
             pinned: 0,
             max_pinned: nsegs / 4,
@@ -151,12 +171,15 @@ impl Segments {
         u64::from(self.meta[seg].gen & self.gen_mask)
     }
 
-    /// Starts a new generation of `seg` (its old CAS values can never come back).
+    /// Starts a new generation of `seg` (its old CAS values can never come back): the
+    /// store's next one, so that a segment written later has a higher generation than
+    /// every segment written before it, and derived CAS values grow with time (the meta
+    /// protocol's `ms ... I` takes a lower CAS for an older write).
     pub fn bump_gen(&mut self, seg: usize) {
-        let m = &mut self.meta[seg];
-        m.gen = m.gen.wrapping_add(1);
-        if m.gen & self.gen_mask == 0 {
-            m.gen = m.gen.wrapping_add(1);
+        self.meta[seg].gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        if self.next_gen & self.gen_mask == 0 {
+            self.next_gen = self.next_gen.wrapping_add(1);
         }
     }
 
@@ -176,6 +199,7 @@ impl Segments {
         m.live_items = 0;
         m.live_bytes = 0;
         m.created = now;
+        m.access_base = now;
         m.max_expiry = 0;
         m.never_expires = false;
         m.class = class as u8;
@@ -266,30 +290,32 @@ impl Segments {
         }
     }
 
-    /// Rebuilds the bookkeeping from a saved state: `(segment, class, write_at, gen,
-    /// created, max_expiry, never_expires)` for each segment that verified; every other
-    /// segment is free. Live counts start at zero (see [`Segments::count_live`]).
-    pub fn restore(&mut self, saved: &[(usize, u8, u32, u32, u32, u32, bool)]) {
+    /// Rebuilds the bookkeeping from a saved state: one [`SavedSegment`] for each
+    /// segment that verified; every other segment is free. Live counts start at zero
+    /// (see [`Segments::count_live`]).
+    pub fn restore(&mut self, saved: &[SavedSegment]) {
         self.reset();
         self.free.clear();
         let mut in_use = vec![false; self.meta.len()];
         let mut order: Vec<_> = saved.to_vec();
-        order.sort_by_key(|s| s.4);
-        for &(seg, class, write_at, gen, created, max_expiry, never_expires) in &order {
-            in_use[seg] = true;
-            let m = &mut self.meta[seg];
-            m.class = class;
-            m.write_at = write_at;
+        order.sort_by_key(|s| s.created);
+        for s in &order {
+            in_use[s.seg] = true;
+            let m = &mut self.meta[s.seg];
+            m.class = s.class;
+            m.write_at = s.write_at;
             // A save never has a generation that shows as 0 in a CAS; a damaged one
             // might, and CAS 0 means "no CAS".
-            m.gen = if gen & self.gen_mask == 0 { gen.wrapping_add(1) } else { gen };
-            m.created = created;
-            m.max_expiry = max_expiry;
-            m.never_expires = never_expires;
+            m.gen = if s.gen & self.gen_mask == 0 { s.gen.wrapping_add(1) } else { s.gen };
+            self.next_gen = self.next_gen.max(m.gen.wrapping_add(1));
+            m.created = s.created;
+            m.access_base = s.access_base;
+            m.max_expiry = s.max_expiry;
+            m.never_expires = s.never_expires;
             m.live_items = 0;
             m.live_bytes = 0;
             m.state = SegState::Active;
-            self.seal(seg as u32);
+            self.seal(s.seg as u32);
         }
         self.free = (0..self.meta.len() as u32).rev().filter(|&s| !in_use[s as usize]).collect();
     }
@@ -362,5 +388,16 @@ mod tests {
             s.bump_gen(0);
         }
         assert!(seen.windows(2).all(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn a_segment_rewritten_later_has_a_higher_generation() {
+        let mut s = Segments::new(3, 32);
+        let mut last = 0;
+        for seg in [2, 0, 1, 0, 2, 1] {
+            s.bump_gen(seg);
+            assert!(s.cas_gen(seg) > last, "segment {seg}");
+            last = s.cas_gen(seg);
+        }
     }
 }

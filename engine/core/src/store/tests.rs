@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::store::item::Lease;
 use crate::numbers::parse_u64;
 
 fn config(memory: usize) -> StoreConfig {
@@ -194,11 +195,11 @@ fn cas_values_are_unique_across_shards() {
 }
 
 #[test]
-fn small_items_cost_three_header_bytes() {
+fn small_items_cost_four_header_bytes() {
     let mut s = store(4 << 20);
     let key = [b'k'; 16];
     s.store(StoreMode::Set, &key, 0, 0, &[b'v'; 32], 0, 1);
-    assert_eq!(s.stats().bytes, 16 + 32 + 3);
+    assert_eq!(s.stats().bytes, 16 + 32 + 4);
 }
 
 fn temp_path(name: &str) -> PathBuf {
@@ -567,7 +568,7 @@ fn untrusted_metadata_never_makes_an_inconsistent_store() {
 
     // Valid checksums over crafted locations: every one a byte later (overlapping its
     // item), repeated, and beyond the segment.
-    let records = 12 + 4 * 23;
+    let records = 12 + 4 * 27;
     let count = u64::from_le_bytes(body[records..records + 8].try_into().expect("count")) as usize;
     let locations: Vec<u64> = (0..count)
         .map(|i| u64::from_le_bytes(body[records + 8 + i * 8..records + 16 + i * 8].try_into().expect("loc")))
@@ -605,6 +606,7 @@ fn the_cas_source_decides_what_an_item_carries() {
             expires_at: 0,
             value: PutValue::Bytes(&[b'v'; 32]),
             cas,
+            lease: Lease::NONE,
         };
         assert_eq!(stamped.apply(&put(0), 100), Applied::Unstamped, "a stamped store needs the log's CAS");
         for s in [&mut derived, &mut stamped, &mut off] {
@@ -642,6 +644,7 @@ fn an_export_recreates_the_store_on_another() {
             expires_at,
             value: PutValue::Bytes(key.as_bytes()),
             cas: i + 1,
+            lease: Lease { stale: i % 5 == 0, win_sent: i % 7 == 0 },
         };
         assert_eq!(source.apply(&put, 10), Applied::Done);
     }
@@ -651,8 +654,8 @@ fn an_export_recreates_the_store_on_another() {
     let mut effects = Vec::new();
     source.export(60, |e| {
         let owned = match *e {
-            Effect::Put { key, flags, expires_at, value: PutValue::Bytes(v), cas } => {
-                (Some((key.to_vec(), flags, expires_at, v.to_vec(), cas)), None)
+            Effect::Put { key, flags, expires_at, value: PutValue::Bytes(v), cas, lease } => {
+                (Some((key.to_vec(), flags, expires_at, v.to_vec(), cas, lease)), None)
             }
             Effect::Flush { at } => (None, at),
             ref other => panic!("an export has only puts and a flush: {other:?}"),
@@ -664,9 +667,14 @@ fn an_export_recreates_the_store_on_another() {
     let mut copy = stamped(1_000_020);
     for (put, flush) in &effects {
         let effect = match put {
-            Some((key, flags, expires_at, value, cas)) => {
-                Effect::Put { key, flags: *flags, expires_at: *expires_at, value: PutValue::Bytes(value), cas: *cas }
-            }
+            Some((key, flags, expires_at, value, cas, lease)) => Effect::Put {
+                key,
+                flags: *flags,
+                expires_at: *expires_at,
+                value: PutValue::Bytes(value),
+                cas: *cas,
+                lease: *lease,
+            },
             None => Effect::Flush { at: *flush },
         };
         assert_eq!(copy.apply(&effect, 40), Applied::Done);
@@ -674,12 +682,13 @@ fn an_export_recreates_the_store_on_another() {
     assert_eq!(copy.stats().curr_items, 500 - 167 - 1, "expired and deleted items are not exported");
     for i in 0..500u64 {
         let key = format!("k{i}");
-        let at_source = source
-            .peek(key.as_bytes(), 60)
-            .map(|(it, exp)| (it.flags, it.cas, it.value.to_vec(), exp + 1_000_000 * u32::from(exp != 0)));
-        let at_copy = copy
-            .peek(key.as_bytes(), 40)
-            .map(|(it, exp)| (it.flags, it.cas, it.value.to_vec(), exp + 1_000_020 * u32::from(exp != 0)));
+        let lease = |s: &Store| s.view(key.as_bytes()).map(|it| it.lease);
+        let at_source = source.peek(key.as_bytes(), 60).map(|(it, exp)| {
+            (it.flags, it.cas, it.value.to_vec(), exp + 1_000_000 * u32::from(exp != 0), lease(&source))
+        });
+        let at_copy = copy.peek(key.as_bytes(), 40).map(|(it, exp)| {
+            (it.flags, it.cas, it.value.to_vec(), exp + 1_000_020 * u32::from(exp != 0), lease(&copy))
+        });
         assert_eq!(at_source, at_copy, "{key}");
     }
     assert!(copy.peek(b"k2", 1980).is_none(), "the flush arrives at its absolute time on the copy");

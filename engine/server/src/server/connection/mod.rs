@@ -222,7 +222,7 @@ impl<'c> Connection<'c> {
     /// Runs `op` on its owner shard: here, or queued for the mesh. (A flush goes to
     /// every shard: see `request`.)
     fn op(&mut self, op: Op<'_>, noreply: bool, now: u32) {
-        let owner = op.key().map_or(self.ctx.index, |key| owner_of(key, self.ctx.nshards));
+        let owner = op.with_key(|key| owner_of(key, self.ctx.nshards)).unwrap_or(self.ctx.index);
         // A replicated shard's own ops go to its replica too, as a job.
         if owner == self.ctx.index && self.ctx.shard.replicated().is_none() {
             self.execute_here(&op, noreply, now);
@@ -305,6 +305,8 @@ impl<'c> Connection<'c> {
                     self.replies.push_local(reply::error(e));
                 }
             }
+            Request::MetaNoop => self.replies.push_local(reply::META_NOOP),
+            Request::MetaError(line) => self.replies.push_local(line),
         }
         Next::Continue
     }
