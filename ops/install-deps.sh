@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing ringcache needs on Debian/Ubuntu, skipping what is
 # already there: hwloc (CPU topology), libudev, pkg-config; with --test also Debian's
-# memcached (the conformance reference) and the Python client library used in tests.
+# memcached (the conformance reference) and the Python client libraries used in tests
+# (pymemcache for the classic protocol, meta-memcache for the meta protocol).
 set -euo pipefail
 need=()
 for pkg in libhwloc-dev libudev-dev pkg-config; do
@@ -18,5 +19,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if [ "${1:-}" = "--test" ]; then
   python3 -c 'import pymemcache' 2>/dev/null || python3 -m pip install -q pymemcache
+  python3 -c 'import meta_memcache' 2>/dev/null || python3 -m pip install -q 'meta-memcache==4.3.0'
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust toolchain) is required: https://rustup.rs" >&2; exit 1; }

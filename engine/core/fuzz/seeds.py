@@ -32,6 +32,10 @@ STREAMS = {
     "errors": b"set a 0 0 3\r\nabcd\r\nbogus\r\nset k 99999999999 0 1\r\nx\r\nget " + b"k" * 251 + b"\r\n",
     "too_large": b"set big 0 0 2000000\r\n" + b"v" * 300 + b"\r\nget big\r\n",
     "misc": b"version\r\nverbosity 1\r\nstats\r\nquit\r\n",
+    "meta": b"ms k 2 T100 F5 c k\r\nhi\r\nmg k s v f t c k O123 h l\r\nmg k N30 R10 T5 v\r\nmd k I T30\r\n"
+    b"mg k v c\r\nms k 2 I C1 q\r\nxx\r\nma n N0 J5 D2 MD v t c\r\nme k\r\nmn\r\nms k 3 MA C0\r\nabc\r\n",
+    "meta_keys": b"ms a2V5 3 b k c\r\nabc\r\nmg a2V5 b k v\r\nmd a2V b\r\nme a2V5 b\r\nmg q v q\r\nmg k v v\r\n"
+    b"ms k 5 MX\r\nhello\r\nms k 9999999 q\r\nx\r\nma k Dx\r\nmg " + b"k" * 251 + b" v\r\n",
 }
 
 
@@ -71,9 +75,9 @@ def restore_seeds():
         proc.wait(timeout=30)
         meta = open(mem + ".shard0.meta", "rb").read()
         data = open(mem + ".shard0", "rb").read()
-    # MAGIC (8) + 6 settings (48) + clock base (8) + oldest_live (4), then one 23-byte
+    # MAGIC (8) + 6 settings (48) + clock base (8) + oldest_live (4), then one 27-byte
     # record per segment: state, class, never-expires, write_at, gen, created,
-    # max_expiry, crc.
+    # access_base, max_expiry, crc.
     records = 8 + 48 + 8 + 4
     write_at = int.from_bytes(meta[records + 3 : records + 7], "little")
     segments = data[:write_at]

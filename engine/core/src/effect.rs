@@ -308,7 +308,14 @@ impl<'a> Effects<'a> {
                 let has_expiry = r.u8()? != 0;
                 let expires_at = r.i64()?;
                 let new_version = r.u8()? != 0;
-                Effect::Mark { key, base_cas, lease, expires_at: has_expiry.then_some(expires_at), new_version, cas: r.u64()? }
+                Effect::Mark {
+                    key,
+                    base_cas,
+                    lease,
+                    expires_at: has_expiry.then_some(expires_at),
+                    new_version,
+                    cas: r.u64()?,
+                }
             }
             _ => return None,
         })

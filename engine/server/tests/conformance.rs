@@ -559,7 +559,9 @@ fn normalise_meta_line(line: &[u8], out: &mut Vec<u8>, clock: &mut Vec<i64>) {
             out.extend_from_slice(&token[..1]);
             out.push(b'~');
             clock.push(n);
-        } else if let Some((name, value)) = token.iter().position(|&b| b == b'=').filter(|_| me).map(|eq| token.split_at(eq)) {
+        } else if let Some((name, value)) =
+            token.iter().position(|&b| b == b'=').filter(|_| me).map(|eq| token.split_at(eq))
+        {
             let value = &value[1..];
             out.extend_from_slice(name);
             match name {
@@ -759,9 +761,7 @@ fn run_case(addr: &str, case: &Case) -> Outcome {
         let (end, was_reset, sent) = if expect_close {
             send_and_read(stream, &writes, &mut out.reply, |_| false)
         } else {
-            send_and_read(stream, &writes, &mut out.reply, |r| {
-                r.ends_with(b"\r\n") && count_version_lines(r) >= want
-            })
+            send_and_read(stream, &writes, &mut out.reply, |r| r.ends_with(b"\r\n") && count_version_lines(r) >= want)
         };
         if let Err(e) = sent {
             // A server that closes early may make our write fail; only unexpected ones count.

@@ -15,8 +15,8 @@ pub mod process;
 
 pub use client::{fnv1a, Block, Conn, Rng};
 pub use process::{
-    reserve_port, roundtrip, run_ringcache_to_exit_at, start_memcached, start_ringcache_at, start_ringcache_with_at,
-    wait_child, PortReservation, Server,
+    reserve_port, roundtrip, run_client_script, run_ringcache_to_exit_at, start_memcached, start_ringcache_at,
+    start_ringcache_with_at, wait_child, PortReservation, Server,
 };
 
 /// Starts the `ringcache` built for this crate's tests with these extra flags

@@ -1,6 +1,7 @@
 //! Server processes for tests: start `ringcache` or Debian's `memcached` on a reserved
 //! loopback port, wait until it accepts connections, and stop it when the guard drops;
-//! run `ringcache` expecting it to exit; RSS and signals.
+//! run `ringcache` expecting it to exit; run a client-library script against a server;
+//! RSS and signals.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -231,4 +232,45 @@ pub fn roundtrip(stream: &mut TcpStream, request: &[u8], terminator: &[u8]) -> V
         }
     }
     reply
+}
+
+/// Runs `python3 <script> <port>` (a client-library suite against a server) to its end
+/// or `within`, draining its output on threads so a chatty script cannot block. Returns
+/// Ok(transcript) when it exited 0, Err(why and transcript) otherwise; a missing
+/// `python3` is an error, not a skip.
+pub fn run_client_script(script: &str, port: u16, within: Duration) -> Result<String, String> {
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn python3 {script}: {e} (is Python 3 installed?)"))?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let status = wait_child(&mut child, within);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let transcript = format!(
+        "--- script stdout ---\n{}--- script stderr ---\n{}",
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default()
+    );
+    match status {
+        Some(s) if s.success() => Ok(transcript),
+        Some(s) => Err(format!("{script} failed ({s}) against port {port}\n{transcript}")),
+        None => Err(format!("{script} did not finish within {within:?}\n{transcript}")),
+    }
 }

@@ -189,8 +189,7 @@ impl MetaFlags {
                     Some(v) => f.delta = v,
                     None => fail(Some(errors::DELTA)),
                 },
-                b'O' | b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' | b'v' | b'h' | b'u' | b'q' | b'l' | b'I' => {
-                }
+                b'O' | b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' | b'v' | b'h' | b'u' | b'q' | b'l' | b'I' => {}
                 _ => return Err(errors::INVALID_FLAG),
             }
             if let Some(bit) = letter_bit(c) {
@@ -305,7 +304,12 @@ fn parse_set<'a>(buf: &'a [u8], line: &'a [u8], tokens: &Tokens<'a>, line_end: u
         return meta_error(errors::BAD_FORMAT, line_end);
     }
     let vlen = vlen as usize;
-    let skip = |e: &'static [u8]| Parse::Request { request: Request::MetaError(e), noreply: false, consumed: line_end, swallow: vlen + 2 };
+    let skip = |e: &'static [u8]| Parse::Request {
+        request: Request::MetaError(e),
+        noreply: false,
+        consumed: line_end,
+        swallow: vlen + 2,
+    };
     let flags = after_tokens(line, 3);
     let parsed = match MetaFlags::parse(flags, key) {
         Ok(parsed) => parsed,
@@ -321,7 +325,12 @@ fn parse_set<'a>(buf: &'a [u8], line: &'a [u8], tokens: &Tokens<'a>, line_end: u
     let key_len = op.key(&mut [0u8; KEY_MAX_LENGTH]).map_or(key.len(), <[u8]>::len);
     if !limits.item_fits(key_len, parsed.client_flags, vlen) {
         let op = MetaOp { cmd: MetaCmd::SetTooLarge, ..op };
-        return Parse::Request { request: Request::Op(Op::Meta(op)), noreply: false, consumed: line_end, swallow: vlen + 2 };
+        return Parse::Request {
+            request: Request::Op(Op::Meta(op)),
+            noreply: false,
+            consumed: line_end,
+            swallow: vlen + 2,
+        };
     }
     let data_end = line_end + vlen + 2;
     if buf.len() < data_end {
@@ -342,7 +351,10 @@ mod tests {
     fn flags_are_read_as_memcached_preparses_them() {
         let f = MetaFlags::parse(b"v T30 N-1 F7 C99 D5 J3 MA O123 k", b"key").expect("valid");
         assert!(f.has(b'v') && f.has(b'k') && f.has(b'O') && !f.has(b'q'));
-        assert_eq!((f.ttl, f.vivify_ttl, f.client_flags, f.cas, f.delta, f.initial, f.mode), (30, -1, 7, 99, 5, 3, b'A'));
+        assert_eq!(
+            (f.ttl, f.vivify_ttl, f.client_flags, f.cas, f.delta, f.initial, f.mode),
+            (30, -1, 7, 99, 5, 3, b'A')
+        );
         assert_eq!(MetaFlags::parse(b"", b"k").map(|f| f.delta), Ok(1));
         assert_eq!(MetaFlags::parse(b"v v", b"k"), Err(errors::DUPLICATE_FLAG));
         assert_eq!(MetaFlags::parse(b"\x80", b"k"), Err(errors::DUPLICATE_FLAG));

@@ -142,7 +142,10 @@ impl Shard {
         tokens: &[u8],
         now: u32,
     ) -> (MetaOutcome, Option<Effect<'k>>) {
-        let found = self.store.inspect(key, !f.has(b'u'), now).map(|it| (it.item.cas, it.exptime, it.lease, it.fetched, it.last_access));
+        let found = self
+            .store
+            .inspect(key, !f.has(b'u'), now)
+            .map(|it| (it.item.cas, it.exptime, it.lease, it.fetched, it.last_access));
         let Some((cas, item_exptime, lease, fetched, last_access)) = found else {
             if !f.has(b'N') {
                 return (MetaOutcome::of(MetaStatus::Miss), None);
@@ -281,7 +284,8 @@ impl Shard {
         }
         match self.store.decide_arith(key, incr, f.delta, now) {
             (ArithOutcome::Value(v), Some(Effect::Put { key, flags, value, .. })) => {
-                let put = Effect::Put { key, flags, expires_at: self.absolute(exptime), value, cas: 0, lease: Lease::NONE };
+                let put =
+                    Effect::Put { key, flags, expires_at: self.absolute(exptime), value, cas: 0, lease: Lease::NONE };
                 (outcome(MetaStatus::Counted(v)), Some(put))
             }
             (ArithOutcome::NonNumeric, _) => (outcome(MetaStatus::NonNumeric), None),
@@ -415,7 +419,8 @@ impl Shard {
             }
             (MetaCmd::Arith, status) => {
                 let incr = !matches!(f.mode, b'D' | b'-');
-                let (hits, misses) = if incr { (&mut c.incr_hits, &mut c.incr_misses) } else { (&mut c.decr_hits, &mut c.decr_misses) };
+                let (hits, misses) =
+                    if incr { (&mut c.incr_hits, &mut c.incr_misses) } else { (&mut c.decr_hits, &mut c.decr_misses) };
                 match status {
                     MetaStatus::Counted(n) => {
                         if !o.created {

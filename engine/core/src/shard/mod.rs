@@ -136,7 +136,10 @@ impl Shard {
                         // memcached drops the old value of a set it could not store.
                         self.store.apply(&Effect::Delete { key }, now);
                     }
-                    (Op::Meta(meta), Outcome::Meta(MetaOutcome { status: MetaStatus::Stored(StoreOutcome::OutOfMemory), .. })) => {
+                    (
+                        Op::Meta(meta),
+                        Outcome::Meta(MetaOutcome { status: MetaStatus::Stored(StoreOutcome::OutOfMemory), .. }),
+                    ) => {
                         // ... and of any `ms`.
                         if let Some(key) = meta.key(&mut key_buf) {
                             self.store.apply(&Effect::Delete { key }, now);
@@ -352,7 +355,9 @@ impl Shard {
             }
             Op::Meta(ref meta) => {
                 let value = match meta.cmd {
-                    MetaCmd::Get => meta.key(&mut [0u8; protocol::KEY_MAX_LENGTH]).and_then(|key| self.store.peek_value_len(key, now)),
+                    MetaCmd::Get => meta
+                        .key(&mut [0u8; protocol::KEY_MAX_LENGTH])
+                        .and_then(|key| self.store.peek_value_len(key, now)),
                     _ => None,
                 };
                 reply::META_LINE_MAX + value.map_or(0, |len| len + 2)

@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 
 use super::*;
+use crate::protocol::MetaCmd;
 use crate::store::{CasSource, StoreConfig};
 
 fn shard(memory: usize, base: i64) -> Shard {
@@ -40,8 +41,57 @@ enum Cmd {
     Touch(u8, i8),
     Delete(u8),
     Flush(u8),
+    /// A meta command: (mg ms md ma, key, value, TTL, flag choices, right CAS).
+    Meta(u8, u8, u16, i8, u8, bool),
     /// Time moves on this many seconds.
     Wait(u8),
+}
+
+/// The flag tokens of a `Cmd::Meta`: a random pick of those that change state.
+fn meta_flags(which: u8, ttl: i8, bits: u8, v: u16, cas: u64) -> String {
+    let on = |b: u8| bits & (1 << b) != 0;
+    let mut f = String::from(" v c");
+    match which {
+        0 => {
+            for (b, flag) in
+                [(0, format!(" N{ttl}")), (1, format!(" R{}", i16::from(ttl) + 5)), (2, format!(" T{ttl}"))]
+            {
+                if on(b) {
+                    f.push_str(&flag);
+                }
+            }
+            if on(3) {
+                f.push_str(" u");
+            }
+        }
+        1 => {
+            f = format!(" T{ttl} F{v}");
+            f.push_str([" ME", " MA", " MP", " MR", " MS", ""][usize::from(bits % 6)]);
+            if on(3) {
+                f.push_str(&format!(" C{cas}"));
+            }
+            if on(4) {
+                f.push_str(" I");
+            }
+        }
+        2 => {
+            for (b, flag) in [(0, " I".to_string()), (1, format!(" C{cas}")), (2, format!(" T{ttl}"))] {
+                if on(b) {
+                    f.push_str(&flag);
+                }
+            }
+        }
+        _ => {
+            for (b, flag) in
+                [(0, format!(" N{ttl} J{v}")), (1, " MD".to_string()), (2, format!(" T{ttl}")), (3, format!(" C{cas}"))]
+            {
+                if on(b) {
+                    f.push_str(&flag);
+                }
+            }
+        }
+    }
+    f
 }
 
 fn cmd() -> impl Strategy<Value = Cmd> {
@@ -59,6 +109,8 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         1 => (0u8..24, -2i8..20).prop_map(|(k, t)| Cmd::Touch(k, t)),
         1 => (0u8..24).prop_map(Cmd::Delete),
         1 => (0u8..3).prop_map(Cmd::Flush),
+        6 => (0u8..4, 0u8..24, any::<u16>(), -2i8..20, any::<u8>(), any::<bool>())
+            .prop_map(|(w, k, v, t, b, ok)| Cmd::Meta(w, k, v, t, b, ok)),
         1 => (0u8..5).prop_map(Cmd::Wait),
     ]
 }
@@ -76,12 +128,13 @@ fn value(v: u16) -> Vec<u8> {
     (0..len).map(|i| b'a' + ((i + usize::from(v)) % 26) as u8).collect()
 }
 
-/// (value, CAS, flags, absolute expiry) of `key` in `shard`.
-fn state(shard: &Shard, key: &[u8], now: u32) -> Option<(Vec<u8>, u64, u32, i64)> {
+/// (value, CAS, flags, absolute expiry, lease) of `key` in `shard`.
+fn state(shard: &Shard, key: &[u8], now: u32) -> Option<(Vec<u8>, u64, u32, i64, crate::store::item::Lease)> {
     let base = shard.store().time_base();
+    let lease = shard.store().view(key).map(|it| it.lease).unwrap_or_default();
     shard.store().peek(key, now).map(|(item, exptime)| {
         let expires = if exptime == 0 { 0 } else { base.to_unix(exptime) };
-        (item.value.to_vec(), item.cas, item.flags, expires)
+        (item.value.to_vec(), item.cas, item.flags, expires, lease)
     })
 }
 
@@ -102,7 +155,16 @@ fn check_replication(cmds: &[Cmd]) -> Result<(), TestCaseError> {
     for cmd in cmds {
         let replica_now = (i64::from(now) + LEADER_BASE - REPLICA_BASE) as u32;
         let (k, v);
+        let mut flags = String::new();
         let op = match *cmd {
+            Cmd::Meta(which, kk, vv, t, bits, right) => {
+                (k, v) = (key(kk), value(vv));
+                let current = state(&leader, &k, now).map_or(0, |s| s.1);
+                flags = meta_flags(which, t, bits, vv, if right { current } else { current.wrapping_sub(1) });
+                let cmd =
+                    [crate::protocol::MetaCmd::Get, MetaCmd::Set, MetaCmd::Delete, MetaCmd::Arith][usize::from(which)];
+                Op::Meta(crate::protocol::MetaOp { cmd, key: &k, flags: flags.as_bytes(), data: &v })
+            }
             Cmd::Store(mode, kk, vv, t) => {
                 (k, v) = (key(kk), value(vv));
                 Op::Store { mode, key: &k, flags: u32::from(vv), exptime: i32::from(t), data: &v, cas: 0 }
@@ -182,15 +244,14 @@ proptest! {
 #[test]
 fn a_concat_on_another_version_drops_the_key() {
     let mut replica = shard(4 << 20, LEADER_BASE);
-    let put =
-        |cas| Effect::Put {
-            key: b"k",
-            flags: 0,
-            expires_at: 0,
-            value: crate::effect::PutValue::Bytes(b"old"),
-            cas,
-            lease: crate::store::item::Lease::NONE,
-        };
+    let put = |cas| Effect::Put {
+        key: b"k",
+        flags: 0,
+        expires_at: 0,
+        value: crate::effect::PutValue::Bytes(b"old"),
+        cas,
+        lease: crate::store::item::Lease::NONE,
+    };
     assert_eq!(replica.apply(&put(7), 1000), Applied::Done);
     let concat = |base_cas| Effect::Concat { key: b"k", data: b"+tail", prepend: false, base_cas, cas: 9 };
     assert_eq!(replica.apply(&concat(8), 1000), Applied::Dropped);

@@ -99,7 +99,10 @@ impl Store {
                 let h = found.header;
                 let lease = Lease { stale: true, win_sent: h.lease.win_sent };
                 let expires_at = self.absolute(h.exptime);
-                (StoreOutcome::Stored, Some(Effect::Put { key, flags, expires_at, value: PutValue::Bytes(data), cas: 0, lease }))
+                (
+                    StoreOutcome::Stored,
+                    Some(Effect::Put { key, flags, expires_at, value: PutValue::Bytes(data), cas: 0, lease }),
+                )
             }
             (StoreMode::Cas, Some(found)) if self.cas_of(found.loc, &found.header) != cas => {
                 (StoreOutcome::Exists, None)
@@ -274,7 +277,16 @@ impl Store {
     /// Writes the item at `found` again, its value and flags unchanged, with expiry
     /// `expiry`, CAS `cas` (0: a new one) and lease `lease`.
     #[allow(clippy::too_many_arguments)]
-    fn rewrite(&mut self, found: &Found, key: &[u8], hash: u64, expiry: u32, cas: u64, lease: Lease, now: u32) -> Applied {
+    fn rewrite(
+        &mut self,
+        found: &Found,
+        key: &[u8],
+        hash: u64,
+        expiry: u32,
+        cas: u64,
+        lease: Lease,
+        now: u32,
+    ) -> Applied {
         let old_at = found.loc as usize + found.header.value_at();
         let value = Value::Append { old_at, old_len: found.header.value_len, data: &[] };
         match self.put(key, hash, value, found.header.flags, expiry, cas, lease, now) {

@@ -426,7 +426,10 @@ mod tests {
         set_access(&mut buf, access_byte(true, 100, 140));
         set_freq(&mut buf, 2);
         let h = decode(&buf).expect("decodes");
-        assert_eq!((h.lease.stale, h.lease.win_sent, h.fetched(), h.access_offset(), h.freq), (false, true, true, 40, 2));
+        assert_eq!(
+            (h.lease.stale, h.lease.win_sent, h.fetched(), h.access_offset(), h.freq),
+            (false, true, true, 40, 2)
+        );
         assert_eq!((h.exptime, h.flags), (5, 3), "the other fields are untouched");
         for b in 0..4 {
             assert_eq!(Lease::from_byte(b).map(Lease::to_byte), Some(b));

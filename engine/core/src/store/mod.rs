@@ -580,7 +580,16 @@ impl Store {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn write(&mut self, loc: u64, key: &[u8], value: Value<'_>, flags: u32, exptime: u32, cas: u64, state: item::State) {
+    fn write(
+        &mut self,
+        loc: u64,
+        key: &[u8],
+        value: Value<'_>,
+        flags: u32,
+        exptime: u32,
+        cas: u64,
+        state: item::State,
+    ) {
         let at = loc as usize;
         let value_len = value.len();
         let bytes = self.arena.bytes_mut();

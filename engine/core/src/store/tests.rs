@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::store::item::Lease;
 use crate::numbers::parse_u64;
+use crate::store::item::Lease;
 
 fn config(memory: usize) -> StoreConfig {
     StoreConfig { clock_base_unix: 1_000_000, ..StoreConfig::with_memory(memory) }
