@@ -281,6 +281,41 @@ fn killing_the_leader_loses_no_acknowledged_write_and_writes_resume() {
     }
 }
 
+/// The meta protocol's lease state is part of what the log replicates: a win token handed
+/// out by the old leader (`W`), and an invalidation (`X`), are still there after it is
+/// killed, so a second client is told `Z` by the new leader instead of also winning.
+#[test]
+fn meta_leases_and_invalidations_survive_the_loss_of_the_leader() {
+    let mut g = group("leases", 3, |_| SECRET);
+    let leader = g.leader(Duration::from_secs(20));
+    let through = (leader + 1) % 3;
+    let mut c = g.nodes[through].connect();
+    let meta = |c: &mut TcpStream, line: &str, until: &[u8]| -> String {
+        String::from_utf8_lossy(&request(c, line.as_bytes(), until)).into_owned()
+    };
+    assert_eq!(meta(&mut c, "mg lease N30 v\r\n", b"\r\n\r\n"), "VA 0 W\r\n\r\n", "the first reader wins");
+    assert_eq!(command(&mut c, b"ms swr 3 T100\r\nold\r\n"), "HD\r\n");
+    assert_eq!(command(&mut c, b"md swr I\r\n"), "HD\r\n");
+    assert_eq!(meta(&mut c, "mg swr v\r\n", b"old\r\n"), "VA 3 X W\r\nold\r\n", "the stale value's first reader wins");
+    g.nodes[leader].kill();
+    // Ask through the survivor until a leader answers (replication errors meanwhile).
+    let killed_at = Instant::now();
+    let answer = |c: &mut TcpStream, line: &str| loop {
+        let reply = command(c, line.as_bytes());
+        if !reply.starts_with("SERVER_ERROR replication") {
+            return reply;
+        }
+        assert!(killed_at.elapsed() < Duration::from_secs(30), "no leader after the kill");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(answer(&mut c, "mg lease N30\r\n"), "HD Z\r\n", "the win token was replicated: no second winner");
+    assert_eq!(answer(&mut c, "mg swr\r\n"), "HD Z X\r\n", "still stale, its token still out");
+    assert_eq!(answer(&mut c, "mg other N30\r\n"), "HD W\r\n", "a new key still hands out its token");
+    // The winner's write makes the value fresh on the new leader.
+    assert_eq!(answer(&mut c, "ms swr 3 T100\r\nnew\r\n"), "HD\r\n");
+    assert_eq!(meta(&mut c, "mg swr v\r\n", b"new\r\n"), "VA 3\r\nnew\r\n");
+}
+
 #[test]
 fn a_restarted_node_recovers_from_its_log_and_catches_up() {
     let mut g = group("restart", 3, |_| SECRET);
