@@ -58,6 +58,9 @@ pub struct Args {
     /// Seconds a stopping server gives its connections to finish before closing them.
     #[arg(long = "shutdown-grace")]
     pub shutdown_grace: Option<u32>,
+    /// Allow the `shutdown` command (memcached's -A).
+    #[arg(short = 'A', long = "enable-shutdown")]
+    pub enable_shutdown: bool,
     /// TOML config file (keys as the long flag names, with underscores, and the `-o` options).
     #[arg(long = "config")]
     pub config: Option<PathBuf>,
@@ -138,6 +141,7 @@ pub struct FileConfig {
     pub disable_evictions: Option<bool>,
     pub disable_cas: Option<bool>,
     pub disable_flush_all: Option<bool>,
+    pub enable_shutdown: Option<bool>,
     pub memory_file: Option<PathBuf>,
     pub huge_pages: Option<bool>,
     pub expected_items: Option<usize>,
@@ -183,6 +187,8 @@ pub struct Config {
     pub evictions: bool,
     pub cas_enabled: bool,
     pub flush_enabled: bool,
+    /// `shutdown` is allowed (`-A`).
+    pub shutdown_command: bool,
     pub verbose: u8,
     pub memory_file: Option<PathBuf>,
     pub huge_pages: bool,
@@ -309,7 +315,7 @@ fn seconds(s: u32) -> Option<Duration> {
 }
 
 /// Physical memory of this machine in bytes (0 if unknown).
-fn physical_memory() -> usize {
+pub fn physical_memory() -> usize {
     // SAFETY: sysconf reads system constants.
     let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
     if pages <= 0 || page <= 0 {
@@ -467,6 +473,7 @@ impl Args {
             evictions: !(self.disable_evictions || file.disable_evictions.unwrap_or(false)),
             cas_enabled: !(self.disable_cas || file.disable_cas.unwrap_or(false)),
             flush_enabled: !(self.disable_flush_all || file.disable_flush_all.unwrap_or(false)),
+            shutdown_command: self.enable_shutdown || file.enable_shutdown.unwrap_or(false),
             verbose: self.verbose,
             memory_file: self.memory_file.clone().or(file.memory_file),
             huge_pages: self.huge_pages || self.large_pages || file.huge_pages.unwrap_or(false),

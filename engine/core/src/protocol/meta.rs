@@ -204,7 +204,7 @@ impl MetaFlags {
 }
 
 fn meta_error(line: &'static [u8], consumed: usize) -> Parse<'static> {
-    done(Request::MetaError(line), false, consumed)
+    done(Request::Answer(line), false, consumed)
 }
 
 /// An `O` token longer than memcached takes.
@@ -305,7 +305,7 @@ fn parse_set<'a>(buf: &'a [u8], line: &'a [u8], tokens: &Tokens<'a>, line_end: u
     }
     let vlen = vlen as usize;
     let skip = |e: &'static [u8]| Parse::Request {
-        request: Request::MetaError(e),
+        request: Request::Answer(e),
         noreply: false,
         consumed: line_end,
         swallow: vlen + 2,

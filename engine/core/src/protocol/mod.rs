@@ -4,6 +4,7 @@
 //! `proto_text.c`, including its odd corners (token counts, `noreply` on errors, numbers
 //! truncated to 32 bits), because byte-identical replies are the contract.
 
+pub mod admin;
 pub mod base64;
 pub mod meta;
 pub mod reply;
@@ -84,9 +85,12 @@ pub enum Request<'a> {
     Error(ProtocolError),
     /// `mn`: answered `MN`.
     MetaNoop,
-    /// A meta command line memcached refuses: the error line to answer (never
-    /// suppressed by `q`).
-    MetaError(&'static [u8]),
+    /// A line memcached answers by itself (a meta command or an administration command
+    /// it refuses): the line to answer (unless `noreply`; a meta error never is).
+    Answer(&'static [u8]),
+    /// An administration command (`slabs`, `lru_crawler`, `lru`, `cache_memlimit`,
+    /// `shutdown`).
+    Admin(admin::Admin),
 }
 
 /// One single-key operation (or, for `FlushAll`, one shard's part of a flush): what a
@@ -344,6 +348,9 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
             done(Request::Cluster { args }, false, line_end)
         }
         _ => {
+            if let Some(parsed) = admin::parse(command, &tokens, line_end) {
+                return parsed;
+            }
             if tokens.count >= 2 && tokens.count - 2 < MAX_TOKENS && tokens.get(tokens.count - 2).starts_with(b"HTTP/")
             {
                 return Parse::Close;

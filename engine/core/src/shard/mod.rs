@@ -19,6 +19,9 @@ use crate::store::{Applied, ArithOutcome, PinnedValue, Store, StoreMode, StoreOu
 use crate::time::TimeBase;
 use stats::Counters;
 
+/// Segments whose expired items one background sweep reclaims (more wait for the next).
+const CRAWL_PER_SWEEP: usize = 8;
+
 /// Which shard owns `key`: stable across restarts (fixed hash seeds).
 pub fn owner_of(key: &[u8], nshards: usize) -> usize {
     if nshards <= 1 {
@@ -113,9 +116,21 @@ impl Shard {
         self.counters.bytes_written += n;
     }
 
-    /// Reclaims expired and flushed memory, a slice at a time (the background sweep).
+    /// Reclaims expired and flushed memory, a slice at a time (the background sweep):
+    /// whole expired segments, then expired items of up to `CRAWL_PER_SWEEP` segments.
     pub fn sweep(&mut self, now: u32) -> usize {
-        self.store.sweep(now, 64)
+        self.store.sweep(now, 64) + self.store.crawl(now, CRAWL_PER_SWEEP)
+    }
+
+    /// `lru_crawler crawl`: reclaims every expired item now.
+    pub fn crawl_all(&mut self, now: u32) -> usize {
+        self.store.crawl(now, usize::MAX)
+    }
+
+    /// `cache_memlimit`: this shard's share of item memory, in bytes (see
+    /// [`Store::set_memory_limit`]).
+    pub fn set_memory_limit(&mut self, bytes: usize) -> bool {
+        self.store.set_memory_limit(bytes)
     }
 
     /// Executes `op` (decide, apply, answer) and appends its reply to `out` (nothing

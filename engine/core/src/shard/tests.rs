@@ -155,14 +155,18 @@ fn check_replication(cmds: &[Cmd]) -> Result<(), TestCaseError> {
     for cmd in cmds {
         let replica_now = (i64::from(now) + LEADER_BASE - REPLICA_BASE) as u32;
         let (k, v);
-        let mut flags = String::new();
-        let op = match *cmd {
+        // A meta op's flag tokens (borrowed by the op).
+        let flags = match *cmd {
             Cmd::Meta(which, kk, vv, t, bits, right) => {
+                let current = state(&leader, &key(kk), now).map_or(0, |s| s.1);
+                meta_flags(which, t, bits, vv, if right { current } else { current.wrapping_sub(1) })
+            }
+            _ => String::new(),
+        };
+        let op = match *cmd {
+            Cmd::Meta(which, kk, vv, ..) => {
                 (k, v) = (key(kk), value(vv));
-                let current = state(&leader, &k, now).map_or(0, |s| s.1);
-                flags = meta_flags(which, t, bits, vv, if right { current } else { current.wrapping_sub(1) });
-                let cmd =
-                    [crate::protocol::MetaCmd::Get, MetaCmd::Set, MetaCmd::Delete, MetaCmd::Arith][usize::from(which)];
+                let cmd = [MetaCmd::Get, MetaCmd::Set, MetaCmd::Delete, MetaCmd::Arith][usize::from(which)];
                 Op::Meta(crate::protocol::MetaOp { cmd, key: &k, flags: flags.as_bytes(), data: &v })
             }
             Cmd::Store(mode, kk, vv, t) => {

@@ -13,6 +13,7 @@
 
 pub mod arena;
 mod check;
+mod crawl;
 mod decide;
 mod export;
 pub mod index;
@@ -64,6 +65,10 @@ const COMPACTIONS_PER_ALLOCATION: usize = 4;
 pub struct StoreConfig {
     /// Bytes of item memory (segments); the index comes on top.
     pub memory_limit: usize,
+    /// Address space to map for item memory, so that `cache_memlimit` can raise the
+    /// limit up to it later (None, or less than `memory_limit`: no room to grow). An
+    /// anonymous mapping costs nothing until touched; a memory file never grows.
+    pub memory_reserve: Option<usize>,
     /// `false` (memcached `-M`): refuse to store instead of evicting.
     pub evictions: bool,
     /// Where CAS values come from ([`CasSource::Off`] is memcached's `-C`).
@@ -89,6 +94,7 @@ impl StoreConfig {
     pub fn with_memory(memory_limit: usize) -> Self {
         StoreConfig {
             memory_limit,
+            memory_reserve: None,
             evictions: true,
             cas: CasSource::Derived,
             shard: 0,
@@ -186,6 +192,10 @@ pub struct StoreStats {
     pub expired_unfetched: u64,
     pub reclaimed: u64,
     pub get_expired: u64,
+    /// Expired items the crawler reclaimed (memcached's `crawler_reclaimed`), and the
+    /// items it looked at.
+    pub crawler_reclaimed: u64,
+    pub crawler_items_checked: u64,
 }
 
 /// Where a new value comes from.
@@ -256,13 +266,18 @@ impl Store {
     /// what it holds if it verifies; see `persist`).
     pub fn new(config: StoreConfig) -> io::Result<Self> {
         let seg_size = segment_size_for(config.limits.max_item_size);
-        let nsegs = config.memory_limit / seg_size;
-        if nsegs < MIN_SEGMENTS {
+        let usable = config.memory_limit / seg_size;
+        if usable < MIN_SEGMENTS {
             return Err(io::Error::other(format!(
                 "{} bytes of item memory is less than {MIN_SEGMENTS} segments of {seg_size} bytes",
                 config.memory_limit
             )));
         }
+        let reserved = match (&config.memory_file, config.memory_reserve) {
+            (None, Some(reserve)) => (reserve / seg_size).clamp(usable, index::MAX_LOCATION as usize / seg_size),
+            _ => usable,
+        };
+        let nsegs = reserved;
         let arena_len = (seg_size * nsegs) as u64;
         if arena_len > index::MAX_LOCATION {
             return Err(io::Error::other("memory limit too large for one shard"));
@@ -293,6 +308,7 @@ impl Store {
             recovered: false,
             config,
         };
+        store.segs.set_usable(usable);
         if reusable {
             store.recover();
         }
@@ -309,8 +325,8 @@ impl Store {
             s.dead_bytes += u64::from(m.write_at - m.live_bytes);
         }
         s.index_bytes = self.index.memory_bytes() as u64;
-        s.segments_total = self.segs.meta.len() as u64;
-        s.segments_free = self.segs.free_count() as u64;
+        s.segments_total = self.segs.usable() as u64;
+        s.segments_free = self.segs.usable().saturating_sub(self.segs.in_use()) as u64;
         s.segments_pinned = self.segs.pinned_count() as u64;
         s.segments_parked = self.segs.parked_count() as u64;
         s.segment_size = self.arena.seg_size() as u64;
@@ -321,9 +337,38 @@ impl Store {
         self.stats = StoreStats::default();
     }
 
-    /// Bytes of item memory.
+    /// Bytes of item memory the store may use (`cache_memlimit` may lower it).
     pub fn memory_limit(&self) -> usize {
-        self.arena.seg_size() * self.arena.nsegs()
+        self.arena.seg_size() * self.segs.usable()
+    }
+
+    /// Sets the item memory the store may use, in bytes: at most what it was made with,
+    /// at least two segments. Shrinking evicts (the sweep, and every new segment taken)
+    /// until the store is within it. False when `bytes` is out of those bounds.
+    pub fn set_memory_limit(&mut self, bytes: usize) -> bool {
+        if !self.memory_limit_fits(bytes) {
+            return false;
+        }
+        self.segs.set_usable(bytes / self.arena.seg_size());
+        true
+    }
+
+    /// Whether [`Store::set_memory_limit`] would take `bytes`.
+    pub fn memory_limit_fits(&self, bytes: usize) -> bool {
+        (MIN_SEGMENTS..=self.arena.nsegs()).contains(&(bytes / self.arena.seg_size()))
+    }
+
+    /// Evicts the oldest segments while more are in use than the memory limit allows,
+    /// at most `budget` of them. Returns how many were freed.
+    fn shrink_to_limit(&mut self, now: u32, budget: usize) -> usize {
+        let mut freed = 0;
+        while freed < budget && self.segs.in_use() > self.segs.usable() {
+            let Some(victim) = self.segs.pop_oldest_sealed() else { break };
+            self.compact(victim, false, now);
+            self.segs.release(victim);
+            freed += 1;
+        }
+        freed
     }
 
     fn seg_of(&self, loc: u64) -> usize {
@@ -708,8 +753,8 @@ impl Store {
         let keep_budget = seg_size / 2;
         self.scratch.clear();
         self.moved.clear();
-        // (some kept item never expires, latest expiry of the kept items)
-        let mut kept_expiry = (false, 0u32);
+        // (some kept item never expires, latest expiry of the kept items, earliest one)
+        let mut kept_expiry = (false, 0u32, 0u32);
         // The earliest last access of the kept items: the segment's new access base.
         let old_access_base = self.segs.meta[seg as usize].access_base;
         let mut earliest_access = now;
@@ -739,6 +784,9 @@ impl Store {
                 self.moved.push((pos, hash, off));
                 kept_expiry.0 |= h.exptime == 0;
                 kept_expiry.1 = kept_expiry.1.max(h.exptime);
+                if h.exptime != 0 && (kept_expiry.2 == 0 || h.exptime < kept_expiry.2) {
+                    kept_expiry.2 = h.exptime;
+                }
                 continue;
             }
             self.index.remove(pos);
@@ -769,6 +817,7 @@ impl Store {
         m.live_items = self.moved.len() as u32;
         m.never_expires = kept_expiry.0;
         m.max_expiry = kept_expiry.1;
+        m.next_crawl = kept_expiry.2;
         m.created = now;
     }
 
@@ -776,6 +825,7 @@ impl Store {
     /// segments from where the last sweep stopped. Returns how many were reclaimed.
     pub fn sweep(&mut self, now: u32, budget: usize) -> usize {
         self.apply_pending_flush(now);
+        self.shrink_to_limit(now, budget);
         let n = self.segs.meta.len();
         let mut reclaimed = 0;
         for _ in 0..budget.min(n) {

@@ -50,6 +50,9 @@ pub struct Segment {
     pub access_base: u32,
     /// Latest expiry among its items (relative time).
     pub max_expiry: u32,
+    /// The earliest expiry among its items not yet crawled (0: none): when the expiry
+    /// crawler has something to reclaim in it.
+    pub next_crawl: u32,
     /// Some item in it never expires.
     pub never_expires: bool,
     pub class: u8,
@@ -92,6 +95,8 @@ pub struct Segments {
     /// Segments with at least one pin, and the most there may be.
     pinned: usize,
     max_pinned: usize,
+    /// Segments the store may use (`cache_memlimit`).
+    usable: usize,
 }
 
 impl Segments {
@@ -106,6 +111,7 @@ impl Segments {
             created: 0,
             access_base: 0,
             max_expiry: 0,
+            next_crawl: 0,
             never_expires: false,
             class: 0,
             state: SegState::Free,
@@ -122,7 +128,25 @@ impl Segments {
             pins: vec![0; nsegs],
             pinned: 0,
             max_pinned: nsegs / 4,
+            usable: nsegs,
         }
+    }
+
+    /// Segments the store may hold items in (`cache_memlimit`): at most all of them.
+    pub fn usable(&self) -> usize {
+        self.usable
+    }
+
+    /// Lets the store use `n` segments (at most all): fewer, and no free segment is
+    /// handed out until eviction brings the segments in use under `n`.
+    pub fn set_usable(&mut self, n: usize) {
+        self.usable = n.min(self.meta.len());
+        self.max_pinned = self.usable / 4;
+    }
+
+    /// Segments holding items (or being appended to).
+    pub fn in_use(&self) -> usize {
+        self.meta.iter().filter(|m| m.state != SegState::Free).count()
     }
 
     /// Holds `seg`'s bytes where they are until [`Segments::unpin`]: no compaction,
@@ -156,6 +180,15 @@ impl Segments {
         self.pins[seg] > 0
     }
 
+    /// The segments a crawl reclaims from at `now`: those with an item whose expiry has
+    /// come.
+    pub fn crawl_due(&self, now: u32) -> impl Iterator<Item = usize> + '_ {
+        (0..self.meta.len()).filter(move |&s| {
+            let m = &self.meta[s];
+            m.state != SegState::Free && m.next_crawl != 0 && m.next_crawl <= now
+        })
+    }
+
     /// Segments under pins now.
     pub fn pinned_count(&self) -> usize {
         self.pinned
@@ -183,7 +216,11 @@ impl Segments {
         }
     }
 
+    /// A free segment, unless the store already uses as many as it may.
     pub fn take_free(&mut self) -> Option<u32> {
+        if self.usable < self.meta.len() && self.in_use() >= self.usable {
+            return None;
+        }
         self.free.pop()
     }
 
@@ -201,6 +238,7 @@ impl Segments {
         m.created = now;
         m.access_base = now;
         m.max_expiry = 0;
+        m.next_crawl = 0;
         m.never_expires = false;
         m.class = class as u8;
         m.state = SegState::Active;
@@ -245,6 +283,7 @@ impl Segments {
         m.live_bytes = 0;
         m.never_expires = false;
         m.max_expiry = 0;
+        m.next_crawl = 0;
         if self.pins[seg as usize] == 0 {
             self.free.push(seg);
         }
@@ -311,6 +350,8 @@ impl Segments {
             m.created = s.created;
             m.access_base = s.access_base;
             m.max_expiry = s.max_expiry;
+            // Unknown until the crawler walks it: at once.
+            m.next_crawl = u32::from(s.max_expiry != 0);
             m.never_expires = s.never_expires;
             m.live_items = 0;
             m.live_bytes = 0;
@@ -340,6 +381,9 @@ impl Segments {
 impl Segment {
     /// Widens the segment's expiry range to cover an item expiring at `exptime`.
     pub fn note_expiry(&mut self, exptime: u32) {
+        if exptime != 0 && (self.next_crawl == 0 || exptime < self.next_crawl) {
+            self.next_crawl = exptime;
+        }
         if exptime == 0 {
             self.never_expires = true;
         } else {

@@ -693,3 +693,68 @@ fn an_export_recreates_the_store_on_another() {
     }
     assert!(copy.peek(b"k2", 1980).is_none(), "the flush arrives at its absolute time on the copy");
 }
+
+/// Items whose expiry has come are reclaimed by the crawler without a read of their key,
+/// and while their segment still holds items that live on; the counters and the live
+/// bytes show it.
+#[test]
+fn the_crawler_reclaims_expired_items_without_a_read() {
+    let mut s = store(8 << 20);
+    // Expiries 40..=70 share a TTL class (32-63 s left): one segment, mixed.
+    for i in 0..300u32 {
+        let key = format!("k{i}");
+        assert_eq!(s.store(StoreMode::Set, key.as_bytes(), 0, 40 + i % 31, b"value", 0, 1), StoreOutcome::Stored);
+    }
+    s.store(StoreMode::Set, b"forever", 0, 0, b"v", 0, 1);
+    assert_eq!(s.crawl(30, usize::MAX), 0, "nothing due yet");
+    let bytes_before = s.stats().bytes;
+    let due = (0..300u32).filter(|i| 40 + i % 31 <= 55).count();
+    assert_eq!(s.crawl(55, usize::MAX), due);
+    let st = s.stats();
+    assert_eq!((st.curr_items, st.crawler_reclaimed, st.reclaimed), (301 - due as u64, due as u64, due as u64));
+    assert!(st.bytes < bytes_before, "live bytes fell");
+    assert_eq!(st.expired_unfetched, due as u64, "none was read");
+    assert_eq!(s.check(), Ok(()));
+    // The next crawl of that segment waits for its next expiry, then takes the rest.
+    assert_eq!(s.crawl(55, usize::MAX), 0);
+    assert_eq!(s.crawl(71, usize::MAX), 300 - due);
+    assert_eq!(s.stats().curr_items, 1, "only the item without expiry is left");
+    assert_eq!(value(&mut s, b"forever", 71), Some(b"v".to_vec()));
+    assert_eq!(s.check(), Ok(()));
+}
+
+/// `cache_memlimit`: a lower limit evicts down to it (the sweep) and holds there; a
+/// higher one, within the address space reserved, lets the store hold more again.
+#[test]
+fn the_memory_limit_shrinks_and_grows_at_run_time() {
+    let mut s = match Store::new(StoreConfig { memory_reserve: Some(16 << 20), ..config(4 << 20) }) {
+        Ok(s) => s,
+        Err(e) => panic!("store: {e}"),
+    };
+    let value = [b'v'; 1000];
+    let fill = |s: &mut Store, from: u32, n: u32| {
+        for i in from..from + n {
+            assert_eq!(s.store(StoreMode::Set, format!("k{i}").as_bytes(), 0, 0, &value, 0, 1), StoreOutcome::Stored);
+        }
+    };
+    fill(&mut s, 0, 10_000);
+    let at_4mb = s.stats().curr_items;
+    assert!(at_4mb < 4_200, "4 MiB holds about 4,000 1 KB items, not {at_4mb}");
+    assert_eq!(s.memory_limit(), 4 << 20);
+    assert!(s.set_memory_limit(12 << 20));
+    fill(&mut s, 10_000, 20_000);
+    let at_12mb = s.stats().curr_items;
+    assert!(at_12mb > 2 * at_4mb, "grown: {at_12mb} items against {at_4mb}");
+    assert!(s.set_memory_limit(2 << 20));
+    for _ in 0..20 {
+        s.sweep(1, 64);
+    }
+    let st = s.stats();
+    assert!(st.segments_total == 2 && st.segments_free == 0, "{st:?}");
+    assert!(st.curr_items < 2_200, "shrunk to 2 MiB: {} items", st.curr_items);
+    fill(&mut s, 30_000, 5_000);
+    assert!(s.stats().curr_items < 2_200, "and it holds there");
+    assert!(!s.set_memory_limit(32 << 20), "beyond the reserved address space");
+    assert!(!s.set_memory_limit(1 << 20), "under two segments");
+    assert_eq!(s.check(), Ok(()));
+}

@@ -36,6 +36,9 @@ pub enum MeshMsg {
     Stats { reset: bool, reply: oneshot::Sender<ShardReport> },
     /// An administrative command for this shard's replica group: its answer line.
     Cluster { cmd: super::replicated::admin::Admin, reply: oneshot::Sender<String> },
+    /// One of memcached's administration commands, this shard's part (at the sender's
+    /// time `now`): whether it was done.
+    Admin { cmd: super::admin_commands::ShardAdmin, now: u32, reply: oneshot::Sender<bool> },
 }
 
 /// The answer to [`MeshMsg::Ops`]: the buffers back, filled, and where to resume.
@@ -79,6 +82,9 @@ pub async fn serve_peer(
                     let _ = reply.send(super::replicated::admin::answer(&shard, &cmd).await);
                 })
                 .detach();
+            }
+            MeshMsg::Admin { cmd, now, reply } => {
+                let _ = reply.send(super::admin_commands::on_shard(&shard, cmd, now));
             }
             MeshMsg::Stats { reset, reply } => {
                 let r = ShardReport::gather(&shard, &registry.borrow(), reset);

@@ -12,6 +12,7 @@
 //! a second signal ends them at once. Each shard saves its store (with `-e`) once no
 //! shard can send it ops any more. SIGHUP is ignored.
 
+pub mod admin_commands;
 pub mod connection;
 pub mod listen;
 pub mod mesh;
@@ -61,6 +62,8 @@ pub struct Shared {
     pub curr_connections: AtomicUsize,
     pub total_connections: AtomicU64,
     pub rejected_connections: AtomicU64,
+    /// What memcached's administration commands changed.
+    pub admin: admin_commands::AdminState,
     /// Shards whose connections are all closed (or which have exited): once every shard
     /// is counted, no shard sends another one ops, and the stores can be saved.
     shards_done: AtomicUsize,
@@ -227,6 +230,7 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
         curr_connections: AtomicUsize::new(0),
         total_connections: AtomicU64::new(0),
         rejected_connections: AtomicU64::new(0),
+        admin: admin_commands::AdminState::default(),
         shards_done: AtomicUsize::new(0),
     });
     let mesh: MeshBuilder<MeshMsg, Full> = MeshBuilder::full(nshards, 1024);
@@ -501,6 +505,9 @@ async fn shard_main(
     let limits = Limits { max_item_size: config.max_item_size, cas_enabled: config.cas_enabled };
     let store = Store::new(StoreConfig {
         memory_limit: config.memory_limit_bytes / nshards,
+        // Room to grow into with `cache_memlimit`: as much as the machine has (address
+        // space only, until used).
+        memory_reserve: Some(crate::config::physical_memory().max(config.memory_limit_bytes) / nshards),
         evictions: config.evictions,
         // A replicated store keeps the CAS its log stamps (the same on every replica).
         cas: match (&config.cluster, config.cas_enabled) {

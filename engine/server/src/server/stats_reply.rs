@@ -32,6 +32,8 @@ fn totals(reports: &[ShardReport]) -> (Counters, StoreStats, usize) {
         store.evictions += r.store.evictions;
         store.expired_unfetched += r.store.expired_unfetched;
         store.reclaimed += r.store.reclaimed;
+        store.crawler_reclaimed += r.store.crawler_reclaimed;
+        store.crawler_items_checked += r.store.crawler_items_checked;
         store.get_expired += r.store.get_expired;
         store.dead_bytes += r.store.dead_bytes;
         store.index_bytes += r.store.index_bytes;
@@ -161,6 +163,8 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], shared: &S
             stat(out, "expired_unfetched", store.expired_unfetched);
             stat(out, "evictions", store.evictions);
             stat(out, "reclaimed", store.reclaimed);
+            stat(out, "crawler_reclaimed", store.crawler_reclaimed);
+            stat(out, "crawler_items_checked", store.crawler_items_checked);
         }
         b"settings" => {
             stat(out, "maxbytes", config.memory_limit_bytes);

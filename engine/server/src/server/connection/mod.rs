@@ -129,6 +129,8 @@ enum Next<'r> {
     Continue,
     Close,
     Stats,
+    /// One of memcached's administration commands (see `admin_commands`).
+    Admin(ringcache_core::protocol::admin::Admin),
     /// `cluster ...`: the replica group's administration (see `replicated::admin`).
     Cluster,
     /// A get named a key over 250 bytes: memcached drops every reply it has not sent
@@ -306,7 +308,12 @@ impl<'c> Connection<'c> {
                 }
             }
             Request::MetaNoop => self.replies.push_local(reply::META_NOOP),
-            Request::MetaError(line) => self.replies.push_local(line),
+            Request::Answer(line) => {
+                if !noreply {
+                    self.replies.push_local(line);
+                }
+            }
+            Request::Admin(cmd) => return Next::Admin(cmd),
         }
         Next::Continue
     }
@@ -451,6 +458,19 @@ impl<'c> Connection<'c> {
                     };
                     let answer = cluster_command(ctx, args).await?;
                     self.replies.push_local(&answer);
+                }
+                Next::Admin(cmd) => {
+                    self.drain(Scope::All).await?;
+                    match super::admin_commands::run(ctx, cmd, now).await.map_err(|()| Broken)? {
+                        super::admin_commands::AdminOutcome::Answer(line) => {
+                            if !noreply {
+                                self.replies.push_local(line);
+                            }
+                        }
+                        super::admin_commands::AdminOutcome::Close => {
+                            close = true;
+                        }
+                    }
                 }
                 Next::Stats => {
                     self.drain(Scope::All).await?;

@@ -1,0 +1,119 @@
+//! memcached's administration commands on a running server (`protocol::admin` parses
+//! them): what each one does across the shards, and its answer. `lru_crawler crawl`
+//! reclaims every shard's expired items now; `cache_memlimit` gives every shard its share
+//! of the new limit; `shutdown` (with `-A`) stops the server as SIGINT or SIGUSR1 do; the
+//! crawler's on/off state is the process's. Commands that only tune memcached's slab
+//! rebalancer or LRU threads are answered as memcached answers them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_channel::oneshot;
+use ringcache_core::protocol::admin::{self, Admin, ShutdownMode};
+
+use super::connection::ShardContext;
+use super::mesh::MeshMsg;
+
+/// The process-wide state administration commands change.
+#[derive(Debug)]
+pub struct AdminState {
+    /// memcached's LRU crawler thread is running (`lru_crawler disable` stops it; as in
+    /// memcached 1.6.18, it cannot be started again).
+    crawler_running: AtomicBool,
+}
+
+impl Default for AdminState {
+    fn default() -> Self {
+        AdminState { crawler_running: AtomicBool::new(true) }
+    }
+}
+
+/// What one shard is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub enum ShardAdmin {
+    /// Reclaim every expired item now.
+    Crawl,
+    /// Use at most this many bytes of item memory.
+    MemoryLimit(usize),
+}
+
+/// Carries `cmd` out on this shard.
+pub fn on_shard(shard: &super::shard_cell::ShardCell, cmd: ShardAdmin, now: u32) -> bool {
+    match cmd {
+        ShardAdmin::Crawl => {
+            shard.borrow_mut().crawl_all(now);
+            true
+        }
+        ShardAdmin::MemoryLimit(bytes) => shard.borrow_mut().set_memory_limit(bytes),
+    }
+}
+
+/// Carries `cmd` out on every shard (this one directly, the others over the mesh); true
+/// when every shard did.
+async fn every_shard(ctx: &ShardContext, cmd: ShardAdmin, now: u32) -> Result<bool, ()> {
+    let mut all = on_shard(&ctx.shard, cmd, now);
+    if let Some(senders) = &ctx.senders {
+        for shard in (0..ctx.nshards).filter(|&s| s != ctx.index) {
+            let (tx, rx) = oneshot::channel();
+            senders.send_to(shard, MeshMsg::Admin { cmd, now, reply: tx }).await.map_err(|_| ())?;
+            all &= rx.await.map_err(|_| ())?;
+        }
+    }
+    Ok(all)
+}
+
+/// What a connection does after an administration command.
+pub enum AdminOutcome {
+    /// Answer this (unless `noreply`).
+    Answer(&'static [u8]),
+    /// Close the connection without an answer (`shutdown`: the server is stopping).
+    Close,
+}
+
+/// Runs `cmd` for a connection on shard `ctx` at relative time `now`.
+pub async fn run(ctx: &ShardContext, cmd: Admin, now: u32) -> Result<AdminOutcome, ()> {
+    let state = &ctx.shared.admin;
+    let answer = match cmd {
+        Admin::SlabsAutomove | Admin::Accepted => admin::OK,
+        // ringcache has no slab pages to move between classes.
+        Admin::SlabsReassign => admin::NOSPARE,
+        // memcached 1.6.18 cannot start its crawler once it ran (it runs from the start).
+        Admin::CrawlerEnable => admin::CRAWLER_START_FAILED,
+        Admin::CrawlerDisable => {
+            state.crawler_running.store(false, Ordering::Relaxed);
+            admin::OK
+        }
+        Admin::CrawlerCrawl => {
+            if !state.crawler_running.load(Ordering::Relaxed) {
+                admin::CRAWLER_NOT_RUNNING
+            } else {
+                every_shard(ctx, ShardAdmin::Crawl, now).await?;
+                admin::OK
+            }
+        }
+        Admin::CacheMemlimit { megabytes } => {
+            let share = (megabytes as usize).saturating_mul(1 << 20) / ctx.nshards;
+            // Checked on every shard first, so that no shard changes when one cannot.
+            let fits = ctx.shard.borrow().store().memory_limit_fits(share);
+            if fits && every_shard(ctx, ShardAdmin::MemoryLimit(share), now).await? {
+                admin::OK
+            } else {
+                admin::MEMLIMIT_FAILED
+            }
+        }
+        Admin::Shutdown(mode) => {
+            if !ctx.shared.config.shutdown_command {
+                admin::SHUTDOWN_DISABLED
+            } else {
+                let signal = match mode {
+                    ShutdownMode::Invalid => return Ok(AdminOutcome::Answer(admin::INVALID_SHUTDOWN_MODE)),
+                    ShutdownMode::Now => libc::SIGINT,
+                    ShutdownMode::Graceful => libc::SIGUSR1,
+                };
+                // SAFETY: raise() sends a signal to this process; the signal thread handles it.
+                unsafe { libc::raise(signal) };
+                return Ok(AdminOutcome::Close);
+            }
+        }
+    };
+    Ok(AdminOutcome::Answer(answer))
+}

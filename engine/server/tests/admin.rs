@@ -1,0 +1,149 @@
+//! Whole-process tests of memcached's administration commands and of proactive expiry:
+//!
+//! * `expired_items_are_reclaimed_without_a_read`: items whose TTL ran out leave
+//!   `curr_items` (and their bytes leave `bytes`) within seconds, with no command naming
+//!   them, as memcached's LRU crawler makes visible; `crawler_reclaimed` counts them.
+//! * `the_lru_crawler_answers_as_memcached_through_disable`: `crawl`, `disable`, `crawl`
+//!   again and `enable`, against memcached and ringcache: the same answers (state that
+//!   the conformance cases cannot share, as it outlives a case).
+//! * `cache_memlimit_shrinks_a_full_cache_and_lets_it_grow_again`: with 48 MB of items
+//!   in `-m 64`, `cache_memlimit 16` brings `bytes` under 16 MB (evicting) and
+//!   `limit_maxbytes` to 16 MB; `cache_memlimit 128` then lets it hold more than 64 MB.
+//! * `shutdown_only_with_dash_a`: without `-A`, `shutdown` is answered and the server
+//!   serves on; with `-A`, `shutdown` and `shutdown graceful` stop it with status 0.
+
+use ringcache_test_support::{roundtrip, start_memcached, start_ringcache, Server};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn connect(server: &Server) -> TcpStream {
+    let s = TcpStream::connect(server.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s
+}
+
+/// `stats` as (name, value) pairs.
+fn stat(s: &mut TcpStream, name: &str) -> u64 {
+    let reply = String::from_utf8_lossy(&roundtrip(s, b"stats\r\n", b"END\r\n")).into_owned();
+    reply
+        .lines()
+        .filter_map(|l| l.strip_prefix("STAT "))
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no stat {name} in {reply}"))
+}
+
+/// Polls `stats` until `done(stat)` holds; panics after `within`.
+fn wait_for_stat(s: &mut TcpStream, name: &str, within: Duration, done: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let v = stat(s, name);
+        if done(v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{name} still {v} after {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn set_many(s: &mut TcpStream, prefix: &str, n: usize, ttl: u32, value: &[u8]) {
+    let mut batch = Vec::new();
+    for i in 0..n {
+        batch.extend_from_slice(format!("set {prefix}{i} 0 {ttl} {} noreply\r\n", value.len()).as_bytes());
+        batch.extend_from_slice(value);
+        batch.extend_from_slice(b"\r\n");
+        if batch.len() > 1 << 20 {
+            s.write_all(&batch).expect("send");
+            batch.clear();
+        }
+    }
+    batch.extend_from_slice(b"mn\r\n");
+    s.write_all(&batch).expect("send");
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"MN\r\n") {
+        assert_eq!(s.read(&mut byte).expect("read"), 1, "closed while storing");
+        line.push(byte[0]);
+    }
+    assert_eq!(line, b"MN\r\n", "noreply sets answered nothing");
+}
+
+#[test]
+fn expired_items_are_reclaimed_without_a_read() {
+    let server = start_ringcache!(&["-t", "2"]);
+    let mut s = connect(&server);
+    set_many(&mut s, "short", 5000, 2, b"a value of some thirty bytes..");
+    set_many(&mut s, "long", 100, 0, b"kept");
+    assert_eq!(stat(&mut s, "curr_items"), 5100);
+    let bytes_before = stat(&mut s, "bytes");
+    let left = wait_for_stat(&mut s, "curr_items", Duration::from_secs(10), |n| n == 100);
+    assert_eq!(left, 100);
+    assert!(stat(&mut s, "crawler_reclaimed") >= 5000 - stat(&mut s, "get_expired"));
+    assert!(stat(&mut s, "bytes") < bytes_before / 10, "their memory is live no more");
+    let reply = roundtrip(&mut s, b"get long7\r\n", b"END\r\n");
+    assert_eq!(reply, b"VALUE long7 0 4\r\nkept\r\nEND\r\n");
+}
+
+#[test]
+fn the_lru_crawler_answers_as_memcached_through_disable() {
+    let script = b"lru_crawler crawl all\r\nmn\r\n";
+    let then = b"lru_crawler disable\r\nlru_crawler crawl all\r\nlru_crawler enable\r\nlru_crawler crawl 1\r\nmn\r\n";
+    let mut answers = Vec::new();
+    for server in [start_memcached(&["-t", "2"]), start_ringcache!(&["-t", "2"])] {
+        let mut s = connect(&server);
+        let first = roundtrip(&mut s, script, b"MN\r\n");
+        // memcached's crawl runs in its own thread: disabling while it runs would answer
+        // differently, so wait until it is done (it reports `BUSY` until then).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while roundtrip(&mut s, b"lru_crawler crawl 1\r\n", b"\r\n").starts_with(b"BUSY") {
+            assert!(Instant::now() < deadline, "the crawl never ended");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        answers.push((first, roundtrip(&mut s, then, b"MN\r\n")));
+    }
+    assert_eq!(answers[0].0, b"OK\r\nMN\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&answers[1].1),
+        String::from_utf8_lossy(&answers[0].1),
+        "ringcache vs memcached"
+    );
+    assert_eq!(
+        answers[1].1,
+        b"OK\r\nERROR an unknown error happened\r\nERROR failed to start lru crawler thread\r\nERROR an unknown error happened\r\nMN\r\n"
+    );
+}
+
+#[test]
+fn cache_memlimit_shrinks_a_full_cache_and_lets_it_grow_again() {
+    let server = start_ringcache!(&["-t", "1", "-m", "64"]);
+    let mut s = connect(&server);
+    let value = vec![b'v'; 4000];
+    set_many(&mut s, "k", 12_000, 0, &value);
+    assert!(stat(&mut s, "bytes") > 40 << 20, "the cache is full enough");
+    assert_eq!(roundtrip(&mut s, b"cache_memlimit 16\r\n", b"\r\n"), b"OK\r\n");
+    assert_eq!(stat(&mut s, "limit_maxbytes"), 16 << 20);
+    wait_for_stat(&mut s, "bytes", Duration::from_secs(10), |b| b <= 16 << 20);
+    set_many(&mut s, "more", 5_000, 0, &value);
+    assert!(stat(&mut s, "bytes") <= 16 << 20, "and stays under the limit");
+    assert_eq!(roundtrip(&mut s, b"cache_memlimit 128\r\n", b"\r\n"), b"OK\r\n");
+    set_many(&mut s, "grown", 25_000, 0, &value);
+    assert!(stat(&mut s, "bytes") > 64 << 20, "grown past the -m it started with");
+}
+
+#[test]
+fn shutdown_only_with_dash_a() {
+    let mut plain = start_ringcache!(&["-t", "2"]);
+    let mut s = connect(&plain);
+    assert_eq!(roundtrip(&mut s, b"shutdown\r\n", b"\r\n"), b"ERROR: shutdown not enabled\r\n");
+    assert_eq!(roundtrip(&mut s, b"version\r\n", b"\r\n").get(..8), Some(&b"VERSION "[..]));
+    assert!(plain.is_running());
+    for how in ["shutdown\r\n", "shutdown graceful\r\n"] {
+        let mut server = start_ringcache!(&["-t", "2", "-A"]);
+        let mut s = connect(&server);
+        assert_eq!(roundtrip(&mut s, b"shutdown foo\r\n", b"\r\n"), b"CLIENT_ERROR invalid shutdown mode\r\n");
+        s.write_all(how.as_bytes()).expect("send");
+        let status = server.wait_for_exit(Duration::from_secs(20));
+        assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{how:?} stops the server cleanly");
+    }
+}
