@@ -147,3 +147,99 @@ fn shutdown_only_with_dash_a() {
         assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{how:?} stops the server cleanly");
     }
 }
+
+/// The names of `stats <which>`'s fields, in order.
+fn stat_names(server: &Server, which: &str) -> Vec<String> {
+    let mut s = connect(server);
+    let reply = roundtrip(&mut s, format!("stats {which}\r\n").as_bytes(), b"END\r\n");
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .filter_map(|l| l.strip_prefix("STAT "))
+        .filter_map(|l| l.split(' ').next().map(str::to_string))
+        .collect()
+}
+
+/// Scripts read `stats settings` by name: every field memcached prints is there, in
+/// memcached's order (ringcache's own come after them).
+#[test]
+fn stats_settings_has_every_field_memcached_prints_in_its_order() {
+    let memcached = stat_names(&start_memcached(&["-t", "2"]), "settings");
+    let ringcache = stat_names(&start_ringcache!(&["-t", "2"]), "settings");
+    assert!(memcached.len() > 50, "memcached printed {memcached:?}");
+    let missing: Vec<_> = memcached.iter().filter(|n| !ringcache.contains(n)).collect();
+    assert!(missing.is_empty(), "missing from ringcache's stats settings: {missing:?}");
+    assert_eq!(&ringcache[..memcached.len()], &memcached[..], "in memcached's order");
+}
+
+/// The state the administration commands change shows in `stats settings`.
+#[test]
+fn stats_settings_show_what_admin_commands_changed() {
+    let server = start_ringcache!(&["-t", "2", "-m", "64"]);
+    let mut s = connect(&server);
+    let setting = |s: &mut TcpStream, name: &str| -> String {
+        let reply = String::from_utf8_lossy(&roundtrip(s, b"stats settings\r\n", b"END\r\n")).into_owned();
+        reply
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {name} in {reply}"))
+    };
+    assert_eq!(setting(&mut s, "maxbytes"), (64u64 << 20).to_string());
+    assert_eq!(
+        roundtrip(
+            &mut s,
+            b"cache_memlimit 32\r\nverbosity 5\r\nslabs automove 2\r\nlru_crawler disable\r\n",
+            b"OK\r\nOK\r\nOK\r\nOK\r\n"
+        ),
+        b"OK\r\nOK\r\nOK\r\nOK\r\n"
+    );
+    assert_eq!(setting(&mut s, "maxbytes"), (32u64 << 20).to_string());
+    assert_eq!(setting(&mut s, "verbosity"), "2", "memcached keeps at most 2");
+    assert_eq!(setting(&mut s, "slab_automove"), "2");
+    assert_eq!(setting(&mut s, "lru_crawler"), "no");
+}
+
+/// `stats` has every field memcached prints, in memcached's relative order (ringcache's
+/// own, such as its io_uring counters, come between them), except `libevent` (ringcache
+/// does not use it).
+#[test]
+fn stats_has_every_field_memcached_prints_in_its_order() {
+    let memcached = stat_names(&start_memcached(&["-t", "2"]), "");
+    let ringcache = stat_names(&start_ringcache!(&["-t", "2"]), "");
+    assert!(memcached.len() > 80, "memcached printed {memcached:?}");
+    let mut at = 0;
+    for name in memcached.iter().filter(|n| *n != "libevent") {
+        match ringcache[at..].iter().position(|n| n == name) {
+            Some(i) => at += i + 1,
+            None => panic!("`{name}` missing from ringcache's stats, or out of memcached's order: {ringcache:?}"),
+        }
+    }
+}
+
+/// `store_too_large` and `cmd_meta` count what memcached counts (the same requests, the
+/// same figures), and `store_no_memory` counts sets refused under `-M`.
+#[test]
+fn store_failures_and_meta_debug_are_counted_as_memcached_counts_them() {
+    let requests = format!(
+        "set big 0 0 2000000 noreply\r\n{}\r\nms big2 2000000 q\r\n{}\r\nset k 0 0 1\r\nx\r\nme k\r\nme nothing\r\nmg k v\r\nmn\r\n",
+        "v".repeat(2_000_000),
+        "v".repeat(2_000_000)
+    );
+    let mut figures = Vec::new();
+    for server in [start_memcached(&["-t", "2"]), start_ringcache!(&["-t", "2"])] {
+        let mut s = connect(&server);
+        roundtrip(&mut s, requests.as_bytes(), b"MN\r\n");
+        figures.push([stat(&mut s, "store_too_large"), stat(&mut s, "cmd_meta"), stat(&mut s, "cmd_set")]);
+    }
+    assert_eq!(figures[0], [2, 2, 1], "memcached (a value too large is not a set)");
+    assert_eq!(figures[1], figures[0], "ringcache vs memcached");
+    let server = start_ringcache!(&["-t", "1", "-m", "2", "-M"]);
+    let mut s = connect(&server);
+    let value = "v".repeat(100_000);
+    let mut refused = 0;
+    for i in 0..40 {
+        let reply = roundtrip(&mut s, format!("set k{i} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes(), b"\r\n");
+        refused += u64::from(reply == b"SERVER_ERROR out of memory storing object\r\n");
+    }
+    assert!(refused > 0, "-m 2 -M holds fewer than 40 values of 100 KB");
+    assert_eq!(stat(&mut s, "store_no_memory"), refused);
+}

@@ -17,8 +17,10 @@ const MAX_SLAB_CLASSES: u32 = 64;
 /// An administration command to carry out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admin {
-    /// `slabs automove 0|1|2` or `slabs automove ratio R`: `OK`.
-    SlabsAutomove,
+    /// `slabs automove 0|1|2` (the level) or `slabs automove ratio R` (None): `OK`.
+    SlabsAutomove {
+        level: Option<u8>,
+    },
     /// `slabs reassign <src> <dst>` with both in range and different: there is never a
     /// spare page to move (`NOSPARE`).
     SlabsReassign,
@@ -99,11 +101,11 @@ pub(super) fn parse<'a>(command: &[u8], tokens: &Tokens<'a>, line_end: usize) ->
                     if n < 5 || parse_f64(tokens.get(3)).is_none() {
                         return Some(answer(ERROR, noreply, line_end));
                     }
-                    return Some(admin(Admin::SlabsAutomove, noreply, line_end));
+                    return Some(admin(Admin::SlabsAutomove { level: None }, noreply, line_end));
                 }
                 match parse_u32_truncating(tokens.get(2)) {
                     None => answer(BAD_FORMAT, noreply, line_end),
-                    Some(0..=2) => admin(Admin::SlabsAutomove, noreply, line_end),
+                    Some(level @ 0..=2) => admin(Admin::SlabsAutomove { level: Some(level as u8) }, noreply, line_end),
                     Some(_) => answer(ERROR, noreply, line_end),
                 }
             } else {

@@ -72,7 +72,10 @@ pub enum Request<'a> {
         delay: i32,
     },
     Version,
-    Verbosity,
+    /// `verbosity <level>`.
+    Verbosity {
+        level: u32,
+    },
     Quit,
     Stats {
         args: &'a [u8],
@@ -335,7 +338,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
             }
             let noreply = tokens.noreply();
             match parse_u32_truncating(tokens.get(1)) {
-                Some(_) => done(Request::Verbosity, noreply, line_end),
+                Some(level) => done(Request::Verbosity { level }, noreply, line_end),
                 None => done(Request::Error(ProtocolError::BadFormat), noreply, line_end),
             }
         }

@@ -304,6 +304,10 @@ impl Shard {
         let binary = op.binary_key();
         let c = &mut self.counters;
         let touch = op.cmd == MetaCmd::Get && f.has(b'T');
+        if op.cmd == MetaCmd::Debug {
+            // memcached's `cmd_meta` counts `me` only.
+            c.cmd_meta += 1;
+        }
         match (op.cmd, o.status) {
             (MetaCmd::Get, MetaStatus::Hit) => {
                 if touch {
@@ -371,6 +375,7 @@ impl Shard {
                     StoreOutcome::Exists => b"EX",
                     StoreOutcome::NotFound => b"NF",
                     StoreOutcome::OutOfMemory => {
+                        c.store_no_memory += 1;
                         out.extend_from_slice(reply::OUT_OF_MEMORY);
                         return;
                     }
@@ -394,7 +399,7 @@ impl Shard {
                 out.extend_from_slice(b"\r\n");
             }
             (_, MetaStatus::TooLarge) => {
-                c.cmd_set += 1;
+                c.store_too_large += 1;
                 out.extend_from_slice(reply::TOO_LARGE);
             }
             (MetaCmd::Delete, status) => {

@@ -304,11 +304,15 @@ impl Shard {
                     StoreOutcome::NotStored => reply::NOT_STORED,
                     StoreOutcome::Exists => reply::EXISTS,
                     StoreOutcome::NotFound => reply::NOT_FOUND,
-                    StoreOutcome::OutOfMemory => reply::OUT_OF_MEMORY,
+                    StoreOutcome::OutOfMemory => {
+                        c.store_no_memory += 1;
+                        reply::OUT_OF_MEMORY
+                    }
                 }
             }
             (_, Outcome::TooLarge) => {
-                c.cmd_set += 1;
+                // memcached counts a set only once its value is read into an item.
+                c.store_too_large += 1;
                 reply::TOO_LARGE
             }
             (_, Outcome::Deleted(true)) => {

@@ -135,6 +135,16 @@ impl Index {
         self.len() == 0
     }
 
+    /// The index is growing (entries still move from the old table).
+    pub fn is_expanding(&self) -> bool {
+        self.old.is_some()
+    }
+
+    /// Entries the index has room for.
+    pub fn capacity(&self) -> usize {
+        self.cur.buckets.len() * SLOTS
+    }
+
     /// Bytes the index occupies.
     pub fn memory_bytes(&self) -> usize {
         let table = |t: &Table| t.buckets.len() * (SLOTS * 8 + 1);

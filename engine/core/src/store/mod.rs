@@ -181,6 +181,9 @@ pub struct StoreStats {
     /// Bytes of overwritten, deleted or expired items not yet reclaimed.
     pub dead_bytes: u64,
     pub index_bytes: u64,
+    /// Entries the index has room for, and whether it is growing.
+    pub index_capacity: u64,
+    pub index_expanding: u64,
     pub segments_total: u64,
     pub segments_free: u64,
     /// Segments a reply is being sent from (see `segments`), and of those, the ones
@@ -325,6 +328,8 @@ impl Store {
             s.dead_bytes += u64::from(m.write_at - m.live_bytes);
         }
         s.index_bytes = self.index.memory_bytes() as u64;
+        s.index_capacity = self.index.capacity() as u64;
+        s.index_expanding = u64::from(self.index.is_expanding());
         s.segments_total = self.segs.usable() as u64;
         s.segments_free = self.segs.usable().saturating_sub(self.segs.in_use()) as u64;
         s.segments_pinned = self.segs.pinned_count() as u64;

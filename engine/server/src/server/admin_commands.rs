@@ -5,7 +5,7 @@
 //! crawler's on/off state is the process's. Commands that only tune memcached's slab
 //! rebalancer or LRU threads are answered as memcached answers them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use futures_channel::oneshot;
 use ringcache_core::protocol::admin::{self, Admin, ShutdownMode};
@@ -19,13 +19,42 @@ pub struct AdminState {
     /// memcached's LRU crawler thread is running (`lru_crawler disable` stops it; as in
     /// memcached 1.6.18, it cannot be started again).
     crawler_running: AtomicBool,
+    /// `verbosity N` (memcached keeps at most 2).
+    verbosity: AtomicU8,
+    /// `slabs automove 0|1|2` (memcached's default is 1).
+    slab_automove: AtomicU8,
 }
 
-impl Default for AdminState {
-    fn default() -> Self {
-        AdminState { crawler_running: AtomicBool::new(true) }
+impl AdminState {
+    /// State at start: `verbose` is the `-v` count.
+    pub fn new(verbose: u8) -> Self {
+        AdminState {
+            crawler_running: AtomicBool::new(true),
+            verbosity: AtomicU8::new(verbose.min(MAX_VERBOSITY)),
+            slab_automove: AtomicU8::new(1),
+        }
+    }
+
+    pub fn crawler_running(&self) -> bool {
+        self.crawler_running.load(Ordering::Relaxed)
+    }
+
+    pub fn verbosity(&self) -> u8 {
+        self.verbosity.load(Ordering::Relaxed)
+    }
+
+    pub fn slab_automove(&self) -> u8 {
+        self.slab_automove.load(Ordering::Relaxed)
+    }
+
+    /// `verbosity N`.
+    pub fn set_verbosity(&self, level: u32) {
+        self.verbosity.store(level.min(u32::from(MAX_VERBOSITY)) as u8, Ordering::Relaxed);
     }
 }
+
+/// memcached's `MAX_VERBOSITY_LEVEL`.
+const MAX_VERBOSITY: u8 = 2;
 
 /// What one shard is asked to do.
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +102,13 @@ pub enum AdminOutcome {
 pub async fn run(ctx: &ShardContext, cmd: Admin, now: u32) -> Result<AdminOutcome, ()> {
     let state = &ctx.shared.admin;
     let answer = match cmd {
-        Admin::SlabsAutomove | Admin::Accepted => admin::OK,
+        Admin::SlabsAutomove { level } => {
+            if let Some(level) = level {
+                state.slab_automove.store(level, Ordering::Relaxed);
+            }
+            admin::OK
+        }
+        Admin::Accepted => admin::OK,
         // ringcache has no slab pages to move between classes.
         Admin::SlabsReassign => admin::NOSPARE,
         // memcached 1.6.18 cannot start its crawler once it ran (it runs from the start).
@@ -83,7 +118,7 @@ pub async fn run(ctx: &ShardContext, cmd: Admin, now: u32) -> Result<AdminOutcom
             admin::OK
         }
         Admin::CrawlerCrawl => {
-            if !state.crawler_running.load(Ordering::Relaxed) {
+            if !state.crawler_running() {
                 admin::CRAWLER_NOT_RUNNING
             } else {
                 every_shard(ctx, ShardAdmin::Crawl, now).await?;

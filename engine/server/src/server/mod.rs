@@ -223,6 +223,7 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP]).map_err(ServerError::Signals)?;
     let signals_handle = signals.handle();
+    let admin = admin_commands::AdminState::new(config.verbose);
     let shared = Arc::new(Shared {
         config,
         nshards,
@@ -230,7 +231,7 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
         curr_connections: AtomicUsize::new(0),
         total_connections: AtomicU64::new(0),
         rejected_connections: AtomicU64::new(0),
-        admin: admin_commands::AdminState::default(),
+        admin,
         shards_done: AtomicUsize::new(0),
     });
     let mesh: MeshBuilder<MeshMsg, Full> = MeshBuilder::full(nshards, 1024);

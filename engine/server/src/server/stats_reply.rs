@@ -37,6 +37,8 @@ fn totals(reports: &[ShardReport]) -> (Counters, StoreStats, usize) {
         store.get_expired += r.store.get_expired;
         store.dead_bytes += r.store.dead_bytes;
         store.index_bytes += r.store.index_bytes;
+        store.index_capacity += r.store.index_capacity;
+        store.index_expanding += r.store.index_expanding;
         store.segments_total += r.store.segments_total;
         store.segments_free += r.store.segments_free;
         store.segments_pinned += r.store.segments_pinned;
@@ -115,6 +117,215 @@ fn replication(out: &mut Vec<u8>, reports: &[ShardReport]) {
 }
 
 /// Appends the reply to `stats <args>`.
+/// The rest of `stats` after the connection counts: every field memcached 1.6.18 prints,
+/// in its order (those of machinery ringcache does not have are 0, or what memcached
+/// shows for them idle), with ringcache's own among them where they belong: the data
+/// path's io_uring counters after `bytes_written`, `dead_bytes` after `bytes`.
+fn general(
+    out: &mut Vec<u8>,
+    shared: &Shared,
+    reports: &[ShardReport],
+    c: &ringcache_core::shard::stats::Counters,
+    store: &ringcache_core::store::StoreStats,
+    limit: usize,
+) {
+    let curr = shared.curr_connections.load(Ordering::Relaxed);
+    stat(out, "connection_structures", curr);
+    for name in ["response_obj_oom", "response_obj_count", "response_obj_bytes"] {
+        stat(out, name, 0);
+    }
+    for name in ["read_buf_count", "read_buf_bytes", "read_buf_bytes_free", "read_buf_oom", "reserved_fds"] {
+        stat(out, name, 0);
+    }
+    stat(out, "cmd_get", c.cmd_get);
+    stat(out, "cmd_set", c.cmd_set);
+    stat(out, "cmd_flush", c.cmd_flush);
+    stat(out, "cmd_touch", c.cmd_touch);
+    stat(out, "cmd_meta", c.cmd_meta);
+    stat(out, "get_hits", c.get_hits);
+    stat(out, "get_misses", c.get_misses);
+    stat(out, "get_expired", store.get_expired);
+    // memcached counts gets that found an item a flush_all had invalidated; ringcache
+    // removes flushed items when the flush applies, so a get never finds one.
+    stat(out, "get_flushed", 0);
+    stat(out, "delete_misses", c.delete_misses);
+    stat(out, "delete_hits", c.delete_hits);
+    stat(out, "incr_misses", c.incr_misses);
+    stat(out, "incr_hits", c.incr_hits);
+    stat(out, "decr_misses", c.decr_misses);
+    stat(out, "decr_hits", c.decr_hits);
+    stat(out, "cas_misses", c.cas_misses);
+    stat(out, "cas_hits", c.cas_hits);
+    stat(out, "cas_badval", c.cas_badval);
+    stat(out, "touch_hits", c.touch_hits);
+    stat(out, "touch_misses", c.touch_misses);
+    stat(out, "store_too_large", c.store_too_large);
+    stat(out, "store_no_memory", c.store_no_memory);
+    stat(out, "auth_cmds", 0);
+    stat(out, "auth_errors", 0);
+    stat(out, "bytes_read", c.bytes_read);
+    stat(out, "bytes_written", c.bytes_written);
+    let ring = reports.iter().fold(super::uring::RingCounters::default(), |a, r| a.sum(&r.ring));
+    // The data path's system calls: every one is an io_uring_enter of a shard's ring.
+    stat(out, "io_uring_enters", ring.enters);
+    stat(out, "io_uring_completions", ring.completions);
+    stat(out, "io_uring_sleeps", ring.sleeps);
+    stat(out, "recv_paused", ring.recv_paused);
+    stat(out, "recv_starved", ring.recv_starved);
+    stat(out, "recv_direct", ring.recv_direct);
+    stat(out, "limit_maxbytes", limit);
+    stat(out, "accepting_conns", 1);
+    stat(out, "listen_disabled_num", 0);
+    stat(out, "time_in_listen_disabled_us", 0);
+    stat(out, "threads", shared.nshards);
+    stat(out, "conn_yields", c.conn_yields);
+    // The index: log2 of its entries' room, its bytes, whether it is growing.
+    stat(out, "hash_power_level", u64::BITS - store.index_capacity.max(1).leading_zeros() - 1);
+    stat(out, "hash_bytes", store.index_bytes);
+    stat(out, "hash_is_expanding", store.index_expanding.min(1));
+    for name in [
+        "slab_reassign_rescues",
+        "slab_reassign_chunk_rescues",
+        "slab_reassign_evictions_nomem",
+        "slab_reassign_inline_reclaim",
+        "slab_reassign_busy_items",
+        "slab_reassign_busy_deletes",
+        "slab_reassign_running",
+        "slabs_moved",
+    ] {
+        stat(out, name, 0);
+    }
+    stat(out, "lru_crawler_running", 0);
+    stat(out, "lru_crawler_starts", 0);
+    stat(out, "lru_maintainer_juggles", 0);
+    for name in [
+        "malloc_fails",
+        "log_worker_dropped",
+        "log_worker_written",
+        "log_watcher_skipped",
+        "log_watcher_sent",
+        "log_watchers",
+        "unexpected_napi_ids",
+        "round_robin_fallback",
+    ] {
+        stat(out, name, 0);
+    }
+    stat(out, "bytes", store.bytes);
+    stat(out, "dead_bytes", store.dead_bytes);
+    stat(out, "curr_items", store.curr_items);
+    stat(out, "total_items", store.total_items);
+    stat(out, "slab_global_page_pool", 0);
+    stat(out, "expired_unfetched", store.expired_unfetched);
+    stat(out, "evicted_unfetched", 0);
+    stat(out, "evicted_active", 0);
+    stat(out, "evictions", store.evictions);
+    stat(out, "reclaimed", store.reclaimed);
+    stat(out, "crawler_reclaimed", store.crawler_reclaimed);
+    stat(out, "crawler_items_checked", store.crawler_items_checked);
+    for name in ["lrutail_reflocked", "moves_to_cold", "moves_to_warm", "moves_within_lru", "direct_reclaims"] {
+        stat(out, name, 0);
+    }
+    stat(out, "lru_bumps_dropped", 0);
+}
+
+/// `stats settings`: every field memcached 1.6.18 prints, in its order, then ringcache's
+/// own. Settings that mean something here carry ringcache's values (the memory limit as
+/// `cache_memlimit` left it, the admin commands' state); those of machinery ringcache
+/// does not have (slab classes, LRU threads, extstore, SASL) carry memcached's defaults,
+/// so scripts that read them keep working.
+fn settings(out: &mut Vec<u8>, shared: &Shared, limit: usize) {
+    let config = &shared.config;
+    let admin = &shared.admin;
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let limits = &config.connections;
+    let secs = |t: Option<std::time::Duration>| t.map_or(0, |t| t.as_secs());
+    stat(out, "maxbytes", limit);
+    stat(out, "maxconns", config.conn_limit);
+    stat(out, "tcpport", config.port);
+    stat(out, "udpport", 0);
+    stat(out, "inter", &config.listen);
+    stat(out, "verbosity", admin.verbosity());
+    stat(out, "oldest", 0);
+    stat(out, "evictions", if config.evictions { "on" } else { "off" });
+    stat(out, "domain_socket", "NULL");
+    stat(out, "umask", 700);
+    stat(out, "shutdown_command", yes_no(config.shutdown_command));
+    stat(out, "growth_factor", "1.25");
+    stat(out, "chunk_size", 48);
+    stat(out, "num_threads", shared.nshards);
+    stat(out, "num_threads_per_udp", shared.nshards);
+    stat(out, "stat_key_prefix", ":");
+    stat(out, "detail_enabled", "no");
+    stat(out, "reqs_per_event", 20);
+    stat(out, "cas_enabled", yes_no(config.cas_enabled));
+    stat(out, "tcp_backlog", 1024);
+    stat(out, "binding_protocol", "auto-negotiate");
+    stat(out, "auth_enabled_sasl", "no");
+    stat(out, "auth_enabled_ascii", "no");
+    stat(out, "item_size_max", config.max_item_size);
+    stat(out, "maxconns_fast", "yes");
+    stat(out, "hashpower_init", 0);
+    stat(out, "slab_reassign", "yes");
+    stat(out, "slab_automove", admin.slab_automove());
+    stat(out, "slab_automove_ratio", "0.80");
+    stat(out, "slab_automove_window", 30);
+    stat(out, "slab_chunk_max", 524_288);
+    stat(out, "lru_crawler", yes_no(admin.crawler_running()));
+    stat(out, "lru_crawler_sleep", 100);
+    stat(out, "lru_crawler_tocrawl", 0);
+    stat(out, "tail_repair_time", 0);
+    stat(out, "flush_enabled", yes_no(config.flush_enabled));
+    stat(out, "dump_enabled", "yes");
+    stat(out, "hash_algorithm", "ahash");
+    stat(out, "lru_maintainer_thread", "no");
+    stat(out, "lru_segmented", "no");
+    stat(out, "hot_lru_pct", 20);
+    stat(out, "warm_lru_pct", 40);
+    stat(out, "hot_max_factor", "0.20");
+    stat(out, "warm_max_factor", "2.00");
+    stat(out, "temp_lru", "no");
+    stat(out, "temporary_ttl", 61);
+    stat(out, "idle_timeout", secs(limits.idle_timeout));
+    stat(out, "watcher_logbuf_size", 262_144);
+    stat(out, "worker_logbuf_size", 65_536);
+    stat(out, "read_buf_mem_limit", limits.read_buf_mem_limit >> 20);
+    stat(out, "track_sizes", "no");
+    stat(out, "inline_ascii_response", "no");
+    for (name, value) in [
+        ("ext_item_size", "512"),
+        ("ext_item_age", "4294967295"),
+        ("ext_low_ttl", "0"),
+        ("ext_recache_rate", "2000"),
+        ("ext_wbuf_size", "4194304"),
+        ("ext_compact_under", "0"),
+        ("ext_drop_under", "0"),
+        ("ext_max_sleep", "1000000"),
+        ("ext_max_frag", "0.80"),
+        ("slab_automove_freeratio", "0.010"),
+        ("ext_drop_unread", "no"),
+        ("ssl_enabled", "no"),
+        ("ssl_chain_cert", "(null)"),
+        ("ssl_key", "(null)"),
+        ("ssl_verify_mode", "0"),
+        ("ssl_keyformat", "1"),
+        ("ssl_ciphers", "NULL"),
+        ("ssl_ca_cert", "NULL"),
+        ("ssl_wbuf_size", "16384"),
+        ("ssl_session_cache", "no"),
+        ("ssl_kernel_tls", "no"),
+        ("ssl_min_version", "tlsv1.2"),
+        ("num_napi_ids", "(null)"),
+    ] {
+        stat(out, name, value);
+    }
+    stat(out, "memory_file", config.memory_file.as_ref().map_or("(null)".into(), |p| p.display().to_string()));
+    // ringcache's own.
+    stat(out, "request_timeout", secs(limits.request_timeout));
+    stat(out, "write_timeout", secs(limits.write_timeout));
+    stat(out, "reply_buffer_limit", limits.reply_buffer_limit);
+    stat(out, "shutdown_grace", config.shutdown_grace.as_secs());
+}
+
 pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], shared: &Shared) {
     let config = &shared.config;
     let (counters, store, limit) = totals(reports);
@@ -133,61 +344,9 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], shared: &S
             stat(out, "curr_connections", shared.curr_connections.load(Ordering::Relaxed));
             stat(out, "total_connections", shared.total_connections.load(Ordering::Relaxed));
             stat(out, "rejected_connections", shared.rejected_connections.load(Ordering::Relaxed));
-            for (name, value) in counters.fields() {
-                if name == "total_connections" {
-                    continue;
-                }
-                stat(out, name, value);
-                if name == "get_misses" {
-                    stat(out, "get_expired", store.get_expired);
-                    // memcached counts gets that found an item a flush_all had
-                    // invalidated; ringcache removes flushed items when the flush
-                    // applies, so a get never finds one: always 0.
-                    stat(out, "get_flushed", 0);
-                }
-            }
-            let ring = reports.iter().fold(super::uring::RingCounters::default(), |a, r| a.sum(&r.ring));
-            // The data path's system calls: every one is an io_uring_enter of a shard's ring.
-            stat(out, "io_uring_enters", ring.enters);
-            stat(out, "io_uring_completions", ring.completions);
-            stat(out, "io_uring_sleeps", ring.sleeps);
-            stat(out, "recv_paused", ring.recv_paused);
-            stat(out, "recv_starved", ring.recv_starved);
-            stat(out, "recv_direct", ring.recv_direct);
-            stat(out, "limit_maxbytes", limit);
-            stat(out, "threads", shared.nshards);
-            stat(out, "bytes", store.bytes);
-            stat(out, "dead_bytes", store.dead_bytes);
-            stat(out, "curr_items", store.curr_items);
-            stat(out, "total_items", store.total_items);
-            stat(out, "expired_unfetched", store.expired_unfetched);
-            stat(out, "evictions", store.evictions);
-            stat(out, "reclaimed", store.reclaimed);
-            stat(out, "crawler_reclaimed", store.crawler_reclaimed);
-            stat(out, "crawler_items_checked", store.crawler_items_checked);
+            general(out, shared, reports, &counters, &store, limit);
         }
-        b"settings" => {
-            stat(out, "maxbytes", config.memory_limit_bytes);
-            stat(out, "maxconns", config.conn_limit);
-            stat(out, "tcpport", config.port);
-            stat(out, "udpport", 0);
-            stat(out, "inter", &config.listen);
-            stat(out, "verbosity", config.verbose);
-            stat(out, "evictions", if config.evictions { "on" } else { "off" });
-            stat(out, "num_threads", shared.nshards);
-            stat(out, "cas_enabled", if config.cas_enabled { "yes" } else { "no" });
-            stat(out, "item_size_max", config.max_item_size);
-            stat(out, "flush_enabled", if config.flush_enabled { "yes" } else { "no" });
-            stat(out, "memory_file", config.memory_file.as_ref().map_or("(null)".into(), |p| p.display().to_string()));
-            let limits = &config.connections;
-            let secs = |t: Option<std::time::Duration>| t.map_or(0, |t| t.as_secs());
-            stat(out, "idle_timeout", secs(limits.idle_timeout));
-            stat(out, "read_buf_mem_limit", limits.read_buf_mem_limit >> 20);
-            stat(out, "request_timeout", secs(limits.request_timeout));
-            stat(out, "write_timeout", secs(limits.write_timeout));
-            stat(out, "reply_buffer_limit", limits.reply_buffer_limit);
-            stat(out, "shutdown_grace", config.shutdown_grace.as_secs());
-        }
+        b"settings" => settings(out, shared, limit),
         b"items" => {
             // One item class: the store is not slab-structured.
             if store.curr_items > 0 {

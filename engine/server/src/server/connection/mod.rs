@@ -294,7 +294,8 @@ impl<'c> Connection<'c> {
                 }
             }
             Request::Version => self.replies.push_local(super::VERSION_LINE.as_bytes()),
-            Request::Verbosity => {
+            Request::Verbosity { level } => {
+                self.ctx.shared.admin.set_verbosity(level);
                 if !noreply {
                     self.replies.push_local(reply::OK);
                 }
