@@ -1,12 +1,18 @@
 //! The client side of the memcached text protocol, sans-IO: request encoding into
 //! reusable buffers and incremental, allocation-free reply parsing that copes with
-//! replies split across reads. Shared by the load tool (`ringcache-bench`) and the admin
+//! replies split across reads. Both the classic commands (`get set delete incr ...`) and the
+//! meta commands (`mg ms md ma mn`, see [`meta_get`] and [`parse_meta_get_item`]). Shared by the load tool (`ringcache-bench`) and the admin
 //! tool; the server side (parsing requests, encoding replies) is `ringcache_core::protocol`.
 //!
 //! Parsers take the unread part of the receive buffer and return [`Parsed::Incomplete`] until a
 //! whole unit (one line, or one `VALUE` header plus its data block) is there; the caller keeps
 //! the bytes and calls again after the next read. A GET reply is consumed one unit at a time
 //! (`VALUE` blocks, then `END`), so a large multiget never has to be rescanned from its start.
+//!
+//! Meta replies map onto the same reply types, so a caller handles a value, a miss or a store
+//! outcome the same way whichever protocol asked: an `mg`'s `VA` block is a
+//! [`GetItem::Value`], its `EN` (and the `MN` that ends a quiet pipeline) a [`GetItem::End`];
+//! `HD`/`NS`/`EX`/`NF` are the [`StoreReply`] outcomes of `STORED`/`NOT_STORED`/`EXISTS`/`NOT_FOUND`.
 
 /// Longest reply line accepted before the stream is declared garbage (memcached's are short).
 pub const MAX_LINE: usize = 8192;
@@ -16,7 +22,7 @@ pub const MAX_LINE: usize = 8192;
 pub enum ProtocolError {
     #[error("unexpected reply line {0:?}")]
     UnexpectedLine(String),
-    #[error("malformed VALUE line {0:?}")]
+    #[error("malformed VALUE or VA line {0:?}")]
     BadValueLine(String),
     #[error("VALUE data block not terminated by \\r\\n")]
     BadDataTerminator,
@@ -44,10 +50,11 @@ pub enum ErrorReply {
     Server,
 }
 
-/// One unit of a GET reply.
+/// One unit of a GET reply (or of an `mg` reply, see [`parse_meta_get_item`]).
 #[derive(Debug, PartialEq, Eq)]
 pub enum GetItem<'a> {
-    /// `cas` is the unique a `gets` reply carries (`None` for a plain `get`).
+    /// `cas` is the unique a `gets` reply carries (`None` for a plain `get`; for `mg`, the `c`
+    /// return flag).
     Value {
         key: &'a [u8],
         flags: u32,
@@ -292,6 +299,223 @@ pub fn set_header(out: &mut Vec<u8>, key: &[u8], flags: u32, ttl: u32, len: usiz
     end_line(out);
 }
 
+// ---- meta commands ------------------------------------------------------------------------
+
+/// Appends `mg <key> <flags>\r\n`: `flags` are the flag tokens as sent, space separated (for
+/// example `b"v f k"`: value, client flags and key; add `c` for the CAS unique, `q` to suppress
+/// the `EN` of a miss), or empty for none.
+pub fn meta_get(out: &mut Vec<u8>, key: &[u8], flags: &[u8]) {
+    out.extend_from_slice(b"mg ");
+    out.extend_from_slice(key);
+    if !flags.is_empty() {
+        out.push(b' ');
+        out.extend_from_slice(flags);
+    }
+    end_line(out);
+}
+
+/// Appends `mn\r\n`, the meta no-op: the server answers `MN` once everything before it was
+/// answered, which ends a pipeline of quiet (`q`) commands.
+pub fn meta_noop(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"mn\r\n");
+}
+
+/// Appends `ms <key> <len> F<flags> T<ttl>\r\n`, with ` C<unique>` before the `\r\n` when `cas`
+/// is given (stored only if the item still has that unique: the meta form of `cas`). The caller
+/// appends `len` data bytes and then [`end_line`].
+pub fn meta_set_header(out: &mut Vec<u8>, key: &[u8], len: usize, flags: u32, ttl: u32, cas: Option<u64>) {
+    out.extend_from_slice(b"ms ");
+    out.extend_from_slice(key);
+    out.push(b' ');
+    push_u64(out, len as u64);
+    out.extend_from_slice(b" F");
+    push_u64(out, u64::from(flags));
+    out.extend_from_slice(b" T");
+    push_u64(out, u64::from(ttl));
+    if let Some(unique) = cas {
+        out.extend_from_slice(b" C");
+        push_u64(out, unique);
+    }
+    end_line(out);
+}
+
+/// Appends `md <key>\r\n`.
+pub fn meta_delete(out: &mut Vec<u8>, key: &[u8]) {
+    out.extend_from_slice(b"md ");
+    out.extend_from_slice(key);
+    end_line(out);
+}
+
+/// Appends `ma <key> D<delta>\r\n` (an increment that does not ask for the new value: the reply
+/// is `HD`, or `NF` for a missing key).
+pub fn meta_incr(out: &mut Vec<u8>, key: &[u8], delta: u64) {
+    out.extend_from_slice(b"ma ");
+    out.extend_from_slice(key);
+    out.extend_from_slice(b" D");
+    push_u64(out, delta);
+    end_line(out);
+}
+
+/// Splits a meta reply line into its two-letter status and the return flags after it (empty
+/// when there are none); `None` when the line does not start with a status token.
+fn meta_status(l: &[u8]) -> Option<(&[u8], &[u8])> {
+    match l.get(2) {
+        None if l.len() == 2 => Some((l, &l[2..])),
+        Some(b' ') => Some((&l[..2], &l[3..])),
+        _ => None,
+    }
+}
+
+/// The return flags of a meta reply line that [`GetItem::Value`] carries.
+struct ReturnFlags<'a> {
+    key: &'a [u8],
+    flags: u32,
+    cas: Option<u64>,
+}
+
+/// Reads `k<key>`, `f<flags>` and `c<unique>` from return flags in any order; every other flag
+/// (`t-1`, `s<size>`, `W`, `X`, `Z`, `O<opaque>`, ...) is ignored. `None` when `f` or `c` is
+/// not a number.
+fn return_flags(flags: &[u8]) -> Option<ReturnFlags<'_>> {
+    let mut r = ReturnFlags { key: &[], flags: 0, cas: None };
+    for token in flags.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
+        let value = &token[1..];
+        match token[0] {
+            b'k' => r.key = value,
+            b'f' => r.flags = u32::try_from(parse_u64(value)?).ok()?,
+            b'c' => r.cas = Some(parse_u64(value)?),
+            _ => {}
+        }
+    }
+    Some(r)
+}
+
+/// Splits the rest of a `VA` line into the data length and the return flags.
+fn va_line(rest: &[u8]) -> Option<(usize, &[u8])> {
+    let (len, flags) = match memchr::memchr(b' ', rest) {
+        Some(sp) => (&rest[..sp], &rest[sp + 1..]),
+        None => (rest, &rest[rest.len()..]),
+    };
+    Some((usize::try_from(parse_u64(len)?).ok()?, flags))
+}
+
+/// Parses the next unit of an `mg` reply (or of a pipeline of quiet `mg`s ended by `mn`):
+///
+/// - `VA <len> <flags>*` and its data block: a [`GetItem::Value`] whose key comes from the `k`
+///   return flag (empty without it; as sent, so base64 under `b`), client flags from `f` (0
+///   without it), unique from `c`, in any order; other flags are ignored.
+/// - `HD <flags>*` (a hit for an `mg` that did not ask for the value): a value of no bytes.
+/// - `EN` (a miss; memcached 1.6 may add return flags such as `k`) and `MN` (the end of a
+///   quiet pipeline): [`GetItem::End`].
+/// - `ERROR`, `CLIENT_ERROR ...`, `SERVER_ERROR ...`: [`GetItem::Error`].
+pub fn parse_meta_get_item(buf: &[u8]) -> Result<Parsed<GetItem<'_>>, ProtocolError> {
+    let Some((l, header_len)) = line(buf)? else {
+        return Ok(Parsed::Incomplete { need: None });
+    };
+    if let Some(e) = error_reply(l) {
+        return Ok(Parsed::Done { consumed: header_len, item: GetItem::Error(e) });
+    }
+    let bad = || ProtocolError::BadValueLine(lossy(l));
+    // (data length, return flags, whether a data block follows)
+    let (len, flags, block) = match meta_status(l) {
+        Some((b"EN", _)) | Some((b"MN", b"")) => {
+            return Ok(Parsed::Done { consumed: header_len, item: GetItem::End });
+        }
+        Some((b"VA", rest)) => {
+            let (len, flags) = va_line(rest).ok_or_else(bad)?;
+            (len, flags, true)
+        }
+        Some((b"HD", flags)) => (0, flags, false),
+        _ => return Err(ProtocolError::UnexpectedLine(lossy(l))),
+    };
+    let r = return_flags(flags).ok_or_else(bad)?;
+    let mut consumed = header_len;
+    if block {
+        consumed = header_len.checked_add(len).and_then(|n| n.checked_add(2)).ok_or_else(bad)?;
+        if buf.len() < consumed {
+            return Ok(Parsed::Incomplete { need: Some(consumed) });
+        }
+        if &buf[consumed - 2..consumed] != b"\r\n" {
+            return Err(ProtocolError::BadDataTerminator);
+        }
+    }
+    Ok(Parsed::Done {
+        consumed,
+        item: GetItem::Value { key: r.key, flags: r.flags, data: &buf[header_len..header_len + len], cas: r.cas },
+    })
+}
+
+/// Parses the reply to `ms`: `HD` stored, `NS` not stored, `EX` the unique (`C`) did not match,
+/// `NF` not found (for a `C` on a missing key), each possibly followed by return flags; or an
+/// error line.
+pub fn parse_meta_store_reply(buf: &[u8]) -> Result<Parsed<StoreReply>, ProtocolError> {
+    let Some((l, consumed)) = line(buf)? else {
+        return Ok(Parsed::Incomplete { need: None });
+    };
+    let item = match meta_status(l).map(|(status, _)| status) {
+        Some(b"HD") => StoreReply::Stored,
+        Some(b"NS") => StoreReply::NotStored,
+        Some(b"EX") => StoreReply::Exists,
+        Some(b"NF") => StoreReply::NotFound,
+        _ => match error_reply(l) {
+            Some(e) => StoreReply::Error(e),
+            None => return Err(ProtocolError::UnexpectedLine(lossy(l))),
+        },
+    };
+    Ok(Parsed::Done { consumed, item })
+}
+
+/// Parses the reply to `md`: `HD` deleted, `NF` not found, or an error line. `EX` (a `C`
+/// unique that did not match: nothing was deleted) also counts as not found.
+pub fn parse_meta_delete_reply(buf: &[u8]) -> Result<Parsed<DeleteReply>, ProtocolError> {
+    let Some((l, consumed)) = line(buf)? else {
+        return Ok(Parsed::Incomplete { need: None });
+    };
+    let item = match meta_status(l).map(|(status, _)| status) {
+        Some(b"HD") => DeleteReply::Deleted,
+        Some(b"NF" | b"EX") => DeleteReply::NotFound,
+        _ => match error_reply(l) {
+            Some(e) => DeleteReply::Error(e),
+            None => return Err(ProtocolError::UnexpectedLine(lossy(l))),
+        },
+    };
+    Ok(Parsed::Done { consumed, item })
+}
+
+/// Parses the reply to `ma`: `HD` (the value was not asked for: [`IncrReply::Value`]`(0)`),
+/// `VA <len> <flags>*` followed by the new value as a `len`-byte decimal line, `NF` not found,
+/// or an error line (memcached answers `CLIENT_ERROR` for a non-numeric value).
+pub fn parse_meta_incr_reply(buf: &[u8]) -> Result<Parsed<IncrReply>, ProtocolError> {
+    let Some((l, header_len)) = line(buf)? else {
+        return Ok(Parsed::Incomplete { need: None });
+    };
+    let (item, consumed) = match meta_status(l) {
+        Some((b"HD", _)) => (IncrReply::Value(0), header_len),
+        Some((b"NF", _)) => (IncrReply::NotFound, header_len),
+        Some((b"VA", rest)) => {
+            let bad = || ProtocolError::BadValueLine(lossy(l));
+            let (len, _) = va_line(rest).ok_or_else(bad)?;
+            let total = header_len.checked_add(len).and_then(|n| n.checked_add(2)).ok_or_else(bad)?;
+            if buf.len() < total {
+                return Ok(Parsed::Incomplete { need: Some(total) });
+            }
+            if &buf[total - 2..total] != b"\r\n" {
+                return Err(ProtocolError::BadDataTerminator);
+            }
+            let number = &buf[header_len..total - 2];
+            match parse_u64(number) {
+                Some(v) => (IncrReply::Value(v), total),
+                None => return Err(ProtocolError::UnexpectedLine(lossy(number))),
+            }
+        }
+        _ => match error_reply(l) {
+            Some(e) => (IncrReply::Error(e), header_len),
+            None => return Err(ProtocolError::UnexpectedLine(lossy(l))),
+        },
+    };
+    Ok(Parsed::Done { consumed, item })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,5 +699,195 @@ mod tests {
         assert_eq!(parse_get_item(b"VALUE k 0 3\r\nabcXY"), Err(ProtocolError::BadDataTerminator));
         let long = vec![b'x'; MAX_LINE + 1];
         assert_eq!(parse_get_item(&long), Err(ProtocolError::LineTooLong));
+    }
+
+    // ---- meta commands ------------------------------------------------------------------
+
+    #[test]
+    fn encodes_meta_requests() {
+        let mut out = Vec::new();
+        meta_get(&mut out, b"key:01", b"v f k");
+        meta_get(&mut out, b"key:02", b"v f k q");
+        meta_get(&mut out, b"key:03", b"");
+        meta_noop(&mut out);
+        meta_set_header(&mut out, b"key:04", 3, 0, 60, None);
+        out.extend_from_slice(b"abc");
+        end_line(&mut out);
+        meta_set_header(&mut out, b"key:05", 1, 7, 0, Some(12345));
+        out.push(b'x');
+        end_line(&mut out);
+        meta_delete(&mut out, b"key:06");
+        meta_incr(&mut out, b"ctr:07", 1);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "mg key:01 v f k\r\nmg key:02 v f k q\r\nmg key:03\r\nmn\r\nms key:04 3 F0 T60\r\nabc\r\n\
+             ms key:05 1 F7 T0 C12345\r\nx\r\nmd key:06\r\nma ctr:07 D1\r\n"
+        );
+    }
+
+    /// (key, flags, data, cas) of one VA block.
+    type OwnedMetaValue = (Vec<u8>, u32, Vec<u8>, Option<u64>);
+
+    /// Walks a meta GET reply (VA blocks up to EN or MN) the way [`walk`] walks a classic one.
+    fn walk_meta(buf: &[u8]) -> (Vec<OwnedMetaValue>, GetItemOwned, usize) {
+        let mut at = 0;
+        let mut values = Vec::new();
+        loop {
+            match parse_meta_get_item(&buf[at..]).unwrap() {
+                Parsed::Incomplete { .. } => panic!("incomplete at {at}"),
+                Parsed::Done { consumed, item } => {
+                    at += consumed;
+                    match item {
+                        GetItem::Value { key, flags, data, cas } => {
+                            values.push((key.to_vec(), flags, data.to_vec(), cas))
+                        }
+                        GetItem::End => return (values, GetItemOwned::End, at),
+                        GetItem::Error(e) => return (values, GetItemOwned::Error(e), at),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parses_meta_value_blocks_with_flags_in_any_order() {
+        // A quiet multiget: hits as VA blocks (misses suppressed), then MN for the mn.
+        let reply = b"VA 3 f5 kk1\r\nabc\r\nVA 4 kk2 t-1 c99 s4 f0 W X Z Oab\r\na\r\nb\r\nMN\r\nHD\r\n";
+        let (values, end, used) = walk_meta(reply);
+        assert_eq!(end, GetItemOwned::End);
+        assert_eq!(
+            values,
+            vec![(b"k1".to_vec(), 5, b"abc".to_vec(), None), (b"k2".to_vec(), 0, b"a\r\nb".to_vec(), Some(99)),]
+        );
+        assert_eq!(&reply[used..], b"HD\r\n", "stops at the reply's end");
+        // A single mg: one VA block (it is the whole reply), or EN, with or without return flags.
+        let (values, end, _) = walk_meta(b"EN\r\n");
+        assert!(values.is_empty() && end == GetItemOwned::End);
+        assert_eq!(walk_meta(b"EN knope\r\n").1, GetItemOwned::End);
+        assert_eq!(
+            parse_meta_get_item(b"VA 0 c7 f1 kabc\r\n\r\n").unwrap(),
+            Parsed::Done { consumed: 19, item: GetItem::Value { key: b"abc", flags: 1, data: b"", cas: Some(7) } }
+        );
+        // No flags asked for: no key, flags 0.
+        assert_eq!(
+            parse_meta_get_item(b"VA 1\r\nx\r\n").unwrap(),
+            Parsed::Done { consumed: 9, item: GetItem::Value { key: b"", flags: 0, data: b"x", cas: None } }
+        );
+        // A hit without the value (no `v`): an empty value.
+        assert_eq!(
+            parse_meta_get_item(b"HD c5 kkey\r\n").unwrap(),
+            Parsed::Done { consumed: 12, item: GetItem::Value { key: b"key", flags: 0, data: b"", cas: Some(5) } }
+        );
+    }
+
+    #[test]
+    fn meta_units_split_across_reads_are_incomplete_until_whole() {
+        let unit = b"VA 10 f0 c123 kkey:000001\r\n0123456789\r\n";
+        for cut in 0..unit.len() {
+            match parse_meta_get_item(&unit[..cut]).unwrap() {
+                Parsed::Incomplete { need } => {
+                    if let Some(n) = need {
+                        assert_eq!(n, unit.len());
+                        assert!(cut >= 27, "length known only once the VA line is whole");
+                    }
+                }
+                Parsed::Done { .. } => panic!("done with only {cut} bytes"),
+            }
+        }
+        assert!(matches!(
+            parse_meta_get_item(unit).unwrap(),
+            Parsed::Done { consumed, item: GetItem::Value { cas: Some(123), .. } } if consumed == unit.len()
+        ));
+        for partial in [&b"E"[..], b"EN", b"EN\r", b"MN", b"VA 3 f0", b"HD c1"] {
+            assert_eq!(parse_meta_get_item(partial).unwrap(), Parsed::Incomplete { need: None });
+        }
+        assert_eq!(parse_meta_store_reply(b"H").unwrap(), Parsed::Incomplete { need: None });
+        assert_eq!(parse_meta_store_reply(b"HD").unwrap(), Parsed::Incomplete { need: None });
+        assert_eq!(parse_meta_delete_reply(b"NF\r").unwrap(), Parsed::Incomplete { need: None });
+        assert_eq!(parse_meta_incr_reply(b"HD").unwrap(), Parsed::Incomplete { need: None });
+        let incr = b"VA 2\r\n42\r\n";
+        for cut in 0..incr.len() {
+            let want = if cut < 6 { None } else { Some(incr.len()) };
+            assert_eq!(parse_meta_incr_reply(&incr[..cut]).unwrap(), Parsed::Incomplete { need: want }, "{cut}");
+        }
+        assert_eq!(parse_meta_incr_reply(incr).unwrap(), Parsed::Done { consumed: 10, item: IncrReply::Value(42) });
+    }
+
+    #[test]
+    fn meta_error_lines_end_a_reply() {
+        let (v, end, _) = walk_meta(b"VA 1 kq\r\nx\r\nSERVER_ERROR out of memory\r\n");
+        assert_eq!(v.len(), 1);
+        assert_eq!(end, GetItemOwned::Error(ErrorReply::Server));
+        assert_eq!(walk_meta(b"ERROR\r\n").1, GetItemOwned::Error(ErrorReply::Error));
+        assert_eq!(walk_meta(b"CLIENT_ERROR bad command line format\r\n").1, GetItemOwned::Error(ErrorReply::Client));
+        for (line, want) in [
+            (&b"HD\r\n"[..], StoreReply::Stored),
+            (b"HD c42 kkey\r\n", StoreReply::Stored),
+            (b"NS\r\n", StoreReply::NotStored),
+            (b"EX\r\n", StoreReply::Exists),
+            (b"NF\r\n", StoreReply::NotFound),
+            (b"NF Oxyz\r\n", StoreReply::NotFound),
+            (b"SERVER_ERROR object too large for cache\r\n", StoreReply::Error(ErrorReply::Server)),
+            (b"CLIENT_ERROR bad data chunk\r\n", StoreReply::Error(ErrorReply::Client)),
+            (b"ERROR\r\n", StoreReply::Error(ErrorReply::Error)),
+        ] {
+            assert_eq!(parse_meta_store_reply(line).unwrap(), Parsed::Done { consumed: line.len(), item: want });
+        }
+        for (line, want) in [
+            (&b"HD\r\n"[..], DeleteReply::Deleted),
+            (b"HD kkey\r\n", DeleteReply::Deleted),
+            (b"NF\r\n", DeleteReply::NotFound),
+            (b"EX\r\n", DeleteReply::NotFound),
+            (b"SERVER_ERROR busy\r\n", DeleteReply::Error(ErrorReply::Server)),
+            (b"CLIENT_ERROR bad command line format\r\n", DeleteReply::Error(ErrorReply::Client)),
+        ] {
+            assert_eq!(parse_meta_delete_reply(line).unwrap(), Parsed::Done { consumed: line.len(), item: want });
+        }
+        for (line, want) in [
+            (&b"HD\r\n"[..], IncrReply::Value(0)),
+            (b"HD c9\r\n", IncrReply::Value(0)),
+            (b"VA 1\r\n0\r\n", IncrReply::Value(0)),
+            (b"VA 20 c3\r\n18446744073709551615\r\n", IncrReply::Value(u64::MAX)),
+            (b"NF\r\n", IncrReply::NotFound),
+            (b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n", IncrReply::Error(ErrorReply::Client)),
+            (b"ERROR\r\n", IncrReply::Error(ErrorReply::Error)),
+        ] {
+            assert_eq!(parse_meta_incr_reply(line).unwrap(), Parsed::Done { consumed: line.len(), item: want });
+        }
+    }
+
+    #[test]
+    fn meta_parsers_reject_garbage() {
+        // Classic replies are not meta replies, and the reverse.
+        for bad in [&b"END\r\n"[..], b"VALUE k 0 1\r\nx\r\n", b"ENX\r\n", b"MN kx\r\n", b"HI\r\n", b"\r\n"] {
+            assert!(
+                matches!(parse_meta_get_item(bad), Err(ProtocolError::UnexpectedLine(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(matches!(parse_get_item(b"EN\r\n"), Err(ProtocolError::UnexpectedLine(_))));
+        for bad in [&b"VA\r\n"[..], b"VA x\r\n", b"VA -1\r\n", b"VA 3 fx\r\n", b"VA 3 f99999999999\r\n", b"VA 3 c\r\n"]
+        {
+            assert!(
+                matches!(parse_meta_get_item(bad), Err(ProtocolError::BadValueLine(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(parse_meta_get_item(b"VA 3 f0\r\nabcXY"), Err(ProtocolError::BadDataTerminator));
+        let long = vec![b'x'; MAX_LINE + 1];
+        assert_eq!(parse_meta_get_item(&long), Err(ProtocolError::LineTooLong));
+        for bad in [&b"STORED\r\n"[..], b"HDX\r\n", b"EN\r\n", b"VA 1\r\n"] {
+            assert!(matches!(parse_meta_store_reply(bad), Err(ProtocolError::UnexpectedLine(_))));
+        }
+        for bad in [&b"DELETED\r\n"[..], b"NS\r\n", b"EN\r\n"] {
+            assert!(matches!(parse_meta_delete_reply(bad), Err(ProtocolError::UnexpectedLine(_))));
+        }
+        for bad in [&b"42\r\n"[..], b"NOT_FOUND\r\n", b"EX\r\n", b"VA 2\r\nab\r\n", b"VA 0\r\n\r\n"] {
+            assert!(parse_meta_incr_reply(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert!(matches!(parse_meta_incr_reply(b"VA x\r\n"), Err(ProtocolError::BadValueLine(_))));
+        assert_eq!(parse_meta_incr_reply(b"VA 1\r\n7XY"), Err(ProtocolError::BadDataTerminator));
     }
 }

@@ -103,25 +103,35 @@ pub struct Args {
     #[arg(short = 'o', long = "extended")]
     pub extended: Vec<String>,
 
-    // memcached flags accepted for compatibility and ignored.
-    #[arg(short = 'U', long = "udp-port", hide = true)]
+    /// UDP port: 0 (off, memcached's default too) is the only one; UDP is not offered.
+    #[arg(short = 'U', long = "udp-port")]
     pub udp_port: Option<String>,
+    /// Requests a connection is served in a row before it lets the others run (counted
+    /// in `stats` as conn_yields); default: no limit.
+    #[arg(short = 'R', long = "max-reqs-per-event")]
+    pub max_reqs_per_event: Option<String>,
+    /// auto or ascii (the text protocol, classic and meta); binary is not offered.
+    #[arg(short = 'B', long = "protocol")]
+    pub protocol: Option<String>,
+    /// The listen backlog (default 1024).
+    #[arg(short = 'b', long = "listen-backlog")]
+    pub listen_backlog: Option<String>,
+    /// Run as a daemon (detached, in the background).
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+    /// Write the process id to this file (removed when the server stops).
+    #[arg(short = 'P', long = "pidfile")]
+    pub pidfile: Option<PathBuf>,
+
+    // memcached flags accepted for compatibility and ignored.
     #[arg(short = 'u', long = "user", hide = true)]
     pub user: Option<String>,
-    #[arg(short = 'R', long = "max-reqs-per-event", hide = true)]
-    pub max_reqs_per_event: Option<String>,
-    #[arg(short = 'B', long = "protocol", hide = true)]
-    pub protocol: Option<String>,
-    #[arg(short = 'b', long = "listen-backlog", hide = true)]
-    pub listen_backlog: Option<String>,
     #[arg(short = 'n', long = "slab-min-size", hide = true)]
     pub slab_min_size: Option<String>,
     #[arg(short = 'f', long = "slab-growth-factor", hide = true)]
     pub slab_growth_factor: Option<String>,
     #[arg(short = 'D', hide = true)]
     pub delimiter: Option<String>,
-    #[arg(short = 'P', long = "pidfile", hide = true)]
-    pub pidfile: Option<String>,
     #[arg(short = 'k', long = "lock-memory", hide = true)]
     pub lock_memory: bool,
     #[arg(short = 'L', long = "enable-largepages", hide = true)]
@@ -189,6 +199,16 @@ pub struct Config {
     pub flush_enabled: bool,
     /// `shutdown` is allowed (`-A`).
     pub shutdown_command: bool,
+    /// The listen backlog (`-b`).
+    pub backlog: i32,
+    /// `-B`: `auto-negotiate` or `ascii`, as `stats settings` names it.
+    pub binding_protocol: &'static str,
+    /// `-R`: requests a connection is served in a row before it yields (None: no limit).
+    pub reqs_per_event: Option<usize>,
+    /// `-d`: detach and run in the background.
+    pub daemon: bool,
+    /// `-P`: where to write the process id.
+    pub pidfile: Option<PathBuf>,
     pub verbose: u8,
     pub memory_file: Option<PathBuf>,
     pub huge_pages: bool,
@@ -229,6 +249,14 @@ pub enum ConfigError {
     IndexTooLarge { items: usize, need_mb: usize, have_mb: usize },
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("the binary protocol is not offered: ringcache speaks memcached's text protocol, classic and meta (-B ascii or -B auto)")]
+    BinaryProtocol,
+    #[error("Invalid value for binding protocol: {0}\n -- should be one of auto, binary, or ascii")]
+    BindingProtocol(String),
+    #[error("-U {0}: UDP is not offered (memcached's UDP is off by default too); use -U 0 or leave it out")]
+    Udp(String),
+    #[error("{flag} {value:?}: expected a whole number from 1 to {max}")]
+    Count { flag: &'static str, value: String, max: i64 },
     #[error("reply_buffer_limit {0} is out of range (1k to 1g)")]
     ReplyBufferRange(usize),
     #[error(
@@ -374,16 +402,11 @@ impl Args {
     /// options, by name).
     pub fn ignored_flags(&self) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
-        let checks: [(&'static str, bool); 10] = [
-            ("-U", self.udp_port.is_some()),
+        let checks: [(&'static str, bool); 5] = [
             ("-u", self.user.is_some()),
-            ("-R", self.max_reqs_per_event.is_some()),
-            ("-B", self.protocol.is_some()),
-            ("-b", self.listen_backlog.is_some()),
             ("-n", self.slab_min_size.is_some()),
             ("-f", self.slab_growth_factor.is_some()),
             ("-D", self.delimiter.is_some()),
-            ("-P", self.pidfile.is_some()),
             ("-k", self.lock_memory),
         ];
         for (flag, given) in checks {
@@ -450,6 +473,27 @@ impl Args {
             return Err(ConfigError::ReplyBufferRange(reply_buffer_limit));
         }
         let read_buf_mem_limit = ext.read_buf_mem_limit.or(file.read_buf_mem_limit);
+        let binding_protocol = match self.protocol.as_deref() {
+            None | Some("auto") => "auto-negotiate",
+            Some("ascii") => "ascii",
+            Some("binary") => return Err(ConfigError::BinaryProtocol),
+            Some(other) => return Err(ConfigError::BindingProtocol(other.to_string())),
+        };
+        match self.udp_port.as_deref().map(str::trim) {
+            None | Some("0") => {}
+            Some(other) => return Err(ConfigError::Udp(other.to_string())),
+        }
+        let count = |flag: &'static str, value: &Option<String>, max: i64| -> Result<Option<i64>, ConfigError> {
+            value
+                .as_deref()
+                .map(|v| match v.trim().parse::<i64>() {
+                    Ok(n) if (1..=max).contains(&n) => Ok(n),
+                    _ => Err(ConfigError::Count { flag, value: v.to_string(), max }),
+                })
+                .transpose()
+        };
+        let backlog = count("-b", &self.listen_backlog, i64::from(i32::MAX))?.unwrap_or(1024) as i32;
+        let reqs_per_event = count("-R", &self.max_reqs_per_event, i64::from(u32::MAX))?.map(|n| n as usize);
         let cluster = crate::cluster::ClusterArgs {
             node_id: self.node_id,
             peers: self.peers.clone(),
@@ -474,6 +518,11 @@ impl Args {
             cas_enabled: !(self.disable_cas || file.disable_cas.unwrap_or(false)),
             flush_enabled: !(self.disable_flush_all || file.disable_flush_all.unwrap_or(false)),
             shutdown_command: self.enable_shutdown || file.enable_shutdown.unwrap_or(false),
+            backlog,
+            binding_protocol,
+            reqs_per_event,
+            daemon: self.daemon,
+            pidfile: self.pidfile.clone(),
             verbose: self.verbose,
             memory_file: self.memory_file.clone().or(file.memory_file),
             huge_pages: self.huge_pages || self.large_pages || file.huge_pages.unwrap_or(false),

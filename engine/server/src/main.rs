@@ -1,5 +1,5 @@
 //! The `ringcache` binary: parse flags, refuse settings that cannot work, plan the CPU
-//! map, log it, run the server. Exit status: 0 after a clean stop, 64 (`EX_USAGE`) for
+//! map, log it, detach (`-d`) and write the pid file (`-P`), run the server. Exit status: 0 after a clean stop, 64 (`EX_USAGE`) for
 //! settings that cannot work, 71 (`EX_OSERR`) when the address cannot be listened on or
 //! enough files cannot be opened (memcached's statuses), 1 for any other failure.
 
@@ -56,11 +56,31 @@ fn main() -> ExitCode {
     for slot in &plan {
         tracing::info!("cpu map: {slot}");
     }
-    match server::run(config, plan) {
+    if config.daemon {
+        // Before any thread starts: the parent returns at once, the child runs on in a
+        // new session (the working directory is kept, so relative paths still work;
+        // stdout and stderr go to /dev/null unless -v).
+        // SAFETY: daemon() forks; this process has no other thread yet.
+        if unsafe { libc::daemon(1, i32::from(config.verbose > 0)) } != 0 {
+            return refuse(71, format!("-d: cannot detach: {}", std::io::Error::last_os_error()));
+        }
+    }
+    let pidfile = config.pidfile.clone();
+    if let Some(path) = &pidfile {
+        // As memcached: a pid file that cannot be written is reported, not fatal.
+        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            tracing::error!("could not write the pid file {}: {e}", path.display());
+        }
+    }
+    let status = match server::run(config, plan) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
         }
         Err(e) => refuse(e.exit_status(), e),
+    };
+    if let Some(path) = &pidfile {
+        let _ = std::fs::remove_file(path);
     }
+    status
 }

@@ -14,8 +14,14 @@
 //! * `listens_only_on_the_given_address_and_port`: `-l 127.0.0.1 -p <port>` (passed by
 //!   `start_ringcache`) is honoured: the port answers on 127.0.0.1 and is closed on
 //!   127.0.0.2, which a wildcard bind would answer.
-//! * `accepts_memcached_flags_that_do_not_apply`: `-U 0 -u root -R 20 -B ascii -o modern`
-//!   are accepted and the server serves.
+//! * `accepts_memcached_flags_that_do_not_apply`: `-U 0 -u root -R 20 -B ascii -b 64 -o
+//!   modern` are accepted and the server serves.
+//! * `protocols_that_are_not_offered_are_refused`: `-B binary`, `-U <port>` (and bad `-B`,
+//!   `-b`, `-R` values) exit 64 with a message saying why.
+//! * `dash_r_yields_after_n_requests_and_counts_it`: `-R 5` and 23 pipelined sets: all
+//!   answered, `conn_yields` counts the yields.
+//! * `dash_d_detaches_and_dash_p_writes_the_pid_file`: `-d -P FILE` returns at once, the
+//!   daemon serves with its pid in FILE and removes it when `shutdown` stops it.
 
 use ringcache_test_support::Conn;
 use ringcache_test_support::{start_ringcache, Server};
@@ -232,7 +238,7 @@ fn listens_only_on_the_given_address_and_port() {
 
 #[test]
 fn accepts_memcached_flags_that_do_not_apply() {
-    let mut server = start_server(&["-U", "0", "-u", "root", "-R", "20", "-B", "ascii", "-o", "modern"]);
+    let mut server = start_server(&["-U", "0", "-u", "root", "-R", "20", "-B", "ascii", "-b", "64", "-o", "modern"]);
     let mut conn = Conn::open(&server, "connection");
     conn.send(b"set lifecycle:f 1 0 5\r\nhello\r\nget lifecycle:f\r\n");
     conn.expect_line("STORED", "set");
@@ -242,4 +248,89 @@ fn accepts_memcached_flags_that_do_not_apply() {
         "get after set"
     );
     assert!(server.is_running(), "server exited");
+}
+
+/// `-B binary` and `-U <port>` are refused at once with a message that says why (the
+/// binary protocol and UDP are not offered); `-B` with another word gets memcached's
+/// message; `-b 0` and `-R x` are refused. All exit with 64 (EX_USAGE).
+#[test]
+fn protocols_that_are_not_offered_are_refused() {
+    for (args, says) in [
+        (&["-B", "binary"][..], "binary protocol is not offered"),
+        (&["-B", "foo"][..], "Invalid value for binding protocol: foo"),
+        (&["-U", "11211"][..], "UDP is not offered"),
+        (&["-b", "0"][..], "-b"),
+        (&["-R", "x"][..], "-R"),
+    ] {
+        let (status, stderr) = ringcache_test_support::run_ringcache_to_exit!(args, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?} says {says:?}: {stderr}");
+    }
+}
+
+/// `-R N`: a connection that pipelines more than N requests is served N at a time,
+/// letting the others run in between; `stats` counts each time as `conn_yields`.
+#[test]
+fn dash_r_yields_after_n_requests_and_counts_it() {
+    let server = start_server(&["-R", "5"]);
+    let mut conn = Conn::open(&server, "pipeliner");
+    let mut burst = Vec::new();
+    for i in 0..23 {
+        burst.extend_from_slice(format!("set r{i} 0 0 1\r\nx\r\n").as_bytes());
+    }
+    conn.send(&burst);
+    for _ in 0..23 {
+        conn.expect_line("STORED", "pipelined set");
+    }
+    conn.send(b"stats\r\n");
+    let mut yields = None;
+    loop {
+        let line = String::from_utf8_lossy(&conn.line()).into_owned();
+        if line == "END" {
+            break;
+        }
+        if let Some(v) = line.strip_prefix("STAT conn_yields ") {
+            yields = v.trim().parse::<u64>().ok();
+        }
+    }
+    // 23 requests arrive together (a receive may split them): at least 23 / 5 - 1 yields
+    // when they come in one piece, never more than 4.
+    let yields = yields.expect("stats has conn_yields");
+    assert!((1..=4).contains(&yields), "conn_yields {yields}");
+}
+
+/// `-d -P FILE`: the command returns at once (status 0), the server runs on in the
+/// background with its pid in FILE, serves, and removes FILE when it stops.
+#[test]
+fn dash_d_detaches_and_dash_p_writes_the_pid_file() {
+    let port = ringcache_test_support::reserve_port();
+    let pidfile = std::env::temp_dir().join(format!("ringcache-test-{}.pid", std::process::id()));
+    let _ = std::fs::remove_file(&pidfile);
+    let status = Command::new(env!("CARGO_BIN_EXE_ringcache"))
+        .args(["-d", "-A", "-t", "1", "-l", "127.0.0.1", "-p", &port.port.to_string()])
+        .arg("-P")
+        .arg(&pidfile)
+        .status()
+        .expect("run ringcache -d");
+    assert!(status.success(), "the foreground part exits 0: {status}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stream = loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port.port)) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the daemon does not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pid: u32 = std::fs::read_to_string(&pidfile).expect("pid file").trim().parse().expect("a pid");
+    // Running: its /proc entry exists and it is not a zombie waiting to be reaped.
+    let running = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+    };
+    assert!(running(pid), "the pid file names the running server");
+    stream.write_all(b"shutdown\r\n").expect("send");
+    while running(pid) || pidfile.exists() {
+        assert!(Instant::now() < deadline, "the daemon did not stop and remove its pid file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -112,6 +112,11 @@ impl Shard {
         self.counters.bytes_read += n;
     }
 
+    /// A connection yielded after `-R` requests in a row (`conn_yields`).
+    pub fn count_conn_yield(&mut self) {
+        self.counters.conn_yields += 1;
+    }
+
     pub fn count_bytes_written(&mut self, n: u64) {
         self.counters.bytes_written += n;
     }

@@ -18,7 +18,6 @@ use std::os::unix::net::UnixDatagram;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Connections waiting to be accepted, per shard socket.
-const BACKLOG: i32 = 1024;
 
 /// Why the listen address cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +79,9 @@ fn bind_one(addr: SocketAddr) -> Result<Socket, ListenError> {
     Ok(socket)
 }
 
-/// Binds `count` sockets to `addr` (all on one port) and starts listening, refusing a
-/// port that another process already serves.
-pub fn bind(addr: SocketAddr, count: usize) -> Result<Listeners, ListenError> {
+/// Binds `count` sockets to `addr` (all on one port) and starts listening with `backlog`
+/// (`-b`), refusing a port that another process already serves.
+pub fn bind(addr: SocketAddr, count: usize, backlog: i32) -> Result<Listeners, ListenError> {
     let first = bind_one(addr)?;
     let addr = first
         .local_addr()
@@ -99,7 +98,7 @@ pub fn bind(addr: SocketAddr, count: usize) -> Result<Listeners, ListenError> {
         return Err(ListenError::OtherProcess { port: addr.port(), inode });
     }
     for socket in &sockets {
-        socket.listen(BACKLOG).map_err(|source| ListenError::Bind { addr, source })?;
+        socket.listen(backlog).map_err(|source| ListenError::Bind { addr, source })?;
     }
     Ok(Listeners { addr, sockets, _guard: guard })
 }

@@ -215,7 +215,7 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
     let nshards = plan.len();
     ensure_fd_limit(config.conn_limit, nshards)?;
     let addr = listen::resolve(&config.listen, config.port)?;
-    let listeners = listen::bind(addr, nshards)?;
+    let listeners = listen::bind(addr, nshards, config.backlog)?;
     tracing::info!("listening on {} with {} shards", listeners.addr, nshards);
     let (fds, _guard) = listeners.into_fds();
 

@@ -256,10 +256,11 @@ fn settings(out: &mut Vec<u8>, shared: &Shared, limit: usize) {
     stat(out, "num_threads_per_udp", shared.nshards);
     stat(out, "stat_key_prefix", ":");
     stat(out, "detail_enabled", "no");
-    stat(out, "reqs_per_event", 20);
+    // memcached's default is 20; ringcache's is no limit (shown as 0) unless -R is given.
+    stat(out, "reqs_per_event", config.reqs_per_event.unwrap_or(0));
     stat(out, "cas_enabled", yes_no(config.cas_enabled));
-    stat(out, "tcp_backlog", 1024);
-    stat(out, "binding_protocol", "auto-negotiate");
+    stat(out, "tcp_backlog", config.backlog);
+    stat(out, "binding_protocol", config.binding_protocol);
     stat(out, "auth_enabled_sasl", "no");
     stat(out, "auth_enabled_ascii", "no");
     stat(out, "item_size_max", config.max_item_size);

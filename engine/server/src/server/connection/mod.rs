@@ -410,7 +410,17 @@ impl<'c> Connection<'c> {
         let mut handled = false;
         self.need = None;
         let mut close = false;
+        // Requests served in a row (for `-R`).
+        let mut in_a_row = 0usize;
         loop {
+            if ctx.shared.config.reqs_per_event.is_some_and(|limit| in_a_row >= limit) && !input.pending().is_empty() {
+                // memcached's -R: let the shard's other connections run before more of
+                // this one's requests (the replies so far go out meanwhile).
+                in_a_row = 0;
+                self.ctx.shard.borrow_mut().count_conn_yield();
+                self.drain(Scope::All).await?;
+                futures_lite::future::yield_now().await;
+            }
             if self.swallow > 0 {
                 let skip = self.swallow.min(input.pending().len());
                 input.consume(skip);
@@ -436,6 +446,7 @@ impl<'c> Connection<'c> {
                 }
             };
             handled = true;
+            in_a_row += 1;
             let mut next = self.request(&request, noreply, now);
             while let Next::MoreKeys { keys, cas, touch } = next {
                 self.drain(Scope::All).await?;
