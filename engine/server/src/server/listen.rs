@@ -17,8 +17,6 @@ use std::os::unix::net::UnixDatagram;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Connections waiting to be accepted, per shard socket.
-
 /// Why the listen address cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
@@ -210,7 +208,7 @@ mod tests {
     #[test]
     fn a_second_bind_of_the_same_address_is_refused() {
         let addr = resolve("127.0.0.1", 0).unwrap_or_else(|e| panic!("{e}"));
-        let first = bind(addr, 2).unwrap_or_else(|e| panic!("{e}"));
+        let first = bind(addr, 2, 1024).unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(first.addr.port(), 0, "-p 0 gets a real port, the same for every socket");
         match bind(first.addr, 1) {
             Err(ListenError::OtherRingcache { .. }) => {}
