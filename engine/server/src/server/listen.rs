@@ -210,7 +210,7 @@ mod tests {
         let addr = resolve("127.0.0.1", 0).unwrap_or_else(|e| panic!("{e}"));
         let first = bind(addr, 2, 1024).unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(first.addr.port(), 0, "-p 0 gets a real port, the same for every socket");
-        match bind(first.addr, 1) {
+        match bind(first.addr, 1, 1024) {
             Err(ListenError::OtherRingcache { .. }) => {}
             Err(e) => panic!("wrong refusal: {e}"),
             Ok(_) => panic!("a second set of listeners shared {}", first.addr),
@@ -226,7 +226,7 @@ mod tests {
         foreign.listen(1).unwrap_or_else(|e| panic!("{e}"));
         let addr = foreign.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or_else(|| unreachable!());
         let inode_of_foreign = inode(foreign.as_raw_fd());
-        match bind(addr, 1) {
+        match bind(addr, 1, 1024) {
             Err(ListenError::OtherProcess { inode, .. }) => assert_eq!(Some(inode), inode_of_foreign),
             Err(e) => panic!("wrong refusal: {e}"),
             Ok(_) => panic!("shared a port with a foreign listener"),
