@@ -243,3 +243,55 @@ fn store_failures_and_meta_debug_are_counted_as_memcached_counts_them() {
     assert!(refused > 0, "-m 2 -M holds fewer than 40 values of 100 KB");
     assert_eq!(stat(&mut s, "store_no_memory"), refused);
 }
+
+/// The per-class fields of `stats items` and `stats slabs` (`items:<id>:<name>`,
+/// `<id>:<name>`).
+fn class_fields(server: &Server, which: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in stat_names(server, which) {
+        let field = match which {
+            "items" => name.splitn(3, ':').nth(2).map(str::to_string),
+            _ => name.split_once(':').map(|(_, f)| f.to_string()),
+        };
+        if let Some(f) = field.filter(|f| !names.contains(f)) {
+            names.push(f);
+        }
+    }
+    names
+}
+
+/// `stats items` and `stats slabs` name every per-class field memcached does, in its
+/// order, and carry ringcache's figures: items per TTL class, evictions and expiries
+/// where they happened.
+#[test]
+fn stats_items_and_slabs_name_memcacheds_fields_with_ringcaches_figures() {
+    let setup = b"set a 0 0 5\r\nhello\r\nget a\r\nmn\r\n";
+    let memcached = start_memcached(&["-t", "1"]);
+    let ringcache = start_ringcache!(&["-t", "1", "-m", "4"]);
+    for server in [&memcached, &ringcache] {
+        roundtrip(&mut connect(server), setup, b"MN\r\n");
+    }
+    for which in ["items", "slabs"] {
+        let want = class_fields(&memcached, which);
+        let got = class_fields(&ringcache, which);
+        assert!(want.len() > 10, "memcached's {which}: {want:?}");
+        assert_eq!(&got[..want.len()], &want[..], "stats {which}: memcached's fields in its order");
+    }
+    let mut s = connect(&ringcache);
+    set_many(&mut s, "ttl", 50, 1000, b"x");
+    let value = vec![b'v'; 1000];
+    set_many(&mut s, "big", 6000, 0, &value);
+    let items = String::from_utf8_lossy(&roundtrip(&mut s, b"stats items\r\n", b"END\r\n")).into_owned();
+    let field = |name: &str| -> Vec<u64> {
+        items
+            .lines()
+            .filter_map(|l| l.strip_prefix("STAT items:"))
+            .filter_map(|l| l.split_once(' ').filter(|(k, _)| k.ends_with(&format!(":{name}"))))
+            .filter_map(|(_, v)| v.parse().ok())
+            .collect()
+    };
+    let evicted: u64 = field("evicted").iter().sum();
+    assert!(evicted > 0 && evicted == stat(&mut s, "evictions"), "evictions by class add up: {items}");
+    assert!(field("number").contains(&50), "the 50 items with a TTL are a class of their own: {items}");
+    assert_eq!(field("number").iter().sum::<u64>(), stat(&mut s, "curr_items"));
+}

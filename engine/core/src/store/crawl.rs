@@ -46,6 +46,10 @@ impl Store {
                 self.stats.reclaimed += 1;
                 self.stats.crawler_reclaimed += 1;
                 self.stats.expired_unfetched += u64::from(!h.fetched());
+                let class = &mut self.class_counters[usize::from(self.segs.meta[next].class)];
+                class.reclaimed += 1;
+                class.crawler_reclaimed += 1;
+                class.expired_unfetched += u64::from(!h.fetched());
                 reclaimed += 1;
             }
             let m = &mut self.segs.meta[next];

@@ -201,6 +201,56 @@ pub struct StoreStats {
     pub crawler_items_checked: u64,
 }
 
+/// What happened to the items of one TTL class (memcached's per-slab-class figures,
+/// `stats items` and `stats slabs`; ringcache's classes are TTL classes, see `segments`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassCounters {
+    pub evicted: u64,
+    /// Evicted items that had an expiry.
+    pub evicted_nonzero: u64,
+    /// Seconds since the last access of the most recently evicted item.
+    pub evicted_time: u64,
+    pub evicted_unfetched: u64,
+    /// Writes refused for want of memory.
+    pub outofmemory: u64,
+    pub reclaimed: u64,
+    pub expired_unfetched: u64,
+    pub crawler_reclaimed: u64,
+    pub get_hits: u64,
+    pub cmd_set: u64,
+}
+
+impl ClassCounters {
+    pub fn add(&mut self, o: &ClassCounters) {
+        self.evicted += o.evicted;
+        self.evicted_nonzero += o.evicted_nonzero;
+        self.evicted_time = self.evicted_time.max(o.evicted_time);
+        self.evicted_unfetched += o.evicted_unfetched;
+        self.outofmemory += o.outofmemory;
+        self.reclaimed += o.reclaimed;
+        self.expired_unfetched += o.expired_unfetched;
+        self.crawler_reclaimed += o.crawler_reclaimed;
+        self.get_hits += o.get_hits;
+        self.cmd_set += o.cmd_set;
+    }
+}
+
+/// One TTL class of a store, now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassReport {
+    /// Index of the TTL class (0: items that never expire).
+    pub class: usize,
+    pub items: u64,
+    /// Bytes of its live items.
+    pub live_bytes: u64,
+    /// Bytes of its segments, live and dead.
+    pub used_bytes: u64,
+    pub segments: u64,
+    /// Seconds since its oldest segment was started.
+    pub age: u64,
+    pub counters: ClassCounters,
+}
+
 /// Where a new value comes from.
 #[derive(Clone, Copy)]
 enum Value<'a> {
@@ -253,6 +303,8 @@ pub struct Store {
     shard_bits: u32,
     sweep_cursor: usize,
     stats: StoreStats,
+    /// Per TTL class.
+    class_counters: [ClassCounters; segments::TTL_CLASSES],
     /// Reused by compaction: the kept items, and where their index entries are.
     scratch: Vec<u8>,
     moved: Vec<(Position, u64, usize)>,
@@ -306,6 +358,7 @@ impl Store {
             shard_bits,
             sweep_cursor: 0,
             stats: StoreStats::default(),
+            class_counters: [ClassCounters::default(); segments::TTL_CLASSES],
             scratch: Vec::new(),
             moved: Vec::new(),
             recovered: false,
@@ -340,6 +393,30 @@ impl Store {
 
     pub fn reset_stats(&mut self) {
         self.stats = StoreStats::default();
+        self.class_counters = [ClassCounters::default(); segments::TTL_CLASSES];
+    }
+
+    /// Every TTL class that holds items or counted something, at relative time `now`.
+    pub fn class_reports(&self, now: u32) -> Vec<ClassReport> {
+        let mut reports: Vec<ClassReport> = (0..segments::TTL_CLASSES)
+            .map(|class| ClassReport { class, counters: self.class_counters[class], ..ClassReport::default() })
+            .collect();
+        let mut oldest = [u32::MAX; segments::TTL_CLASSES];
+        for m in self.segs.meta.iter().filter(|m| m.state != SegState::Free) {
+            let r = &mut reports[usize::from(m.class)];
+            r.items += u64::from(m.live_items);
+            r.live_bytes += u64::from(m.live_bytes);
+            r.used_bytes += u64::from(m.write_at);
+            r.segments += 1;
+            oldest[usize::from(m.class)] = oldest[usize::from(m.class)].min(m.created);
+        }
+        for r in &mut reports {
+            if r.segments > 0 {
+                r.age = u64::from(now.saturating_sub(oldest[r.class]));
+            }
+        }
+        reports.retain(|r| r.segments > 0 || r.counters != ClassCounters::default());
+        reports
     }
 
     /// Bytes of item memory the store may use (`cache_memlimit` may lower it).
@@ -484,9 +561,10 @@ impl Store {
     /// ones.
     fn bump(&mut self, found: &Found, now: u32) {
         let at = found.loc as usize;
+        let seg = &self.segs.meta[self.seg_of(found.loc)];
+        self.class_counters[usize::from(seg.class)].get_hits += 1;
         let access = if found.header.fetched() {
-            let base = self.segs.meta[self.seg_of(found.loc)].access_base;
-            item::access_byte(true, base, now)
+            item::access_byte(true, seg.access_base, now)
         } else {
             item::with_fetched(found.header.access)
         };
@@ -597,7 +675,10 @@ impl Store {
     ) -> StoreOutcome {
         let value_len = value.len();
         let size = item::size(key.len(), value_len, exptime, flags, cas);
-        let Some(loc) = self.reserve(size, exptime, now) else { return StoreOutcome::OutOfMemory };
+        let Some(loc) = self.reserve(size, exptime, now) else {
+            self.class_counters[segments::ttl_class(exptime, now)].outofmemory += 1;
+            return StoreOutcome::OutOfMemory;
+        };
         // Reserving may have evicted or moved items: look the old version up again.
         let old = self.find(key, hash);
         let value = match (value, old) {
@@ -626,6 +707,7 @@ impl Store {
             }
         }
         self.stats.total_items += 1;
+        self.class_counters[usize::from(self.segs.meta[seg].class)].cmd_set += 1;
         StoreOutcome::Stored
     }
 
@@ -795,11 +877,19 @@ impl Store {
                 continue;
             }
             self.index.remove(pos);
+            let class = &mut self.class_counters[usize::from(self.segs.meta[seg as usize].class)];
             if expired {
                 self.stats.reclaimed += 1;
                 self.stats.expired_unfetched += u64::from(!h.fetched());
+                class.reclaimed += 1;
+                class.expired_unfetched += u64::from(!h.fetched());
             } else {
                 self.stats.evictions += 1;
+                class.evicted += 1;
+                class.evicted_nonzero += u64::from(h.exptime != 0);
+                class.evicted_unfetched += u64::from(!h.fetched());
+                let last = self.segs.meta[seg as usize].access_base.saturating_add(h.access_offset());
+                class.evicted_time = u64::from(now.saturating_sub(last));
             }
         }
         // Access times count from the earliest kept one now, so they stay as exact as

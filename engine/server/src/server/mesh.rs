@@ -32,8 +32,8 @@ pub enum MeshMsg {
         ends: Vec<u32>,
         reply: oneshot::Sender<OpsReply>,
     },
-    /// Report counters (and reset them first if `reset`).
-    Stats { reset: bool, reply: oneshot::Sender<ShardReport> },
+    /// Report counters (and reset them first if `reset`), at the sender's time `now`.
+    Stats { reset: bool, now: u32, reply: oneshot::Sender<ShardReport> },
     /// An administrative command for this shard's replica group: its answer line.
     Cluster { cmd: super::replicated::admin::Admin, reply: oneshot::Sender<String> },
     /// One of memcached's administration commands, this shard's part (at the sender's
@@ -86,8 +86,8 @@ pub async fn serve_peer(
             MeshMsg::Admin { cmd, now, reply } => {
                 let _ = reply.send(super::admin_commands::on_shard(&shard, cmd, now));
             }
-            MeshMsg::Stats { reset, reply } => {
-                let r = ShardReport::gather(&shard, &registry.borrow(), reset);
+            MeshMsg::Stats { reset, now, reply } => {
+                let r = ShardReport::gather(&shard, &registry.borrow(), reset, now);
                 let _ = reply.send(r);
             }
         }

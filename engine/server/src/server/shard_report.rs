@@ -26,6 +26,8 @@ pub struct ReplicationReport {
 pub struct ShardReport {
     pub counters: Counters,
     pub store: StoreStats,
+    /// Per TTL class (`stats items`, `stats slabs`).
+    pub classes: Vec<ringcache_core::store::ClassReport>,
     pub memory_limit: usize,
     /// `(fd, peer address)` of this shard's open connections, for `stats conns`.
     pub connections: Vec<(i32, String)>,
@@ -36,7 +38,7 @@ pub struct ShardReport {
 
 impl ShardReport {
     /// Gathers this shard's report (resetting its counters first if `reset`: `stats reset`).
-    pub fn gather(cell: &ShardCell, registry: &ConnectionRegistry, reset: bool) -> ShardReport {
+    pub fn gather(cell: &ShardCell, registry: &ConnectionRegistry, reset: bool, now: u32) -> ShardReport {
         let replication = cell.replicated().map(|r| {
             let replica = r.replica.borrow();
             let group = replica.group();
@@ -56,6 +58,7 @@ impl ShardReport {
         ShardReport {
             counters: *shard.counters(),
             store: shard.store().stats(),
+            classes: shard.store().class_reports(now),
             memory_limit: shard.store().memory_limit(),
             connections: registry.list(),
             replication,

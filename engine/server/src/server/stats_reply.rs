@@ -8,6 +8,7 @@ use super::shard_report::ShardReport;
 use super::Shared;
 use ringcache_core::protocol::reply::{self, stat};
 use ringcache_core::shard::stats::Counters;
+use ringcache_core::store::ClassReport;
 use ringcache_core::store::StoreStats;
 use ringcache_replication::group::StateRole;
 
@@ -228,6 +229,97 @@ fn general(
     stat(out, "lru_bumps_dropped", 0);
 }
 
+/// Every shard's TTL classes, summed by class (memcached's slab class ids: TTL class + 1).
+fn classes(reports: &[ShardReport]) -> Vec<(usize, ClassReport)> {
+    let mut by_class: std::collections::BTreeMap<usize, ClassReport> = std::collections::BTreeMap::new();
+    for r in reports.iter().flat_map(|r| &r.classes) {
+        let c = by_class.entry(r.class + 1).or_insert(ClassReport { class: r.class, ..ClassReport::default() });
+        c.items += r.items;
+        c.live_bytes += r.live_bytes;
+        c.used_bytes += r.used_bytes;
+        c.segments += r.segments;
+        c.age = c.age.max(r.age);
+        c.counters.add(&r.counters);
+    }
+    by_class.into_iter().collect()
+}
+
+/// `stats items`: memcached's fields for each class that holds items. ringcache's classes
+/// are TTL classes (id 1: items that never expire; id N+1: items written with 2^(N-1) to
+/// 2^N seconds to live) and it has no hot/warm/cold LRUs: those figures are 0.
+fn items(out: &mut Vec<u8>, reports: &[ShardReport]) {
+    for (id, c) in classes(reports).into_iter().filter(|(_, c)| c.items > 0) {
+        let k = &c.counters;
+        let mut field = |name: &str, value: u64| stat(out, &format!("items:{id}:{name}"), value);
+        field("number", c.items);
+        field("number_hot", 0);
+        field("number_warm", 0);
+        field("number_cold", c.items);
+        field("age_hot", 0);
+        field("age_warm", 0);
+        field("age", c.age);
+        field("mem_requested", c.live_bytes);
+        field("evicted", k.evicted);
+        field("evicted_nonzero", k.evicted_nonzero);
+        field("evicted_time", k.evicted_time);
+        field("outofmemory", k.outofmemory);
+        field("tailrepairs", 0);
+        field("reclaimed", k.reclaimed);
+        field("expired_unfetched", k.expired_unfetched);
+        field("evicted_unfetched", k.evicted_unfetched);
+        field("evicted_active", 0);
+        field("crawler_reclaimed", k.crawler_reclaimed);
+        field("crawler_items_checked", 0);
+        field("lrutail_reflocked", 0);
+        field("moves_to_cold", 0);
+        field("moves_to_warm", 0);
+        field("moves_within_lru", 0);
+        field("direct_reclaims", 0);
+        field("hits_to_hot", 0);
+        field("hits_to_warm", 0);
+        field("hits_to_cold", k.get_hits);
+        field("hits_to_temp", 0);
+        // ringcache's own: bytes of overwritten or deleted copies not yet reclaimed.
+        field("dead_bytes", c.used_bytes - c.live_bytes);
+    }
+}
+
+/// `stats slabs`: memcached's fields for each class with segments. A page is a segment;
+/// a class's chunk size is the average size of its items (header, key and value), so
+/// `used_chunks` is its items and `total_chunks` what its segments would hold of them.
+/// Per-class counts of commands other than gets and sets are not kept (0).
+fn slabs(out: &mut Vec<u8>, reports: &[ShardReport], store: &StoreStats) {
+    let mut active = 0;
+    for (id, c) in classes(reports).into_iter().filter(|(_, c)| c.segments > 0) {
+        active += 1;
+        let chunk = if c.items > 0 { (c.live_bytes / c.items).max(1) } else { store.segment_size };
+        let per_page = (store.segment_size / chunk).max(1);
+        let total = c.segments * per_page;
+        let mut field = |name: &str, value: u64| stat(out, &format!("{id}:{name}"), value);
+        field("chunk_size", chunk);
+        field("chunks_per_page", per_page);
+        field("total_pages", c.segments);
+        field("total_chunks", total);
+        field("used_chunks", c.items);
+        field("free_chunks", total.saturating_sub(c.items));
+        field("free_chunks_end", 0);
+        field("get_hits", c.counters.get_hits);
+        field("cmd_set", c.counters.cmd_set);
+        for name in ["delete_hits", "incr_hits", "decr_hits", "cas_hits", "cas_badval", "touch_hits"] {
+            field(name, 0);
+        }
+        // ringcache's own.
+        field("mem_requested", c.live_bytes);
+        field("dead_bytes", c.used_bytes - c.live_bytes);
+    }
+    stat(out, "active_slabs", active);
+    stat(out, "total_malloced", (store.segments_total - store.segments_free) * store.segment_size);
+    stat(out, "segments_free", store.segments_free);
+    stat(out, "segments_pinned", store.segments_pinned);
+    stat(out, "segments_parked", store.segments_parked);
+    stat(out, "index_bytes", store.index_bytes);
+}
+
 /// `stats settings`: every field memcached 1.6.18 prints, in its order, then ringcache's
 /// own. Settings that mean something here carry ringcache's values (the memory limit as
 /// `cache_memlimit` left it, the admin commands' state); those of machinery ringcache
@@ -348,33 +440,8 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], shared: &S
             general(out, shared, reports, &counters, &store, limit);
         }
         b"settings" => settings(out, shared, limit),
-        b"items" => {
-            // One item class: the store is not slab-structured.
-            if store.curr_items > 0 {
-                stat(out, "items:1:number", store.curr_items);
-                stat(out, "items:1:live_bytes", store.bytes);
-                stat(out, "items:1:dead_bytes", store.dead_bytes);
-                stat(out, "items:1:evicted", store.evictions);
-                stat(out, "items:1:expired_unfetched", store.expired_unfetched);
-                stat(out, "items:1:reclaimed", store.reclaimed);
-            }
-        }
-        b"slabs" => {
-            // One "slab class": the segments. Live and dead bytes are reported honestly.
-            if store.curr_items > 0 {
-                stat(out, "1:chunk_size", store.segment_size);
-                stat(out, "1:total_pages", store.segments_total - store.segments_free);
-                stat(out, "1:used_chunks", store.curr_items);
-                stat(out, "1:mem_requested", store.bytes);
-                stat(out, "1:dead_bytes", store.dead_bytes);
-            }
-            stat(out, "active_slabs", u64::from(store.curr_items > 0));
-            stat(out, "total_malloced", (store.segments_total - store.segments_free) * store.segment_size);
-            stat(out, "segments_free", store.segments_free);
-            stat(out, "segments_pinned", store.segments_pinned);
-            stat(out, "segments_parked", store.segments_parked);
-            stat(out, "index_bytes", store.index_bytes);
-        }
+        b"items" => items(out, reports),
+        b"slabs" => slabs(out, reports, &store),
         b"conns" => {
             for r in reports {
                 for (fd, addr) in &r.connections {

@@ -551,11 +551,12 @@ async fn cluster_command(ctx: &ShardContext, args: &[u8]) -> Result<Vec<u8>, Bro
 /// Collects every shard's report (this one directly, the others over the mesh).
 async fn collect_reports(ctx: &ShardContext, reset: bool) -> Result<Vec<ShardReport>, Broken> {
     let mut reports = Vec::with_capacity(ctx.nshards);
-    reports.push(ShardReport::gather(&ctx.shard, &ctx.registry.borrow(), reset));
+    let now = ctx.shared.clock.now();
+    reports.push(ShardReport::gather(&ctx.shard, &ctx.registry.borrow(), reset, now));
     if let Some(senders) = &ctx.senders {
         for shard in (0..ctx.nshards).filter(|&s| s != ctx.index) {
             let (tx, rx) = oneshot::channel();
-            if senders.send_to(shard, MeshMsg::Stats { reset, reply: tx }).await.is_err() {
+            if senders.send_to(shard, MeshMsg::Stats { reset, now, reply: tx }).await.is_err() {
                 return Err(Broken);
             }
             reports.push(rx.await.map_err(|_| Broken)?);
