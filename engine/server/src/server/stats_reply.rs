@@ -292,7 +292,7 @@ fn slabs(out: &mut Vec<u8>, reports: &[ShardReport], store: &StoreStats) {
     let mut active = 0;
     for (id, c) in classes(reports).into_iter().filter(|(_, c)| c.segments > 0) {
         active += 1;
-        let chunk = if c.items > 0 { (c.live_bytes / c.items).max(1) } else { store.segment_size };
+        let chunk = c.live_bytes.checked_div(c.items).map_or(store.segment_size, |b| b.max(1));
         let per_page = (store.segment_size / chunk).max(1);
         let total = c.segments * per_page;
         let mut field = |name: &str, value: u64| stat(out, &format!("{id}:{name}"), value);
