@@ -36,6 +36,8 @@ pub enum Admin {
     },
     /// `shutdown [graceful]` (only with `-A`; memcached checks that before the mode).
     Shutdown(ShutdownMode),
+    /// `stats detail on|off`: count by key prefix, or stop.
+    Detail(bool),
 }
 
 /// How `shutdown` was asked to stop the server.

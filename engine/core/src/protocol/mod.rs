@@ -343,6 +343,14 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parse<'a> {
             }
         }
         b"stats" => {
+            if tokens.get(1) == b"detail" {
+                return match tokens.get(2) {
+                    b"on" => done(Request::Admin(admin::Admin::Detail(true)), false, line_end),
+                    b"off" => done(Request::Admin(admin::Admin::Detail(false)), false, line_end),
+                    b"dump" => done(Request::Stats { args: b"detail" }, false, line_end),
+                    _ => done(Request::Answer(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"), false, line_end),
+                };
+            }
             let args = line.get(line.iter().position(|&b| b != b' ').unwrap_or(0) + command.len()..).unwrap_or(&[]);
             done(Request::Stats { args }, false, line_end)
         }

@@ -6,6 +6,7 @@
 //! will carry the effects between decide and apply. Both a connection on this shard and
 //! the mesh server (for ops sent from other shards) call `execute`.
 
+pub mod detail;
 pub mod meta;
 pub mod ops;
 pub mod stats;
@@ -38,6 +39,10 @@ pub struct Shard {
     counters: Counters,
     /// `-F`: refuse `flush_all`.
     flush_enabled: bool,
+    /// Counts by key prefix (`stats detail`): kept once started, counting while
+    /// `detail_on`.
+    detail: Option<Box<detail::PrefixStats>>,
+    detail_on: bool,
 }
 
 /// What a mutating op decided: what the client will be told (unless applying the effect
@@ -91,7 +96,14 @@ impl Outcome {
 impl Shard {
     /// A shard around `store`; `flush_enabled` false is memcached's `-F`.
     pub fn new(store: Store, flush_enabled: bool) -> Self {
-        Shard { time: store.time_base(), store, counters: Counters::default(), flush_enabled }
+        Shard {
+            time: store.time_base(),
+            store,
+            counters: Counters::default(),
+            flush_enabled,
+            detail: None,
+            detail_on: false,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -106,6 +118,32 @@ impl Shard {
     pub fn reset_stats(&mut self) {
         self.counters = Counters::default();
         self.store.reset_stats();
+        if let Some(d) = &mut self.detail {
+            **d = detail::PrefixStats::default();
+        }
+    }
+
+    /// `stats detail on|off`: start or stop counting by key prefix (what was counted
+    /// stays, as in memcached).
+    pub fn set_detail(&mut self, on: bool) {
+        if on && self.detail.is_none() {
+            self.detail = Some(Box::default());
+        }
+        self.detail_on = on;
+    }
+
+    /// The counts by key prefix, once `stats detail` was on.
+    pub fn detail(&self) -> Option<&detail::PrefixStats> {
+        self.detail.as_deref()
+    }
+
+    /// Where to count a request by its key's prefix, while `stats detail` is on.
+    fn detail_counting(&mut self) -> Option<&mut detail::PrefixStats> {
+        if self.detail_on {
+            self.detail.as_deref_mut()
+        } else {
+            None
+        }
     }
 
     pub fn count_bytes_read(&mut self, n: u64) {
@@ -147,6 +185,13 @@ impl Shard {
                 self.get_in_place(key, cas, touch, now, out, usize::MAX);
             }
             _ => {
+                if let Some(d) = self.detail_counting() {
+                    match *op {
+                        Op::Store { key, .. } | Op::TooLarge { key, .. } => d.record_set(key),
+                        Op::Delete { key } => d.record_delete(key),
+                        _ => {}
+                    }
+                }
                 let mut key_buf = [0u8; protocol::KEY_MAX_LENGTH];
                 let decision = self.decide(op, &mut key_buf, now);
                 let applied = decision.effect.map(|e| self.apply(&e, now));
@@ -251,6 +296,11 @@ impl Shard {
             }
             None => self.store.get(key, now),
         };
+        if self.detail_on {
+            if let Some(d) = self.detail.as_deref_mut() {
+                d.record_get(key, item.is_some());
+            }
+        }
         let Some(item) = item else {
             self.counters.get_misses += 1;
             return None;

@@ -27,7 +27,7 @@ impl Store {
         let bytes = self.arena.bytes();
         let seg_size = self.arena.seg_size();
         let mut order: Vec<usize> =
-            (0..self.segs.meta.len()).filter(|&s| self.segs.meta[s].state != SegState::Free).collect();
+            (0..self.segs.span()).filter(|&s| self.segs.meta[s].state != SegState::Free).collect();
         order.sort_by_key(|&s| (self.segs.meta[s].created, s));
         for seg in order {
             let base = seg * seg_size;

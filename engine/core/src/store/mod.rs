@@ -376,7 +376,7 @@ impl Store {
         s.curr_items = self.index.len() as u64;
         s.bytes = 0;
         s.dead_bytes = 0;
-        for m in self.segs.meta.iter().filter(|m| m.state != SegState::Free) {
+        for m in self.segs.meta[..self.segs.span()].iter().filter(|m| m.state != SegState::Free) {
             s.bytes += u64::from(m.live_bytes);
             s.dead_bytes += u64::from(m.write_at - m.live_bytes);
         }
@@ -402,7 +402,7 @@ impl Store {
             .map(|class| ClassReport { class, counters: self.class_counters[class], ..ClassReport::default() })
             .collect();
         let mut oldest = [u32::MAX; segments::TTL_CLASSES];
-        for m in self.segs.meta.iter().filter(|m| m.state != SegState::Free) {
+        for m in self.segs.meta[..self.segs.span()].iter().filter(|m| m.state != SegState::Free) {
             let r = &mut reports[usize::from(m.class)];
             r.items += u64::from(m.live_items);
             r.live_bytes += u64::from(m.live_bytes);
@@ -820,7 +820,7 @@ impl Store {
 
     /// Empties and releases a sealed segment whose items have all expired, if any.
     fn reclaim_expired_segment(&mut self, now: u32) -> bool {
-        let Some(seg) = (0..self.segs.meta.len()).find(|&s| self.reclaimable(s, now)) else {
+        let Some(seg) = (0..self.segs.span()).find(|&s| self.reclaimable(s, now)) else {
             return false;
         };
         self.compact(seg as u32, false, now);
@@ -921,7 +921,7 @@ impl Store {
     pub fn sweep(&mut self, now: u32, budget: usize) -> usize {
         self.apply_pending_flush(now);
         self.shrink_to_limit(now, budget);
-        let n = self.segs.meta.len();
+        let n = self.segs.span().max(1);
         let mut reclaimed = 0;
         for _ in 0..budget.min(n) {
             self.sweep_cursor = (self.sweep_cursor + 1) % n;

@@ -97,6 +97,10 @@ pub struct Segments {
     max_pinned: usize,
     /// Segments the store may use (`cache_memlimit`).
     usable: usize,
+    /// One past the highest segment ever taken: no segment beyond it holds anything (the
+    /// free list hands out the lowest first), so walks over segments stop here rather
+    /// than cross the address space reserved for growth.
+    span: usize,
 }
 
 impl Segments {
@@ -129,7 +133,13 @@ impl Segments {
             pinned: 0,
             max_pinned: nsegs / 4,
             usable: nsegs,
+            span: 0,
         }
+    }
+
+    /// One past the highest segment that may hold anything.
+    pub fn span(&self) -> usize {
+        self.span
     }
 
     /// Segments the store may hold items in (`cache_memlimit`): at most all of them.
@@ -146,7 +156,7 @@ impl Segments {
 
     /// Segments holding items (or being appended to).
     pub fn in_use(&self) -> usize {
-        self.meta.iter().filter(|m| m.state != SegState::Free).count()
+        self.meta[..self.span].iter().filter(|m| m.state != SegState::Free).count()
     }
 
     /// Holds `seg`'s bytes where they are until [`Segments::unpin`]: no compaction,
@@ -183,7 +193,7 @@ impl Segments {
     /// The segments a crawl reclaims from at `now`: those with an item whose expiry has
     /// come.
     pub fn crawl_due(&self, now: u32) -> impl Iterator<Item = usize> + '_ {
-        (0..self.meta.len()).filter(move |&s| {
+        (0..self.span).filter(move |&s| {
             let m = &self.meta[s];
             m.state != SegState::Free && m.next_crawl != 0 && m.next_crawl <= now
         })
@@ -196,7 +206,7 @@ impl Segments {
 
     /// Segments freed while pinned, waiting for their last pin to join the free list.
     pub fn parked_count(&self) -> usize {
-        (0..self.meta.len()).filter(|&s| self.meta[s].state == SegState::Free && self.pins[s] > 0).count()
+        (0..self.span).filter(|&s| self.meta[s].state == SegState::Free && self.pins[s] > 0).count()
     }
 
     /// The generation as it appears in a CAS (never 0).
@@ -230,6 +240,7 @@ impl Segments {
 
     /// Makes `seg` (free or just emptied) the appending segment of `class`.
     pub fn activate(&mut self, seg: u32, class: usize, now: u32) {
+        self.span = self.span.max(seg as usize + 1);
         self.bump_gen(seg as usize);
         let m = &mut self.meta[seg as usize];
         m.write_at = 0;
@@ -340,6 +351,7 @@ impl Segments {
         order.sort_by_key(|s| s.created);
         for s in &order {
             in_use[s.seg] = true;
+            self.span = self.span.max(s.seg + 1);
             let m = &mut self.meta[s.seg];
             m.class = s.class;
             m.write_at = s.write_at;

@@ -23,6 +23,8 @@ pub struct AdminState {
     verbosity: AtomicU8,
     /// `slabs automove 0|1|2` (memcached's default is 1).
     slab_automove: AtomicU8,
+    /// `stats detail on`.
+    detail: AtomicBool,
 }
 
 impl AdminState {
@@ -32,7 +34,12 @@ impl AdminState {
             crawler_running: AtomicBool::new(true),
             verbosity: AtomicU8::new(verbose.min(MAX_VERBOSITY)),
             slab_automove: AtomicU8::new(1),
+            detail: AtomicBool::new(false),
         }
+    }
+
+    pub fn detail(&self) -> bool {
+        self.detail.load(Ordering::Relaxed)
     }
 
     pub fn crawler_running(&self) -> bool {
@@ -63,6 +70,8 @@ pub enum ShardAdmin {
     Crawl,
     /// Use at most this many bytes of item memory.
     MemoryLimit(usize),
+    /// Count by key prefix (`stats detail on`), or stop.
+    Detail(bool),
 }
 
 /// Carries `cmd` out on this shard.
@@ -73,6 +82,10 @@ pub fn on_shard(shard: &super::shard_cell::ShardCell, cmd: ShardAdmin, now: u32)
             true
         }
         ShardAdmin::MemoryLimit(bytes) => shard.borrow_mut().set_memory_limit(bytes),
+        ShardAdmin::Detail(on) => {
+            shard.borrow_mut().set_detail(on);
+            true
+        }
     }
 }
 
@@ -134,6 +147,11 @@ pub async fn run(ctx: &ShardContext, cmd: Admin, now: u32) -> Result<AdminOutcom
             } else {
                 admin::MEMLIMIT_FAILED
             }
+        }
+        Admin::Detail(on) => {
+            every_shard(ctx, ShardAdmin::Detail(on), now).await?;
+            state.detail.store(on, Ordering::Relaxed);
+            admin::OK
         }
         Admin::Shutdown(mode) => {
             if !ctx.shared.config.shutdown_command {

@@ -28,6 +28,8 @@ pub struct ShardReport {
     pub store: StoreStats,
     /// Per TTL class (`stats items`, `stats slabs`).
     pub classes: Vec<ringcache_core::store::ClassReport>,
+    /// Counts by key prefix while `stats detail` is on (`stats detail dump`).
+    pub prefixes: Vec<(Vec<u8>, ringcache_core::shard::detail::PrefixCounts)>,
     pub memory_limit: usize,
     /// `(fd, peer address)` of this shard's open connections, for `stats conns`.
     pub connections: Vec<(i32, String)>,
@@ -59,6 +61,7 @@ impl ShardReport {
             counters: *shard.counters(),
             store: shard.store().stats(),
             classes: shard.store().class_reports(now),
+            prefixes: shard.detail().map(|d| d.iter().map(|(p, c)| (p.to_vec(), *c)).collect()).unwrap_or_default(),
             memory_limit: shard.store().memory_limit(),
             connections: registry.list(),
             replication,

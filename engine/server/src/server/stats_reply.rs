@@ -7,10 +7,12 @@ use std::sync::atomic::Ordering;
 use super::shard_report::ShardReport;
 use super::Shared;
 use ringcache_core::protocol::reply::{self, stat};
+use ringcache_core::shard::detail::PrefixCounts;
 use ringcache_core::shard::stats::Counters;
 use ringcache_core::store::ClassReport;
 use ringcache_core::store::StoreStats;
 use ringcache_replication::group::StateRole;
+use std::io::Write as _;
 
 fn subcommand(args: &[u8]) -> &[u8] {
     args.split(|&b| b == b' ').find(|t| !t.is_empty()).unwrap_or(&[])
@@ -347,7 +349,7 @@ fn settings(out: &mut Vec<u8>, shared: &Shared, limit: usize) {
     stat(out, "num_threads", shared.nshards);
     stat(out, "num_threads_per_udp", shared.nshards);
     stat(out, "stat_key_prefix", ":");
-    stat(out, "detail_enabled", "no");
+    stat(out, "detail_enabled", yes_no(admin.detail()));
     // memcached's default is 20; ringcache's is no limit (shown as 0) unless -R is given.
     stat(out, "reqs_per_event", config.reqs_per_event.unwrap_or(0));
     stat(out, "cas_enabled", yes_no(config.cas_enabled));
@@ -441,6 +443,22 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], shared: &S
         }
         b"settings" => settings(out, shared, limit),
         b"items" => items(out, reports),
+        b"detail" => {
+            // `stats detail dump`: one line per prefix, every shard's counts summed.
+            let mut all: std::collections::BTreeMap<&[u8], PrefixCounts> = std::collections::BTreeMap::new();
+            for (prefix, c) in reports.iter().flat_map(|r| &r.prefixes) {
+                let sum = all.entry(prefix.as_slice()).or_default();
+                sum.gets += c.gets;
+                sum.hits += c.hits;
+                sum.sets += c.sets;
+                sum.deletes += c.deletes;
+            }
+            for (prefix, c) in all {
+                out.extend_from_slice(b"PREFIX ");
+                out.extend_from_slice(prefix);
+                let _ = write!(out, " get {} hit {} set {} del {}\r\n", c.gets, c.hits, c.sets, c.deletes);
+            }
+        }
         b"slabs" => slabs(out, reports, &store),
         b"conns" => {
             for r in reports {
@@ -452,16 +470,6 @@ pub fn write(out: &mut Vec<u8>, args: &[u8], reports: &[ShardReport], shared: &S
         }
         b"replication" => replication(out, reports),
         b"sizes" => stat(out, "sizes_status", "disabled"),
-        b"detail" => {
-            // Per-prefix detail is not collected; accept the switches as memcached does.
-            let what = args.split(|&b| b == b' ').filter(|t| !t.is_empty()).nth(1).unwrap_or(&[]);
-            out.extend_from_slice(match what {
-                b"on" | b"off" => reply::OK,
-                b"dump" => reply::END,
-                _ => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
-            });
-            return;
-        }
         b"reset" => {
             out.extend_from_slice(reply::RESET);
             return;
