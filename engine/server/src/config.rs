@@ -116,6 +116,12 @@ pub struct Args {
     /// The listen backlog (default 1024).
     #[arg(short = 'b', long = "listen-backlog")]
     pub listen_backlog: Option<String>,
+    /// Listen on this Unix socket instead of TCP (memcached's -s).
+    #[arg(short = 's', long = "unix-socket")]
+    pub unix_socket: Option<PathBuf>,
+    /// Permissions of the Unix socket, in octal (memcached's -a).
+    #[arg(short = 'a', long = "unix-mask")]
+    pub unix_mask: Option<String>,
     /// Run as a daemon (detached, in the background).
     #[arg(short = 'd', long = "daemon")]
     pub daemon: bool,
@@ -207,6 +213,9 @@ pub struct Config {
     pub reqs_per_event: Option<usize>,
     /// `-d`: detach and run in the background.
     pub daemon: bool,
+    /// `-s`: the Unix socket to listen on instead of TCP, and its permissions (`-a`).
+    pub unix_socket: Option<PathBuf>,
+    pub unix_mask: u32,
     /// `-P`: where to write the process id.
     pub pidfile: Option<PathBuf>,
     pub verbose: u8,
@@ -255,6 +264,8 @@ pub enum ConfigError {
     BindingProtocol(String),
     #[error("-U {0}: UDP is not offered (memcached's UDP is off by default too); use -U 0 or leave it out")]
     Udp(String),
+    #[error("-a {0:?}: expected permissions in octal, such as 0700")]
+    UnixMask(String),
     #[error("{flag} {value:?}: expected a whole number from 1 to {max}")]
     Count { flag: &'static str, value: String, max: i64 },
     #[error("reply_buffer_limit {0} is out of range (1k to 1g)")]
@@ -494,6 +505,13 @@ impl Args {
         };
         let backlog = count("-b", &self.listen_backlog, i64::from(i32::MAX))?.unwrap_or(1024) as i32;
         let reqs_per_event = count("-R", &self.max_reqs_per_event, i64::from(u32::MAX))?.map(|n| n as usize);
+        let unix_mask = match self.unix_mask.as_deref() {
+            None => 0o700,
+            Some(m) => match u32::from_str_radix(m.trim(), 8) {
+                Ok(mask) if mask <= 0o777 => mask,
+                _ => return Err(ConfigError::UnixMask(m.to_string())),
+            },
+        };
         let cluster = crate::cluster::ClusterArgs {
             node_id: self.node_id,
             peers: self.peers.clone(),
@@ -522,6 +540,8 @@ impl Args {
             binding_protocol,
             reqs_per_event,
             daemon: self.daemon,
+            unix_socket: self.unix_socket.clone(),
+            unix_mask,
             pidfile: self.pidfile.clone(),
             verbose: self.verbose,
             memory_file: self.memory_file.clone().or(file.memory_file),

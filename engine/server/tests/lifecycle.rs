@@ -334,3 +334,59 @@ fn dash_d_detaches_and_dash_p_writes_the_pid_file() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `-s PATH -a 0660`: the server listens on the Unix socket (not on TCP), with those
+/// permissions, serves every shard's keys through it, and shows it in `stats settings`;
+/// a second server on the same path is refused (status 71) while the first serves.
+#[test]
+fn dash_s_serves_on_a_unix_socket_with_dash_a_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    let path = std::env::temp_dir().join(format!("ringcache-test-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringcache"))
+        .args(["-t", "2", "-a", "0660", "-s"])
+        .arg(&path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ringcache -s");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stream = loop {
+        if let Ok(s) = UnixStream::connect(&path) {
+            break s;
+        }
+        assert!(child.try_wait().ok().flatten().is_none(), "ringcache -s exited");
+        assert!(Instant::now() < deadline, "no Unix socket at {}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mode = std::fs::metadata(&path).expect("socket file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "-a 0660");
+    let mut sets = Vec::new();
+    for i in 0..20 {
+        sets.extend_from_slice(format!("set u{i} 0 0 2\r\nv{}\r\n", i % 10).as_bytes());
+    }
+    sets.extend_from_slice(b"get u3 u17\r\nstats settings\r\n");
+    stream.write_all(&sets).expect("send");
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 65536];
+    // The gets' END, then the settings' END: the reply is whole.
+    while String::from_utf8_lossy(&reply).matches("END\r\n").count() < 2 {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "closed");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.contains("VALUE u3 0 2\r\nv3\r\nVALUE u17 0 2\r\nv7\r\nEND\r\n"), "{text}");
+    assert!(text.contains(&format!("STAT domain_socket {}\r\n", path.display())), "{text}");
+    assert!(text.contains("STAT umask 660\r\n"), "{text}");
+    let (status, stderr) = ringcache_test_support::run_ringcache_to_exit!(
+        &["-s", path.to_str().expect("utf-8 path")],
+        Duration::from_secs(10)
+    );
+    assert_eq!(status.code(), Some(71), "{stderr}");
+    assert!(stderr.contains("another process serves that socket"), "{stderr}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&path);
+}

@@ -32,6 +32,10 @@ pub enum ListenError {
     OtherRingcache { addr: SocketAddr },
     #[error("port {port} is already served by another process (listening socket inode {inode})")]
     OtherProcess { port: u16, inode: u64 },
+    #[error("-s {path}: cannot listen there: {source}")]
+    Unix { path: String, source: io::Error },
+    #[error("-s {path}: another process serves that socket")]
+    UnixInUse { path: String },
 }
 
 impl ListenError {
@@ -49,10 +53,36 @@ pub struct Listeners {
 
 impl Listeners {
     /// Hands out the sockets as raw fds (one per shard, in shard order); each shard
-    /// turns its own into a glommio listener and owns it from then on.
-    pub fn into_fds(self) -> (Vec<RawFd>, UnixDatagram) {
-        (self.sockets.into_iter().map(IntoRawFd::into_raw_fd).collect(), self._guard)
+    /// owns its own from then on.
+    pub fn into_fds(self) -> (Vec<RawFd>, Option<UnixDatagram>) {
+        (self.sockets.into_iter().map(IntoRawFd::into_raw_fd).collect(), Some(self._guard))
     }
+}
+
+/// memcached's `-s PATH -a MASK`: one Unix stream socket at `path` with permissions
+/// `mask`, listened on by every shard (one listening socket, a descriptor of it for each
+/// shard: the kernel hands each connection to one of the shards' accepts). A stale
+/// socket file is replaced, as memcached does, but not one a live process still serves.
+pub fn bind_unix(path: &std::path::Path, count: usize, backlog: i32, mask: u32) -> Result<Vec<RawFd>, ListenError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let shown = path.display().to_string();
+    let err = |source| ListenError::Unix { path: shown.clone(), source };
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ListenError::UnixInUse { path: shown });
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(err)?;
+    socket.bind(&socket2::SockAddr::unix(path).map_err(err)?).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mask & 0o777)).map_err(err)?;
+    socket.listen(backlog).map_err(err)?;
+    let mut fds = Vec::with_capacity(count);
+    for _ in 1..count {
+        fds.push(socket.try_clone().map_err(err)?.into_raw_fd());
+    }
+    fds.insert(0, socket.into_raw_fd());
+    Ok(fds)
 }
 
 /// Resolves `listen` (the first address it names) with `port`.

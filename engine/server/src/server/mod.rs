@@ -25,7 +25,7 @@ pub mod uring;
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -214,10 +214,19 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
     raise_memlock_limit();
     let nshards = plan.len();
     ensure_fd_limit(config.conn_limit, nshards)?;
-    let addr = listen::resolve(&config.listen, config.port)?;
-    let listeners = listen::bind(addr, nshards, config.backlog)?;
-    tracing::info!("listening on {} with {} shards", listeners.addr, nshards);
-    let (fds, _guard) = listeners.into_fds();
+    let (fds, _guard) = match &config.unix_socket {
+        Some(path) => {
+            let fds = listen::bind_unix(path, nshards, config.backlog, config.unix_mask)?;
+            tracing::info!("listening on unix:{} with {} shards", path.display(), nshards);
+            (fds, None)
+        }
+        None => {
+            let addr = listen::resolve(&config.listen, config.port)?;
+            let listeners = listen::bind(addr, nshards, config.backlog)?;
+            tracing::info!("listening on {} with {} shards", listeners.addr, nshards);
+            listeners.into_fds()
+        }
+    };
 
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     let mut signals =
@@ -290,7 +299,7 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
             }
             Err(e) => {
                 // SAFETY: the fd was not handed to a shard; close it here.
-                drop(unsafe { std::net::TcpListener::from_raw_fd(fd) });
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
                 failure = Some(ServerError::Executor { shard, message: e.to_string() });
                 break;
             }
@@ -496,8 +505,9 @@ async fn shard_main(
     events: &mpsc::Sender<Event>,
     report: &ExitReport,
 ) -> io::Result<()> {
-    // SAFETY: the fd is a bound, listening socket handed to this shard alone.
-    let listener = unsafe { std::net::TcpListener::from_raw_fd(listener_fd) };
+    // SAFETY: the fd is a bound, listening socket (TCP, or a descriptor of the Unix
+    // socket) handed to this shard alone.
+    let listener = unsafe { OwnedFd::from_raw_fd(listener_fd) };
     let config = &shared.config;
     let reactor = uring::Reactor::new(uring::Reactor::buffers_for(config.conn_limit.div_ceil(shared.nshards)))
         .map_err(|e| io::Error::new(e.kind(), format!("shard {index}: cannot set up its io_uring: {e}")))?;
@@ -598,11 +608,21 @@ async fn shard_main(
     glommio::timer::sleep(Duration::from_millis(2)).await;
     reactor.stop_accept();
     glommio::timer::sleep(Duration::from_millis(2)).await;
-    if listener.set_nonblocking(true).is_ok() {
-        while let Ok((stream, _)) = listener.accept() {
-            let _ = stream.set_nonblocking(false);
-            admit(stream.into_raw_fd(), &ctx, &gate);
+    // SAFETY: fcntl on this shard's listening socket: accepts no longer wait.
+    let nonblocking = unsafe {
+        let flags = libc::fcntl(listener.as_raw_fd(), libc::F_GETFL);
+        flags >= 0 && libc::fcntl(listener.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    };
+    while nonblocking {
+        // SAFETY: a non-blocking accept on this shard's listening socket; a socket it
+        // returns is handed to `admit`, which owns it.
+        let fd = unsafe {
+            libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+        };
+        if fd < 0 {
+            break;
         }
+        admit(fd, &ctx, &gate);
     }
     drop(listener);
     // Connections get the grace period to finish, unless told to end now.

@@ -341,8 +341,8 @@ fn settings(out: &mut Vec<u8>, shared: &Shared, limit: usize) {
     stat(out, "verbosity", admin.verbosity());
     stat(out, "oldest", 0);
     stat(out, "evictions", if config.evictions { "on" } else { "off" });
-    stat(out, "domain_socket", "NULL");
-    stat(out, "umask", 700);
+    stat(out, "domain_socket", config.unix_socket.as_ref().map_or("NULL".into(), |p| p.display().to_string()));
+    stat(out, "umask", format_args!("{:o}", config.unix_mask));
     stat(out, "shutdown_command", yes_no(config.shutdown_command));
     stat(out, "growth_factor", "1.25");
     stat(out, "chunk_size", 48);
