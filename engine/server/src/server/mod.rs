@@ -613,16 +613,18 @@ async fn shard_main(
         let flags = libc::fcntl(listener.as_raw_fd(), libc::F_GETFL);
         flags >= 0 && libc::fcntl(listener.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
     };
-    while nonblocking {
-        // SAFETY: a non-blocking accept on this shard's listening socket; a socket it
-        // returns is handed to `admit`, which owns it.
-        let fd = unsafe {
-            libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
-        };
-        if fd < 0 {
-            break;
+    if nonblocking {
+        loop {
+            // SAFETY: a non-blocking accept on this shard's listening socket; a socket
+            // it returns is handed to `admit`, which owns it.
+            let fd = unsafe {
+                libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+            };
+            if fd < 0 {
+                break;
+            }
+            admit(fd, &ctx, &gate);
         }
-        admit(fd, &ctx, &gate);
     }
     drop(listener);
     // Connections get the grace period to finish, unless told to end now.
