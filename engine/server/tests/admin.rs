@@ -4,8 +4,8 @@
 //!   `curr_items` (and their bytes leave `bytes`) within seconds, with no command naming
 //!   them, as memcached's LRU crawler makes visible; `crawler_reclaimed` counts them.
 //! * `the_lru_crawler_answers_as_memcached_through_disable`: `crawl`, `disable`, `crawl`
-//!   again and `enable`, against memcached and ringcache: the same answers (state that
-//!   the conformance cases cannot share, as it outlives a case).
+//!   again, `enable`, `crawl`, against memcached and ringcache: the same answers (state
+//!   that the conformance cases cannot share, as it outlives a case).
 //! * `cache_memlimit_shrinks_a_full_cache_and_lets_it_grow_again`: with 48 MB of items
 //!   in `-m 64`, `cache_memlimit 16` brings `bytes` under 16 MB (evicting) and
 //!   `limit_maxbytes` to 16 MB; `cache_memlimit 128` then lets it hold more than 64 MB.
@@ -73,10 +73,10 @@ fn set_many(s: &mut TcpStream, prefix: &str, n: usize, ttl: u32, value: &[u8]) {
 fn expired_items_are_reclaimed_without_a_read() {
     let server = start_ringcache!(&["-t", "2"]);
     let mut s = connect(&server);
-    set_many(&mut s, "short", 5000, 2, b"a value of some thirty bytes..");
+    set_many(&mut s, "short", 5000, 3, b"a value of some thirty bytes..");
     set_many(&mut s, "long", 100, 0, b"kept");
-    assert_eq!(stat(&mut s, "curr_items"), 5100);
     let bytes_before = stat(&mut s, "bytes");
+    assert!(stat(&mut s, "curr_items") > 100, "short-lived items are there before they expire");
     let left = wait_for_stat(&mut s, "curr_items", Duration::from_secs(10), |n| n == 100);
     assert_eq!(left, 100);
     assert!(stat(&mut s, "crawler_reclaimed") >= 5000 - stat(&mut s, "get_expired"));
@@ -87,31 +87,36 @@ fn expired_items_are_reclaimed_without_a_read() {
 
 #[test]
 fn the_lru_crawler_answers_as_memcached_through_disable() {
-    let script = b"lru_crawler crawl all\r\nmn\r\n";
-    let then = b"lru_crawler disable\r\nlru_crawler crawl all\r\nlru_crawler enable\r\nlru_crawler crawl 1\r\nmn\r\n";
     let mut answers = Vec::new();
     for server in [start_memcached(&["-t", "2"]), start_ringcache!(&["-t", "2"])] {
         let mut s = connect(&server);
-        let first = roundtrip(&mut s, script, b"MN\r\n");
+        let mut steps = vec![roundtrip(&mut s, b"lru_crawler crawl all\r\nmn\r\n", b"MN\r\n")];
         // memcached's crawl runs in its own thread: disabling while it runs would answer
-        // differently, so wait until it is done (it reports `BUSY` until then).
+        // differently, so wait until it is done (it answers `BUSY` until then).
         let deadline = Instant::now() + Duration::from_secs(10);
         while roundtrip(&mut s, b"lru_crawler crawl 1\r\n", b"\r\n").starts_with(b"BUSY") {
             assert!(Instant::now() < deadline, "the crawl never ended");
             std::thread::sleep(Duration::from_millis(20));
         }
-        answers.push((first, roundtrip(&mut s, then, b"MN\r\n")));
+        steps.push(roundtrip(&mut s, b"lru_crawler disable\r\n", b"\r\n"));
+        // memcached's thread stops a moment later; `stats settings` says when.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&roundtrip(&mut s, b"stats settings\r\n", b"END\r\n")).contains("lru_crawler no")
+        {
+            assert!(Instant::now() < deadline, "the crawler never stopped");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        steps.push(roundtrip(&mut s, b"lru_crawler crawl all\r\n", b"\r\n"));
+        steps.push(roundtrip(&mut s, b"lru_crawler metadump all\r\n", b"\r\n"));
+        steps.push(roundtrip(&mut s, b"lru_crawler enable\r\nlru_crawler enable\r\nmn\r\n", b"MN\r\n"));
+        answers.push(steps.concat());
     }
-    assert_eq!(answers[0].0, b"OK\r\nMN\r\n");
     assert_eq!(
-        String::from_utf8_lossy(&answers[1].1),
-        String::from_utf8_lossy(&answers[0].1),
-        "ringcache vs memcached"
+        String::from_utf8_lossy(&answers[0]),
+        "OK\r\nMN\r\nOK\r\nCLIENT_ERROR lru crawler disabled\r\nCLIENT_ERROR lru crawler disabled\r\nOK\r\nERROR failed to start lru crawler thread\r\nMN\r\n",
+        "memcached"
     );
-    assert_eq!(
-        answers[1].1,
-        b"OK\r\nERROR an unknown error happened\r\nERROR failed to start lru crawler thread\r\nERROR an unknown error happened\r\nMN\r\n"
-    );
+    assert_eq!(String::from_utf8_lossy(&answers[1]), String::from_utf8_lossy(&answers[0]), "ringcache vs memcached");
 }
 
 #[test]
@@ -294,4 +299,46 @@ fn stats_items_and_slabs_name_memcacheds_fields_with_ringcaches_figures() {
     assert!(evicted > 0 && evicted == stat(&mut s, "evictions"), "evictions by class add up: {items}");
     assert!(field("number").contains(&50), "the 50 items with a TTL are a class of their own: {items}");
     assert_eq!(field("number").iter().sum::<u64>(), stat(&mut s, "curr_items"));
+}
+
+/// `lru_crawler metadump all`: one line per live item with memcached's fields; the same
+/// keys (URI-encoded), expiry state and fetched flags as memcached's (times, CAS, class
+/// and size are each server's own), then `END`. Expired and deleted items are left out.
+#[test]
+fn metadump_lists_the_live_items_as_memcached_does() {
+    let setup = b"set a:b 0 100 5\r\nhello\r\nset c%20d 0 0 1\r\nx\r\nget c%20d\r\nset gone 0 0 1\r\ny\r\ndelete gone\r\nmn\r\n";
+    let mut dumps = Vec::new();
+    for server in [start_memcached(&["-t", "2"]), start_ringcache!(&["-t", "2"])] {
+        let mut s = connect(&server);
+        roundtrip(&mut s, setup, b"MN\r\n");
+        let dump =
+            String::from_utf8_lossy(&roundtrip(&mut s, b"lru_crawler metadump all\r\n", b"END\r\n")).into_owned();
+        assert!(dump.ends_with("\nEND\r\n"), "{dump}");
+        let mut lines: Vec<String> = dump
+            .lines()
+            .filter(|l| l.starts_with("key="))
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                assert_eq!(f.len(), 7, "{l}");
+                let names: Vec<&str> = f.iter().map(|x| x.split('=').next().unwrap_or("")).collect();
+                assert_eq!(names, ["key", "exp", "la", "cas", "fetch", "cls", "size"], "{l}");
+                format!("{} never-expires={} {}", f[0], f[1] == "exp=-1", f[4])
+            })
+            .collect();
+        lines.sort();
+        dumps.push(lines);
+    }
+    assert_eq!(dumps[0], ["key=a%3Ab never-expires=false fetch=no", "key=c%2520d never-expires=true fetch=yes"]);
+    assert_eq!(dumps[1], dumps[0], "ringcache vs memcached");
+}
+
+/// A metadump of many items arrives whole, a chunk at a time, with memory bounded.
+#[test]
+fn metadump_of_many_items_streams_every_one() {
+    let server = start_ringcache!(&["-t", "2", "-m", "128"]);
+    let mut s = connect(&server);
+    set_many(&mut s, "many:", 50_000, 0, b"v");
+    let dump = roundtrip(&mut s, b"lru_crawler metadump all\r\n", b"END\r\n");
+    let lines = dump.split(|&b| b == b'\n').filter(|l| l.starts_with(b"key=many%3A")).count();
+    assert_eq!(lines, 50_000);
 }

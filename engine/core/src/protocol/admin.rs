@@ -28,6 +28,12 @@ pub enum Admin {
     CrawlerDisable,
     /// `lru_crawler crawl <classes>`: expired items are reclaimed now.
     CrawlerCrawl,
+    /// `lru_crawler metadump <classes>`: every live item's metadata; `classes` has a bit
+    /// for each TTL class asked for (memcached's class id N is TTL class N - 1), None for
+    /// a bad id (answered `BADCLASS` once memcached's other checks pass).
+    CrawlerMetadump {
+        classes: Option<u64>,
+    },
     /// `lru_crawler tocrawl N`, `lru_crawler sleep N`, `lru tune|mode|temp_ttl ...`: `OK`.
     Accepted,
     /// `cache_memlimit <megabytes>`.
@@ -56,10 +62,11 @@ pub const INVALID_SHUTDOWN_MODE: &[u8] = b"CLIENT_ERROR invalid shutdown mode\r\
 pub const OK: &[u8] = b"OK\r\n";
 const ERROR: &[u8] = b"ERROR\r\n";
 const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
+pub const BADCLASS: &[u8] = b"BADCLASS invalid class id\r\n";
 pub const NOSPARE: &[u8] = b"NOSPARE source class has no spare pages\r\n";
 pub const CRAWLER_START_FAILED: &[u8] = b"ERROR failed to start lru crawler thread\r\n";
-pub const CRAWLER_NOT_RUNNING: &[u8] = b"ERROR an unknown error happened\r\n";
 pub const CRAWLER_DISABLED: &[u8] = b"CLIENT_ERROR lru crawler disabled\r\n";
+pub const METADUMP_PIPELINED: &[u8] = b"ERROR cannot pipeline other commands before metadump\r\n";
 pub const SHUTDOWN_DISABLED: &[u8] = b"ERROR: shutdown not enabled\r\n";
 pub const MEMLIMIT_FAILED: &[u8] = b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n";
 
@@ -75,6 +82,20 @@ fn answer<'a>(line: &'static [u8], noreply: bool, consumed: usize) -> Parse<'a> 
 
 fn admin<'a>(a: Admin, noreply: bool, consumed: usize) -> Parse<'a> {
     done(Request::Admin(a), noreply, consumed)
+}
+
+/// The classes of `lru_crawler crawl|metadump <classes>` (`all`, `hash`, or ids 1 to 63
+/// separated by commas) as a bit per TTL class; None for a bad id (`BADCLASS`).
+fn crawl_classes(classes: &[u8]) -> Option<u64> {
+    if classes == b"all" || classes == b"hash" {
+        return Some(u64::MAX);
+    }
+    let mut bits = 0u64;
+    for c in classes.split(|&b| b == b',').filter(|c| !c.is_empty()) {
+        let id = parse_u32_truncating(c).filter(|id| (1..MAX_SLAB_CLASSES).contains(id))?;
+        bits |= 1 << (id - 1);
+    }
+    Some(bits)
 }
 
 /// Parses an administration command (`command` is its first token); None when it is
@@ -115,18 +136,12 @@ pub(super) fn parse<'a>(command: &[u8], tokens: &Tokens<'a>, line_end: usize) ->
             }
         }
         b"lru_crawler" => match (n, sub) {
-            (4, b"crawl") => {
-                let classes = tokens.get(2);
-                let valid = classes == b"all"
-                    || classes == b"hash"
-                    || classes
-                        .split(|&b| b == b',')
-                        .filter(|c| !c.is_empty())
-                        .all(|c| parse_u32_truncating(c).is_some_and(|id| (1..MAX_SLAB_CLASSES).contains(&id)));
-                if !valid {
-                    return Some(answer(b"BADCLASS invalid class id\r\n", false, line_end));
-                }
-                admin(Admin::CrawlerCrawl, false, line_end)
+            (4, b"crawl") => match crawl_classes(tokens.get(2)) {
+                Some(_) => admin(Admin::CrawlerCrawl, false, line_end),
+                None => answer(BADCLASS, false, line_end),
+            },
+            (4, b"metadump") => {
+                admin(Admin::CrawlerMetadump { classes: crawl_classes(tokens.get(2)) }, false, line_end)
             }
             (4, b"tocrawl") => match parse_u32_truncating(tokens.get(2)) {
                 Some(_) => admin(Admin::Accepted, false, line_end),

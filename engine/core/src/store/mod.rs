@@ -15,6 +15,7 @@ pub mod arena;
 mod check;
 mod crawl;
 mod decide;
+mod dump;
 mod export;
 pub mod index;
 pub mod item;
@@ -23,6 +24,7 @@ mod rules;
 pub mod segments;
 
 pub use decide::Applied;
+pub use dump::DumpCursor;
 pub use rules::{CasSource, Limits, StoreMode};
 
 use std::io;

@@ -16,8 +16,7 @@ use super::mesh::MeshMsg;
 /// The process-wide state administration commands change.
 #[derive(Debug)]
 pub struct AdminState {
-    /// memcached's LRU crawler thread is running (`lru_crawler disable` stops it; as in
-    /// memcached 1.6.18, it cannot be started again).
+    /// memcached's LRU crawler is on (`lru_crawler disable|enable`).
     crawler_running: AtomicBool,
     /// `verbosity N` (memcached keeps at most 2).
     verbosity: AtomicU8,
@@ -109,6 +108,33 @@ pub enum AdminOutcome {
     Answer(&'static [u8]),
     /// Close the connection without an answer (`shutdown`: the server is stopping).
     Close,
+    /// Stream every shard's items of these TTL classes (`lru_crawler metadump`).
+    Metadump { classes: u64 },
+}
+
+/// Bytes of metadump lines one chunk carries.
+pub const DUMP_CHUNK: usize = 64 << 10;
+
+/// The next chunk of a metadump of shard `shard` from `from`, appended to `out`; where
+/// it goes on (None: that shard is done).
+pub async fn dump_chunk(
+    ctx: &ShardContext,
+    shard: usize,
+    from: ringcache_core::store::DumpCursor,
+    classes: u64,
+    now: u32,
+    out: Vec<u8>,
+) -> Result<(Vec<u8>, Option<ringcache_core::store::DumpCursor>), ()> {
+    if shard == ctx.index {
+        let mut out = out;
+        let next = ctx.shard.borrow().store().dump(from, classes, now, &mut out, DUMP_CHUNK);
+        return Ok((out, next));
+    }
+    let senders = ctx.senders.as_ref().ok_or(())?;
+    let (tx, rx) = oneshot::channel();
+    let msg = MeshMsg::Dump { from, classes, now, budget: DUMP_CHUNK, out, reply: tx };
+    senders.send_to(shard, msg).await.map_err(|_| ())?;
+    rx.await.map_err(|_| ())
 }
 
 /// Runs `cmd` for a connection on shard `ctx` at relative time `now`.
@@ -124,15 +150,27 @@ pub async fn run(ctx: &ShardContext, cmd: Admin, now: u32) -> Result<AdminOutcom
         Admin::Accepted => admin::OK,
         // ringcache has no slab pages to move between classes.
         Admin::SlabsReassign => admin::NOSPARE,
-        // memcached 1.6.18 cannot start its crawler once it ran (it runs from the start).
-        Admin::CrawlerEnable => admin::CRAWLER_START_FAILED,
+        // memcached answers as its crawler thread stands once a `disable` has stopped it
+        // (for a moment after `disable` it is still flagged on and refuses both).
+        Admin::CrawlerEnable => {
+            if state.crawler_running.swap(true, Ordering::Relaxed) {
+                admin::CRAWLER_START_FAILED
+            } else {
+                admin::OK
+            }
+        }
         Admin::CrawlerDisable => {
             state.crawler_running.store(false, Ordering::Relaxed);
             admin::OK
         }
+        Admin::CrawlerMetadump { classes } => match (state.crawler_running(), classes) {
+            (false, _) => admin::CRAWLER_DISABLED,
+            (true, None) => admin::BADCLASS,
+            (true, Some(classes)) => return Ok(AdminOutcome::Metadump { classes }),
+        },
         Admin::CrawlerCrawl => {
             if !state.crawler_running() {
-                admin::CRAWLER_NOT_RUNNING
+                admin::CRAWLER_DISABLED
             } else {
                 every_shard(ctx, ShardAdmin::Crawl, now).await?;
                 admin::OK

@@ -39,6 +39,16 @@ pub enum MeshMsg {
     /// One of memcached's administration commands, this shard's part (at the sender's
     /// time `now`): whether it was done.
     Admin { cmd: super::admin_commands::ShardAdmin, now: u32, reply: oneshot::Sender<bool> },
+    /// The next chunk of `lru_crawler metadump` from `from` (at most about `budget`
+    /// bytes, appended to `out`, which travels back with where to go on).
+    Dump {
+        from: ringcache_core::store::DumpCursor,
+        classes: u64,
+        now: u32,
+        budget: usize,
+        out: Vec<u8>,
+        reply: oneshot::Sender<(Vec<u8>, Option<ringcache_core::store::DumpCursor>)>,
+    },
 }
 
 /// The answer to [`MeshMsg::Ops`]: the buffers back, filled, and where to resume.
@@ -82,6 +92,10 @@ pub async fn serve_peer(
                     let _ = reply.send(super::replicated::admin::answer(&shard, &cmd).await);
                 })
                 .detach();
+            }
+            MeshMsg::Dump { from, classes, now, budget, mut out, reply } => {
+                let next = shard.borrow().store().dump(from, classes, now, &mut out, budget);
+                let _ = reply.send((out, next));
             }
             MeshMsg::Admin { cmd, now, reply } => {
                 let _ = reply.send(super::admin_commands::on_shard(&shard, cmd, now));

@@ -319,6 +319,27 @@ impl<'c> Connection<'c> {
         Next::Continue
     }
 
+    /// `lru_crawler metadump`: every shard's items, a chunk at a time (each written out
+    /// before the next is asked for), then `END`.
+    async fn metadump(&mut self, classes: u64, now: u32) -> Result<(), Broken> {
+        let ctx = self.ctx;
+        let mut buf = Vec::new();
+        for shard in 0..ctx.nshards {
+            let mut from = Some(ringcache_core::store::DumpCursor::default());
+            while let Some(cursor) = from {
+                buf.clear();
+                let (chunk, next) = super::admin_commands::dump_chunk(ctx, shard, cursor, classes, now, buf)
+                    .await
+                    .map_err(|()| Broken)?;
+                self.replies.push_local(&chunk);
+                self.drain(Scope::All).await?;
+                (buf, from) = (chunk, next);
+            }
+        }
+        self.replies.push_local(b"END\r\n");
+        Ok(())
+    }
+
     /// Runs the keys of a get, one op each, until the reply limit is reached: returns
     /// the keys left then (to run once the replies so far are written), or None when
     /// the get is done.
@@ -472,8 +493,20 @@ impl<'c> Connection<'c> {
                     self.replies.push_local(&answer);
                 }
                 Next::Admin(cmd) => {
+                    if matches!(cmd, ringcache_core::protocol::admin::Admin::CrawlerMetadump { .. })
+                        && self.replies.held() > 0
+                    {
+                        // memcached streams a metadump to a connection with nothing else
+                        // to answer.
+                        self.replies.push_local(ringcache_core::protocol::admin::METADUMP_PIPELINED);
+                        input.consume(consumed);
+                        continue;
+                    }
                     self.drain(Scope::All).await?;
                     match super::admin_commands::run(ctx, cmd, now).await.map_err(|()| Broken)? {
+                        super::admin_commands::AdminOutcome::Metadump { classes } => {
+                            self.metadump(classes, now).await?;
+                        }
                         super::admin_commands::AdminOutcome::Answer(line) => {
                             if !noreply {
                                 self.replies.push_local(line);
