@@ -342,3 +342,59 @@ fn metadump_of_many_items_streams_every_one() {
     let lines = dump.split(|&b| b == b'\n').filter(|l| l.starts_with(b"key=many%3A")).count();
     assert_eq!(lines, 50_000);
 }
+
+/// CAS values differ between servers: `VALUE k f n <cas>` and meta `c<cas>` become `<cas>`.
+fn without_cas(reply: &[u8]) -> String {
+    String::from_utf8_lossy(reply)
+        .split("\r\n")
+        .map(|line| {
+            let mut t: Vec<String> = line.split(' ').map(str::to_string).collect();
+            if t.len() == 5 && t[0] == "VALUE" {
+                t[4] = "<cas>".into();
+            }
+            for x in t.iter_mut().skip(1) {
+                if x.len() > 1 && x.starts_with('c') && x[1..].bytes().all(|b| b.is_ascii_digit()) && line.len() < 40 {
+                    *x = "c<cas>".into();
+                }
+            }
+            t.join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// Settings that change answers answer as memcached's do: `-C` (every CAS is 0, and a
+/// CAS of 0 never matches), `-I 2m` with a small `-m` (a 1.5 MB value is stored), and
+/// `-M` (a full cache refuses with memcached's error and counts `store_no_memory`).
+#[test]
+fn settings_that_change_answers_answer_as_memcached() {
+    let script = format!(
+        "set a 0 0 1\r\nx\r\ngets a\r\nmg a c v\r\nms b 1 c\r\ny\r\ncas a 0 0 1 0\r\nz\r\nflush_all\r\ngets a\r\n\
+         ms c 1 C0\r\nq\r\nmg c c v\r\nset big 0 0 1500000\r\n{}\r\nget big\r\nmn\r\n",
+        "v".repeat(1_500_000)
+    );
+    for args in [&["-C"][..], &["-I", "2m", "-m", "8"][..]] {
+        let mut replies = Vec::new();
+        for server in
+            [start_memcached(&[&["-t", "2"][..], args].concat()), start_ringcache!(&[&["-t", "2"][..], args].concat())]
+        {
+            replies.push(without_cas(&roundtrip(&mut connect(&server), script.as_bytes(), b"MN\r\n")));
+        }
+        assert_eq!(replies[1], replies[0], "{args:?}: ringcache vs memcached");
+    }
+    for server in [start_memcached(&["-t", "1", "-m", "4", "-M"]), start_ringcache!(&["-t", "1", "-m", "4", "-M"])] {
+        let mut s = connect(&server);
+        let value = "v".repeat(100_000);
+        let mut refusal = None;
+        for i in 0..100 {
+            let reply = roundtrip(&mut s, format!("set k{i} 0 0 {}\r\n{value}\r\n", value.len()).as_bytes(), b"\r\n");
+            if reply != b"STORED\r\n" {
+                refusal = Some(String::from_utf8_lossy(&reply).into_owned());
+                break;
+            }
+        }
+        assert_eq!(refusal.as_deref(), Some("SERVER_ERROR out of memory storing object\r\n"), "-M -m 4 fills up");
+        assert_eq!(stat(&mut s, "store_no_memory"), 1);
+        assert_eq!(stat(&mut s, "evictions"), 0);
+    }
+}

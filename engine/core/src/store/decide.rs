@@ -104,7 +104,8 @@ impl Store {
                     Some(Effect::Put { key, flags, expires_at, value: PutValue::Bytes(data), cas: 0, lease }),
                 )
             }
-            (StoreMode::Cas, Some(found)) if self.cas_of(found.loc, &found.header) != cas => {
+            // memcached: a CAS of 0 never matches (with -C every item's CAS is 0).
+            (StoreMode::Cas, Some(found)) if cas == 0 || self.cas_of(found.loc, &found.header) != cas => {
                 (StoreOutcome::Exists, None)
             }
             (StoreMode::Append | StoreMode::Prepend, Some(found))
