@@ -7,7 +7,7 @@
 
 use std::io::Write as _;
 
-use super::{item, segments::SegState, Store};
+use super::{segments::SegState, Store};
 
 /// Where a dump goes on: a segment and an offset in it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,33 +39,26 @@ impl Store {
         out: &mut Vec<u8>,
         budget: usize,
     ) -> Option<DumpCursor> {
-        let seg_size = self.arena.seg_size();
         let start = out.len();
-        let bytes = self.arena.bytes();
         for seg in from.segment..self.segs.span() {
             let m = &self.segs.meta[seg];
             if m.state == SegState::Free || classes & (1u64 << m.class) == 0 {
                 continue;
             }
-            let base = seg * seg_size;
-            let end = base + m.write_at as usize;
-            let mut at = base + if seg == from.segment { from.offset } else { 0 };
-            while at < end {
+            let base = seg * self.arena.seg_size();
+            let offset = if seg == from.segment { from.offset } else { 0 };
+            for (loc, h) in self.chain(seg, offset) {
                 if out.len() - start >= budget {
-                    return Some(DumpCursor { segment: seg, offset: at - base });
+                    return Some(DumpCursor { segment: seg, offset: loc as usize - base });
                 }
-                let Some(h) = item::decode(&bytes[at..end]) else { break };
-                let loc = at as u64;
-                at += h.total();
-                let key = &bytes[loc as usize + h.key_at..loc as usize + h.key_at + h.key_len];
-                if self.index.find(self.hasher.hash_one(key), |l| l == loc).is_none() {
+                if !self.is_live_copy(loc, &h) || (h.exptime != 0 && h.exptime <= now) {
                     continue;
                 }
-                if (h.exptime != 0 && h.exptime <= now) || self.oldest_live.is_some_and(|t| t <= now) {
+                if self.oldest_live.is_some_and(|t| t <= now) {
                     continue;
                 }
                 out.extend_from_slice(b"key=");
-                uri_encode(key, out);
+                uri_encode(self.key_at(loc, &h), out);
                 let exp = if h.exptime == 0 { -1 } else { self.absolute(h.exptime) };
                 let last_access = m.access_base.saturating_add(h.access_offset());
                 let _ = writeln!(

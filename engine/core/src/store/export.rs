@@ -11,7 +11,7 @@
 //! long runs: 20 us an insert instead of 0.2).
 
 use super::segments::SegState;
-use super::{item, Store};
+use super::Store;
 use crate::effect::{Effect, PutValue};
 
 impl Store {
@@ -24,33 +24,21 @@ impl Store {
             }
             each(&Effect::Flush { at: Some(self.absolute(t)) });
         }
-        let bytes = self.arena.bytes();
-        let seg_size = self.arena.seg_size();
         let mut order: Vec<usize> =
             (0..self.segs.span()).filter(|&s| self.segs.meta[s].state != SegState::Free).collect();
         order.sort_by_key(|&s| (self.segs.meta[s].created, s));
         for seg in order {
-            let base = seg * seg_size;
-            let end = base + self.segs.meta[seg].write_at as usize;
-            let mut at = base;
-            while at < end {
-                let Some(h) = item::decode(&bytes[at..end]) else { break };
-                let loc = at as u64;
-                at += h.total();
-                let key = &bytes[loc as usize + h.key_at..loc as usize + h.key_at + h.key_len];
+            for (loc, h) in self.chain(seg, 0) {
                 // Live: the index points here (not an overwritten or deleted copy), not expired.
-                if self.index.find(self.hasher.hash_one(key), |l| l == loc).is_none() {
-                    continue;
-                }
-                if h.exptime != 0 && h.exptime <= now {
+                if !self.is_live_copy(loc, &h) || (h.exptime != 0 && h.exptime <= now) {
                     continue;
                 }
                 let value_at = loc as usize + h.value_at();
                 each(&Effect::Put {
-                    key,
+                    key: self.key_at(loc, &h),
                     flags: h.flags,
                     expires_at: self.absolute(h.exptime),
-                    value: PutValue::Bytes(&bytes[value_at..value_at + h.value_len]),
+                    value: PutValue::Bytes(&self.arena.bytes()[value_at..value_at + h.value_len]),
                     cas: self.cas_of(loc, &h),
                     lease: h.lease,
                 });

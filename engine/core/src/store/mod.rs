@@ -943,6 +943,46 @@ impl Store {
     }
 }
 
+/// The items along a segment's chain: `(location, header)` of each, back to back from
+/// an offset until the segment's fill (live or not: see [`Store::is_live_copy`]).
+pub(crate) struct Chain<'s> {
+    bytes: &'s [u8],
+    at: usize,
+    end: usize,
+}
+
+impl Iterator for Chain<'_> {
+    type Item = (u64, Header);
+    fn next(&mut self) -> Option<(u64, Header)> {
+        if self.at >= self.end {
+            return None;
+        }
+        let h = item::decode(&self.bytes[self.at..self.end])?;
+        let loc = self.at as u64;
+        self.at += h.total();
+        Some((loc, h))
+    }
+}
+
+impl Store {
+    /// The items of segment `seg` from byte `offset` of it on.
+    pub(crate) fn chain(&self, seg: usize, offset: usize) -> Chain<'_> {
+        let base = seg * self.arena.seg_size();
+        Chain { bytes: self.arena.bytes(), at: base + offset, end: base + self.segs.meta[seg].write_at as usize }
+    }
+
+    /// The key of the item at `loc`.
+    pub(crate) fn key_at(&self, loc: u64, h: &Header) -> &[u8] {
+        &self.arena.bytes()[loc as usize + h.key_at..loc as usize + h.key_at + h.key_len]
+    }
+
+    /// The item at `loc` is the one the index points to for its key (not an overwritten
+    /// or deleted copy).
+    pub(crate) fn is_live_copy(&self, loc: u64, h: &Header) -> bool {
+        self.index.find(self.hasher.hash_one(self.key_at(loc, h)), |l| l == loc).is_some()
+    }
+}
+
 /// The hash of the key of the item at `loc`.
 fn hash_at(arena: &Arena, hasher: &RandomState, loc: u64) -> u64 {
     let bytes = arena.bytes();
