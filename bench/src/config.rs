@@ -58,6 +58,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 1)]
     pub multiget: usize,
 
+    /// Commands to send: classic (get/set/delete/incr/gets+cas) or meta (mg/ms/md/ma; a
+    /// multiget is quiet mg lines ended by mn).
+    #[arg(long, value_enum, default_value_t = Protocol::Classic)]
+    pub protocol: Protocol,
+
     /// Value size in bytes: N, MIN-MAX (uniform), or lognormal:MEDIAN:SIGMA[:MAX] (heavy-tailed,
     /// clamped to 1..=MAX, MAX 65536 by default; the lower clamp is 16 with --verify).
     #[arg(long, default_value = "32")]
@@ -108,6 +113,25 @@ pub struct Cli {
     /// is a terminal).
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// Which memcached text commands the operations are sent as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// `get`, `set`, `delete`, `incr`, `gets` + `cas`.
+    Classic,
+    /// `mg`, `ms`, `md`, `ma`, `mg ... c` + `ms ... C<unique>`; quiet `mg`s and `mn` for a
+    /// multiget.
+    Meta,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Classic => "classic",
+            Protocol::Meta => "meta",
+        }
+    }
 }
 
 /// A command line that parses but cannot be run.
@@ -163,6 +187,7 @@ pub struct Config {
     pub connections: usize,
     pub pipeline: usize,
     pub rate: Option<f64>,
+    pub protocol: Protocol,
     pub workload: WorkloadSpec,
     pub ttl: u32,
     pub seed: u64,
@@ -242,6 +267,7 @@ impl Config {
             connections: cli.connections,
             pipeline: cli.pipeline,
             rate: cli.rate,
+            protocol: cli.protocol,
             workload: WorkloadSpec {
                 keys: KeySpace::new(cli.keys, cli.key_size)?,
                 dist: cli.key_dist,
@@ -282,6 +308,7 @@ mod tests {
         assert_eq!(c.cpus, vec![None]);
         assert_eq!(c.stop, StopAt::Duration(Duration::from_secs(10)));
         assert_eq!(c.workload.ratio, Ratio::get_set(10, 1));
+        assert_eq!(c.protocol, Protocol::Classic);
     }
 
     #[test]
@@ -319,6 +346,8 @@ mod tests {
             "--warmup",
             "0.5",
             "--verify",
+            "--protocol",
+            "meta",
         ])
         .unwrap();
         assert_eq!(c.servers[1].host, "localhost");
@@ -329,6 +358,7 @@ mod tests {
         assert_eq!(c.stop, StopAt::Requests(100));
         assert_eq!(c.warmup, Duration::from_millis(500));
         assert!(c.prefill && c.verify);
+        assert_eq!(c.protocol, Protocol::Meta);
     }
 
     #[test]
@@ -343,6 +373,7 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["x", "--duration", "1", "--requests", "5"]).is_err());
         assert!(Cli::try_parse_from(["x", "--ratio", "abc"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--protocol", "binary"]).is_err());
         assert!(matches!(
             cfg(&["--verify", "--value-size", "lognormal:4:1:8"]),
             Err(ConfigError::ValueTooSmallForVerify(_))

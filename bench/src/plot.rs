@@ -337,6 +337,7 @@ impl LatencyPlot {
             if c.multiget > 1 { format!(", multiget {}", c.multiget) } else { String::new() },
             if c.verify { ", verify" } else { "" },
         );
+        let title = if c.protocol == "classic" { title } else { format!("{title}, {} commands", c.protocol) };
         let servers = match c.servers.as_slice() {
             [one] => one.clone(),
             [first, rest @ ..] => format!("{first} and {} more", rest.len()),

@@ -17,6 +17,8 @@ pub struct ConfigEcho {
     pub pipeline: usize,
     pub mode: &'static str,
     pub rate: Option<f64>,
+    /// "classic" or "meta" (`--protocol`).
+    pub protocol: &'static str,
     pub keys: u64,
     pub key_size: usize,
     pub key_dist: String,
@@ -102,6 +104,7 @@ impl Report {
                 pipeline: cfg.pipeline,
                 mode: if cfg.rate.is_some() { "open" } else { "closed" },
                 rate: cfg.rate,
+                protocol: cfg.protocol.name(),
                 keys: cfg.workload.keys.count(),
                 key_size: cfg.workload.keys.key_size(),
                 key_dist: cfg.workload.dist.to_string(),
@@ -140,8 +143,9 @@ impl Report {
         };
         let _ = writeln!(
             s,
-            "ringcache-bench {}: {} thread(s) ({cpus}), {} connection(s)/thread/server, pipeline {}, {mode}",
-            self.version, c.threads, c.connections_per_thread, c.pipeline
+            "ringcache-bench {}: {} thread(s) ({cpus}), {} connection(s)/thread/server, pipeline {}, {mode}, \
+             {} protocol",
+            self.version, c.threads, c.connections_per_thread, c.pipeline, c.protocol
         );
         let _ = writeln!(s, "servers: {}", c.servers.join(", "));
         let _ = writeln!(

@@ -6,8 +6,9 @@
 
 use std::collections::VecDeque;
 
-use ringcache_client::{self as protocol, DeleteReply, IncrReply, StoreReply};
+use ringcache_client::{self as protocol, DeleteReply, GetItem, IncrReply, Parsed, ProtocolError, StoreReply};
 
+use crate::config::Protocol;
 use crate::verify;
 use crate::workload::{OpKind, MAX_KEY_LEN};
 
@@ -19,6 +20,11 @@ pub(super) const INCR_DELTA: u64 = 1;
 pub(super) const RBUF_MAX: usize = 64 * 1024 * 1024;
 
 /// The request a part's reply answers, which decides how the reply is parsed.
+///
+/// The meta wires parse meta replies into the same reply types as their classic counterparts
+/// (`VA` blocks are values, `EN`/`MN` end a get, `HD`/`EX`/`NF` are store outcomes), so the
+/// worker handles both alike; the one difference is where a get's reply ends (see
+/// [`Wire::value_ends_reply`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Wire {
     Get,
@@ -29,6 +35,51 @@ pub(super) enum Wire {
     Gets,
     /// The `cas` that follows a `gets` hit.
     Cas,
+    /// One `mg <key> v f k`: one `VA` block, or `EN`.
+    MetaGet,
+    /// `mg <key> v f k q` per key, then `mn`: `VA` blocks for the hits, then `MN`.
+    MetaMultiGet,
+    /// `ms`.
+    MetaSet,
+    /// `md`.
+    MetaDelete,
+    /// `ma <key> D1`.
+    MetaIncr,
+    /// The `mg <key> v f k c` of a cas operation: one `VA` block, or `EN`.
+    MetaGets,
+    /// The `ms ... C<unique>` that follows a `MetaGets` hit.
+    MetaCas,
+}
+
+impl Wire {
+    /// The read half of a cas operation.
+    pub(super) fn is_cas_read(self) -> bool {
+        matches!(self, Wire::Gets | Wire::MetaGets)
+    }
+
+    /// The write half of a cas operation.
+    fn is_cas_write(self) -> bool {
+        matches!(self, Wire::Cas | Wire::MetaCas)
+    }
+
+    /// A value ends the reply: a single non-quiet `mg` answers one `VA` block or `EN`, while a
+    /// `get` (and a quiet `mg` pipeline) sends values until its terminator.
+    pub(super) fn value_ends_reply(self) -> bool {
+        matches!(self, Wire::MetaGet | Wire::MetaGets)
+    }
+
+    fn is_meta(self) -> bool {
+        matches!(
+            self,
+            Wire::MetaGet
+                | Wire::MetaMultiGet
+                | Wire::MetaSet
+                | Wire::MetaDelete
+                | Wire::MetaIncr
+                | Wire::MetaGets
+                | Wire::MetaCas
+        )
+    }
 }
 
 /// How a cas operation ended.
@@ -122,6 +173,18 @@ impl Sock {
         true
     }
 
+    /// Replaces the part at the front, the read half of a cas operation that hit with
+    /// `unique`, by its write half (see [`encode_cas_write`]), queued on this socket so the
+    /// operation stays busy until that reply. True when the socket just became dirty (it has
+    /// to be put on the worker's send list).
+    pub(super) fn queue_cas_write(&mut self, r: Request<'_>, key: &[u8], unique: u64) -> bool {
+        let read = self.parts.pop_front().expect("the read half is the front part");
+        debug_assert!(read.wire.is_cas_read());
+        let wire = encode_cas_write(&mut self.next, r, key, unique);
+        self.parts.push_back(Part { wire, ..read });
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
     /// Records `n` bytes of the send buffer as sent.
     pub(super) fn sent(&mut self, n: usize) -> Sent {
         self.osent += n;
@@ -140,14 +203,7 @@ impl Sock {
 
 /// Appends a value of `size` bytes for `key`: under `--verify` a self-checking one (a new
 /// version each time), else the filler.
-pub(super) fn push_value(
-    out: &mut Vec<u8>,
-    key: &[u8],
-    size: usize,
-    verify_values: bool,
-    version: &mut u32,
-    filler: &[u8],
-) {
+fn push_value(out: &mut Vec<u8>, key: &[u8], size: usize, verify_values: bool, version: &mut u32, filler: &[u8]) {
     if verify_values {
         let start = out.len();
         out.resize(start + size, 0);
@@ -158,8 +214,16 @@ pub(super) fn push_value(
     }
 }
 
+/// `mg` flags: the value, its client flags and its key (to check which key a value is for).
+const MG_FLAGS: &[u8] = b"v f k";
+/// The same, quiet: a miss answers nothing (the multiget's `mn` ends the reply).
+const MG_FLAGS_QUIET: &[u8] = b"v f k q";
+/// The same with the CAS unique, for the read half of a cas operation.
+const MG_FLAGS_CAS: &[u8] = b"v f k c";
+
 /// What a request of kind `kind` for one server needs beyond its keys.
 pub(super) struct Request<'a> {
+    pub(super) protocol: Protocol,
     pub(super) kind: OpKind,
     /// The op's key is a counter (its prefill set writes `0`).
     pub(super) counter: bool,
@@ -184,7 +248,21 @@ pub(super) fn encode(
     let mut kb = [0u8; MAX_KEY_LEN];
     let key = &mut kb[..key_size];
     write_key(keys[0].1, key);
+    let meta = r.protocol == Protocol::Meta;
     match r.kind {
+        OpKind::Get if meta && keys.len() == 1 => {
+            protocol::meta_get(out, key, MG_FLAGS);
+            Wire::MetaGet
+        }
+        OpKind::Get if meta => {
+            protocol::meta_get(out, key, MG_FLAGS_QUIET);
+            for &(_, k) in &keys[1..] {
+                write_key(k, key);
+                protocol::meta_get(out, key, MG_FLAGS_QUIET);
+            }
+            protocol::meta_noop(out);
+            Wire::MetaMultiGet
+        }
         OpKind::Get => {
             protocol::begin_get(out);
             protocol::push_get_key(out, key);
@@ -195,19 +273,25 @@ pub(super) fn encode(
             protocol::end_line(out);
             Wire::Get
         }
-        OpKind::Set if r.counter => {
-            protocol::set_header(out, key, SET_FLAGS, r.ttl, 1);
-            out.push(b'0');
-            protocol::end_line(out);
-            Wire::Set
+        OpKind::Delete if meta => {
+            protocol::meta_delete(out, key);
+            Wire::MetaDelete
         }
         OpKind::Delete => {
             protocol::delete(out, key);
             Wire::Delete
         }
+        OpKind::Incr if meta => {
+            protocol::meta_incr(out, key, INCR_DELTA);
+            Wire::MetaIncr
+        }
         OpKind::Incr => {
             protocol::incr(out, key, INCR_DELTA);
             Wire::Incr
+        }
+        OpKind::Cas if meta => {
+            protocol::meta_get(out, key, MG_FLAGS_CAS);
+            Wire::MetaGets
         }
         OpKind::Cas => {
             protocol::begin_gets(out);
@@ -216,11 +300,81 @@ pub(super) fn encode(
             Wire::Gets
         }
         OpKind::Set => {
-            protocol::set_header(out, key, SET_FLAGS, r.ttl, r.value_size);
-            push_value(out, key, r.value_size, r.verify, r.version, r.filler);
+            // A counter's (prefill) set writes `0`.
+            let size = if r.counter { 1 } else { r.value_size };
+            if meta {
+                protocol::meta_set_header(out, key, size, SET_FLAGS, r.ttl, None);
+            } else {
+                protocol::set_header(out, key, SET_FLAGS, r.ttl, size);
+            }
+            if r.counter {
+                out.push(b'0');
+            } else {
+                push_value(out, key, size, r.verify, r.version, r.filler);
+            }
             protocol::end_line(out);
-            Wire::Set
+            if meta {
+                Wire::MetaSet
+            } else {
+                Wire::Set
+            }
         }
+    }
+}
+
+/// Encodes the write half of a cas operation whose read half (a `gets`, or its meta
+/// `mg ... c`) returned `unique` for `key`: a new value of `r.value_size` bytes (a new version
+/// under `--verify`), stored only if the item still has that unique: `cas <key> 0 <ttl> <len>
+/// <unique>`, or `ms <key> <len> F0 T<ttl> C<unique>`. Returns the write half's wire.
+pub(super) fn encode_cas_write(out: &mut Vec<u8>, r: Request<'_>, key: &[u8], unique: u64) -> Wire {
+    let meta = r.protocol == Protocol::Meta;
+    if meta {
+        protocol::meta_set_header(out, key, r.value_size, SET_FLAGS, r.ttl, Some(unique));
+    } else {
+        protocol::cas_header(out, key, SET_FLAGS, r.ttl, r.value_size, unique);
+    }
+    push_value(out, key, r.value_size, r.verify, r.version, r.filler);
+    protocol::end_line(out);
+    if meta {
+        Wire::MetaCas
+    } else {
+        Wire::Cas
+    }
+}
+
+/// Parses the next unit of a get wire's reply, classic or meta.
+pub(super) fn parse_get_item(wire: Wire, buf: &[u8]) -> Result<Parsed<GetItem<'_>>, ProtocolError> {
+    if wire.is_meta() {
+        protocol::parse_meta_get_item(buf)
+    } else {
+        protocol::parse_get_item(buf)
+    }
+}
+
+/// Parses the reply to a set or cas wire (`STORED`... or `HD`...).
+pub(super) fn parse_store_reply(wire: Wire, buf: &[u8]) -> Result<Parsed<StoreReply>, ProtocolError> {
+    if wire.is_meta() {
+        protocol::parse_meta_store_reply(buf)
+    } else {
+        protocol::parse_store_reply(buf)
+    }
+}
+
+/// Parses the reply to a delete wire (`DELETED`... or `HD`...).
+pub(super) fn parse_delete_reply(wire: Wire, buf: &[u8]) -> Result<Parsed<DeleteReply>, ProtocolError> {
+    if wire.is_meta() {
+        protocol::parse_meta_delete_reply(buf)
+    } else {
+        protocol::parse_delete_reply(buf)
+    }
+}
+
+/// Parses the reply to an incr wire (a number... or `HD`...).
+pub(super) fn parse_incr_reply(wire: Wire, buf: &[u8]) -> Result<Parsed<IncrReply>, ProtocolError> {
+    if wire.is_meta() {
+        protocol::parse_meta_incr_reply(buf)
+    } else {
+        protocol::parse_incr_reply(buf)
     }
 }
 
@@ -229,10 +383,10 @@ pub(super) fn encode(
 pub(super) fn store_reply(wire: Wire, reply: StoreReply) -> (Option<CasOutcome>, bool, bool) {
     match reply {
         StoreReply::Stored => (Some(CasOutcome::Stored), false, false),
-        StoreReply::Exists if wire == Wire::Cas => (Some(CasOutcome::Exists), false, false),
-        StoreReply::NotFound if wire == Wire::Cas => (Some(CasOutcome::NotFound), false, false),
-        // memcached never answers a cas NOT_STORED; count it as an error.
-        StoreReply::NotStored if wire == Wire::Cas => (None, false, true),
+        StoreReply::Exists if wire.is_cas_write() => (Some(CasOutcome::Exists), false, false),
+        StoreReply::NotFound if wire.is_cas_write() => (Some(CasOutcome::NotFound), false, false),
+        // memcached never answers a cas NOT_STORED (nor a `ms ... C` NS); count it as an error.
+        StoreReply::NotStored if wire.is_cas_write() => (None, false, true),
         StoreReply::NotStored | StoreReply::Exists | StoreReply::NotFound => (None, true, false),
         StoreReply::Error(_) => (None, false, true),
     }
@@ -295,25 +449,139 @@ mod tests {
         }
     }
 
-    #[test]
-    fn requests_are_encoded_per_kind() {
+    /// (kind, counter, value size, keys) of one request.
+    type Spec = (OpKind, bool, usize, &'static [(u32, u64)]);
+
+    /// Encodes one request per [`Spec`] in `protocol` into one buffer; returns the wires and
+    /// the bytes.
+    fn encode_all(protocol: Protocol, requests: &[Spec]) -> (Vec<Wire>, String) {
         let write_key = |i: u64, out: &mut [u8]| out.copy_from_slice(format!("k{i}").as_bytes());
         let mut version = 0;
         let mut out = Vec::new();
-        let mut request = |kind, counter, value_size, out: &mut Vec<u8>, keys: &[(u32, u64)]| {
-            let r = Request { kind, counter, ttl: 7, value_size, verify: false, version: &mut version, filler: b"xyz" };
-            encode(out, r, keys, 2, &write_key)
-        };
-        assert_eq!(request(OpKind::Get, false, 0, &mut out, &[(0, 1), (0, 2)]), Wire::Get);
-        assert_eq!(request(OpKind::Set, false, 3, &mut out, &[(0, 3)]), Wire::Set);
-        assert_eq!(request(OpKind::Set, true, 0, &mut out, &[(0, 4)]), Wire::Set);
-        assert_eq!(request(OpKind::Delete, false, 0, &mut out, &[(0, 5)]), Wire::Delete);
-        assert_eq!(request(OpKind::Incr, false, 0, &mut out, &[(0, 6)]), Wire::Incr);
-        assert_eq!(request(OpKind::Cas, false, 0, &mut out, &[(0, 7)]), Wire::Gets);
+        let wires = requests
+            .iter()
+            .map(|&(kind, counter, value_size, keys)| {
+                let r = Request {
+                    protocol,
+                    kind,
+                    counter,
+                    ttl: 7,
+                    value_size,
+                    verify: false,
+                    version: &mut version,
+                    filler: b"xyz",
+                };
+                encode(&mut out, r, keys, 2, &write_key)
+            })
+            .collect();
+        (wires, String::from_utf8(out).unwrap())
+    }
+
+    /// One of each kind: a 2-key get, a 1-key get, a set, a counter's set, delete, incr, cas.
+    const EVERY_KIND: &[Spec] = &[
+        (OpKind::Get, false, 0, &[(0, 1), (0, 2)]),
+        (OpKind::Get, false, 0, &[(0, 8)]),
+        (OpKind::Set, false, 3, &[(0, 3)]),
+        (OpKind::Set, true, 0, &[(0, 4)]),
+        (OpKind::Delete, false, 0, &[(0, 5)]),
+        (OpKind::Incr, false, 0, &[(0, 6)]),
+        (OpKind::Cas, false, 0, &[(0, 7)]),
+    ];
+
+    #[test]
+    fn requests_are_encoded_per_kind() {
+        let (wires, out) = encode_all(Protocol::Classic, EVERY_KIND);
+        use Wire::*;
+        assert_eq!(wires, [Get, Get, Set, Set, Delete, Incr, Gets]);
         assert_eq!(
-            String::from_utf8_lossy(&out),
-            "get k1 k2\r\nset k3 0 7 3\r\nxyz\r\nset k4 0 7 1\r\n0\r\ndelete k5\r\nincr k6 1\r\ngets k7\r\n"
+            out,
+            "get k1 k2\r\nget k8\r\nset k3 0 7 3\r\nxyz\r\nset k4 0 7 1\r\n0\r\ndelete k5\r\nincr k6 1\r\ngets k7\r\n"
         );
+    }
+
+    #[test]
+    fn meta_requests_are_encoded_per_kind() {
+        let (wires, out) = encode_all(Protocol::Meta, EVERY_KIND);
+        use Wire::*;
+        assert_eq!(wires, [MetaMultiGet, MetaGet, MetaSet, MetaSet, MetaDelete, MetaIncr, MetaGets]);
+        assert_eq!(
+            out,
+            "mg k1 v f k q\r\nmg k2 v f k q\r\nmn\r\nmg k8 v f k\r\n\
+             ms k3 3 F0 T7\r\nxyz\r\nms k4 1 F0 T7\r\n0\r\nmd k5\r\nma k6 D1\r\nmg k7 v f k c\r\n"
+        );
+        for w in &wires {
+            assert!(w.is_meta());
+        }
+        assert!(MetaGet.value_ends_reply() && MetaGets.value_ends_reply());
+        assert!(!MetaMultiGet.value_ends_reply() && !Get.value_ends_reply() && !Gets.value_ends_reply());
+    }
+
+    #[test]
+    fn a_cas_hit_queues_its_write_half_in_the_same_protocol() {
+        let mut version = 0;
+        let mut s = sock();
+        for (protocol, read, write) in
+            [(Protocol::Classic, Wire::Gets, Wire::Cas), (Protocol::Meta, Wire::MetaGets, Wire::MetaCas)]
+        {
+            s.parts.push_back(Part { slot: 3, wire: read, kstart: 0, kend: 1 });
+            s.parts.push_back(Part { slot: 4, wire: Wire::Get, kstart: 0, kend: 1 });
+            let r = Request {
+                protocol,
+                kind: OpKind::Cas,
+                counter: false,
+                ttl: 7,
+                value_size: 3,
+                verify: false,
+                version: &mut version,
+                filler: b"xyz",
+            };
+            let newly_dirty = protocol == Protocol::Classic;
+            assert_eq!(s.queue_cas_write(r, b"k9", 12345), newly_dirty, "dirty once");
+            let parts: Vec<(u32, Wire)> = s.parts.drain(..).map(|p| (p.slot, p.wire)).collect();
+            assert_eq!(parts, [(4, Wire::Get), (3, write)], "the write half waits behind what was sent");
+        }
+        assert_eq!(String::from_utf8_lossy(&s.next), "cas k9 0 7 3 12345\r\nxyz\r\nms k9 3 F0 T7 C12345\r\nxyz\r\n");
+    }
+
+    #[test]
+    fn meta_replies_mean_what_their_classic_counterparts_mean() {
+        let store = |wire, reply: &[u8]| match parse_store_reply(wire, reply).unwrap() {
+            Parsed::Done { item, .. } => store_reply(wire, item),
+            Parsed::Incomplete { .. } => panic!("incomplete"),
+        };
+        for (classic, meta) in [
+            (&b"STORED\r\n"[..], &b"HD\r\n"[..]),
+            (b"NOT_STORED\r\n", b"NS\r\n"),
+            (b"EXISTS\r\n", b"EX\r\n"),
+            (b"NOT_FOUND\r\n", b"NF\r\n"),
+            (b"SERVER_ERROR out of memory\r\n", b"SERVER_ERROR out of memory\r\n"),
+        ] {
+            assert_eq!(store(Wire::Set, classic), store(Wire::MetaSet, meta));
+            assert_eq!(store(Wire::Cas, classic), store(Wire::MetaCas, meta));
+        }
+        assert_eq!(store(Wire::MetaCas, b"EX\r\n"), (Some(CasOutcome::Exists), false, false));
+        assert_eq!(store(Wire::MetaCas, b"NF\r\n"), (Some(CasOutcome::NotFound), false, false));
+        assert_eq!(store(Wire::MetaSet, b"NS\r\n"), (None, true, false));
+        let counted = |wire, reply: &[u8]| match wire {
+            Wire::Delete | Wire::MetaDelete => match parse_delete_reply(wire, reply).unwrap() {
+                Parsed::Done { item, .. } => counted_reply(item),
+                Parsed::Incomplete { .. } => panic!("incomplete"),
+            },
+            _ => match parse_incr_reply(wire, reply).unwrap() {
+                Parsed::Done { item, .. } => counted_reply(item),
+                Parsed::Incomplete { .. } => panic!("incomplete"),
+            },
+        };
+        assert_eq!(counted(Wire::MetaDelete, b"HD\r\n"), counted(Wire::Delete, b"DELETED\r\n"));
+        assert_eq!(counted(Wire::MetaDelete, b"NF\r\n"), counted(Wire::Delete, b"NOT_FOUND\r\n"));
+        assert_eq!(counted(Wire::MetaIncr, b"HD\r\n"), counted(Wire::Incr, b"5\r\n"));
+        assert_eq!(counted(Wire::MetaIncr, b"NF\r\n"), counted(Wire::Incr, b"NOT_FOUND\r\n"));
+        assert_eq!(counted(Wire::MetaIncr, b"CLIENT_ERROR x\r\n"), (false, true));
+        assert!(matches!(
+            parse_get_item(Wire::MetaGet, b"VA 1 f0 kk1\r\nx\r\n").unwrap(),
+            Parsed::Done { item: GetItem::Value { key: b"k1", .. }, .. }
+        ));
+        assert!(parse_get_item(Wire::Get, b"VA 1 f0 kk1\r\nx\r\n").is_err());
     }
 
     #[test]

@@ -26,12 +26,12 @@ use crate::stats::Recorder;
 use crate::sync::{PhaseTag, Shared};
 use crate::verify;
 use crate::workload::{Generator, KeySpace, OpKind, WorkloadError, MAX_KEY_LEN};
-use ringcache_client::{self as protocol, GetItem, Parsed, ProtocolError};
+use ringcache_client::{GetItem, Parsed, ProtocolError};
 mod conn;
 mod ring;
 mod schedule;
 
-use conn::{push_value, CasOutcome, Part, Room, Sent, Sock, Wire, RBUF_MAX, SET_FLAGS};
+use conn::{CasOutcome, Part, Room, Sent, Sock, Wire, RBUF_MAX, SET_FLAGS};
 use ring::{is_transient, Ring, TAG_RECV, TAG_SEND};
 use schedule::{unsent, OpenLoop, Phase, Source};
 use std::collections::VecDeque;
@@ -269,8 +269,9 @@ impl Worker {
         let multiget = cfg.workload.multiget;
         let vmax = cfg.workload.value_size.max;
         let key_size = cfg.workload.keys.key_size();
-        // Room for a pipeline's worth of requests without growing.
-        let out_cap = depth * (key_size + 48 + vmax.max(key_size * multiget)) + 64;
+        // Room for a pipeline's worth of requests without growing (a multiget's key costs up to
+        // 16 bytes beyond itself: `mg <key> v f k q\r\n`).
+        let out_cap = depth * (key_size + 48 + vmax.max((key_size + 16) * multiget)) + 64;
         for g in 0..ngroups {
             groups.push(Group {
                 first_sock: socks.len(),
@@ -747,6 +748,7 @@ impl Worker {
             let sock = &mut self.socks[si];
             let value_size = if kind == OpKind::Set && !counter { self.gen.next_value_size() } else { 0 };
             let request = conn::Request {
+                protocol: self.cfg.protocol,
                 kind,
                 counter,
                 ttl,
@@ -831,8 +833,9 @@ impl Worker {
     /// Consumes every complete reply unit in socket `si`'s buffer. Returns the total size of
     /// the incomplete unit at the front, when known.
     ///
-    /// A cas operation's `gets` hit queues its `cas` on the same socket here, so the operation
-    /// stays busy (and its latency runs) until the `cas` reply.
+    /// A cas operation's `gets` hit queues its `cas` on the same socket here (in meta, the
+    /// `mg ... c` hit its `ms ... C<unique>`), so the operation stays busy (and its latency
+    /// runs) until the write half's reply.
     fn parse_replies(&mut self, p: &mut Phase, si: usize, now: u64) -> Result<Option<usize>, WorkerError> {
         let verify_values = self.cfg.verify;
         let ttl = self.cfg.ttl;
@@ -853,67 +856,74 @@ impl Worker {
             let proto = |source| WorkerError::Protocol { server: server(), source };
             // Some(error) when the part's reply is complete.
             let (consumed, done) = match part.wire {
-                Wire::Get | Wire::Gets => match protocol::parse_get_item(buf).map_err(proto)? {
-                    Parsed::Incomplete { need } => return Ok(need),
-                    Parsed::Done { consumed, item } => match item {
-                        GetItem::Value { key, flags, data, cas } => {
-                            slot.hits += 1;
-                            // Only --verify and a cas's gets need to know the key was asked for.
-                            let asked = (verify_values || part.wire == Wire::Gets)
-                                && keys.parse_key(key).is_some_and(|k| {
-                                    slot.keys[part.kstart as usize..part.kend as usize].iter().any(|e| e.1 == k)
-                                });
-                            if verify_values
-                                && (!asked || flags != SET_FLAGS || verify::check_value(key, data).is_err())
-                            {
-                                p.rec.counters.verify_mismatches += 1;
-                                interval.counters.verify_mismatches += 1;
+                w @ (Wire::Get | Wire::Gets | Wire::MetaGet | Wire::MetaMultiGet | Wire::MetaGets) => {
+                    match conn::parse_get_item(w, buf).map_err(proto)? {
+                        Parsed::Incomplete { need } => return Ok(need),
+                        Parsed::Done { consumed, item } => {
+                            let done = match item {
+                                GetItem::Value { key, flags, data, cas } => {
+                                    slot.hits += 1;
+                                    // Only --verify and a cas's read half need to know the key was
+                                    // asked for.
+                                    let asked = (verify_values || w.is_cas_read())
+                                        && keys.parse_key(key).is_some_and(|k| {
+                                            slot.keys[part.kstart as usize..part.kend as usize].iter().any(|e| e.1 == k)
+                                        });
+                                    if verify_values
+                                        && (!asked || flags != SET_FLAGS || verify::check_value(key, data).is_err())
+                                    {
+                                        p.rec.counters.verify_mismatches += 1;
+                                        interval.counters.verify_mismatches += 1;
+                                    }
+                                    if w.is_cas_read() && asked {
+                                        slot.unique = cas;
+                                    }
+                                    // A single mg's VA block is its whole reply.
+                                    w.value_ends_reply().then_some(false)
+                                }
+                                GetItem::End => Some(false),
+                                GetItem::Error(_) => Some(true),
+                            };
+                            let hit_unique = if w.is_cas_read() && done == Some(false) { slot.unique } else { None };
+                            if let Some(unique) = hit_unique {
+                                // The read half of a cas hit is over: queue the write half.
+                                let mut kb = [0u8; MAX_KEY_LEN];
+                                let key = &mut kb[..keys.key_size()];
+                                keys.write_key(slot.keys[part.kstart as usize].1, key);
+                                let request = conn::Request {
+                                    protocol: cfg.protocol,
+                                    kind: OpKind::Cas,
+                                    counter: false,
+                                    ttl,
+                                    value_size: gen.next_value_size(),
+                                    verify: verify_values,
+                                    version,
+                                    filler,
+                                };
+                                if sock.queue_cas_write(request, key, unique) {
+                                    dirty.push(si);
+                                }
+                                sock.rstart += consumed;
+                                continue;
                             }
-                            if part.wire == Wire::Gets && asked {
-                                slot.unique = cas;
-                            }
-                            (consumed, None)
+                            (consumed, done)
                         }
-                        GetItem::End if part.wire == Wire::Gets && slot.unique.is_some() => {
-                            // The read half of a cas hit: send the write half, a new value
-                            // (a new version under --verify) with the unique just read.
-                            let unique = slot.unique.unwrap_or_default();
-                            let mut kb = [0u8; MAX_KEY_LEN];
-                            let key = &mut kb[..keys.key_size()];
-                            keys.write_key(slot.keys[part.kstart as usize].1, key);
-                            let size = gen.next_value_size();
-                            let out = &mut sock.next;
-                            protocol::cas_header(out, key, SET_FLAGS, ttl, size, unique);
-                            push_value(out, key, size, verify_values, version, filler);
-                            protocol::end_line(out);
-                            sock.parts.pop_front();
-                            sock.parts.push_back(Part { wire: Wire::Cas, ..part });
-                            if !sock.dirty {
-                                sock.dirty = true;
-                                dirty.push(si);
-                            }
-                            sock.rstart += consumed;
-                            continue;
-                        }
-                        GetItem::End => {
-                            slot.cas = CasOutcome::Miss;
-                            (consumed, Some(false))
-                        }
-                        GetItem::Error(_) => (consumed, Some(true)),
-                    },
-                },
-                Wire::Set | Wire::Cas => match protocol::parse_store_reply(buf).map_err(proto)? {
-                    Parsed::Incomplete { need } => return Ok(need),
-                    Parsed::Done { consumed, item } => {
-                        let (cas, not_stored, error) = conn::store_reply(part.wire, item);
-                        if let Some(cas) = cas {
-                            slot.cas = cas;
-                        }
-                        slot.not_stored |= not_stored;
-                        (consumed, Some(error))
                     }
-                },
-                Wire::Delete => match protocol::parse_delete_reply(buf).map_err(proto)? {
+                }
+                Wire::Set | Wire::Cas | Wire::MetaSet | Wire::MetaCas => {
+                    match conn::parse_store_reply(part.wire, buf).map_err(proto)? {
+                        Parsed::Incomplete { need } => return Ok(need),
+                        Parsed::Done { consumed, item } => {
+                            let (cas, not_stored, error) = conn::store_reply(part.wire, item);
+                            if let Some(cas) = cas {
+                                slot.cas = cas;
+                            }
+                            slot.not_stored |= not_stored;
+                            (consumed, Some(error))
+                        }
+                    }
+                }
+                Wire::Delete | Wire::MetaDelete => match conn::parse_delete_reply(part.wire, buf).map_err(proto)? {
                     Parsed::Incomplete { need } => return Ok(need),
                     Parsed::Done { consumed, item } => {
                         let (hit, error) = conn::counted_reply(item);
@@ -921,7 +931,7 @@ impl Worker {
                         (consumed, Some(error))
                     }
                 },
-                Wire::Incr => match protocol::parse_incr_reply(buf).map_err(proto)? {
+                Wire::Incr | Wire::MetaIncr => match conn::parse_incr_reply(part.wire, buf).map_err(proto)? {
                     Parsed::Incomplete { need } => return Ok(need),
                     Parsed::Done { consumed, item } => {
                         let (hit, error) = conn::counted_reply(item);
