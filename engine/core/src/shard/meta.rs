@@ -63,6 +63,9 @@ pub struct MetaOutcome {
     pub exptime_before: u32,
     /// Created by this command (`N`).
     pub created: bool,
+    /// Where the item read lies, when the command changed nothing (0: look it up): its
+    /// answer reads it there, with no second index probe.
+    pub at: u64,
 }
 
 impl MetaOutcome {
@@ -76,6 +79,7 @@ impl MetaOutcome {
             last_access: 0,
             exptime_before: 0,
             created: false,
+            at: 0,
         }
     }
 
@@ -104,7 +108,8 @@ impl Shard {
     }
 
     /// Decides a meta op: its outcome and at most one effect. `key_buf` holds a base64
-    /// key decoded.
+    /// key decoded. (`Shard::execute` reads the key and flags once for decide and answer:
+    /// see `execute_meta`.)
     pub(super) fn decide_meta<'a: 'k, 'k>(
         &mut self,
         op: &MetaOp<'a>,
@@ -114,6 +119,18 @@ impl Shard {
         let (Some(key), Ok(f)) = (op.key(key_buf), flags_of(op)) else {
             return Decision { outcome: Outcome::Meta(MetaOutcome::of(MetaStatus::BadLine)), effect: None };
         };
+        self.decide_meta_parsed(op, key, &f, now)
+    }
+
+    /// [`Shard::decide_meta`] of an op whose key and flags are read.
+    pub(super) fn decide_meta_parsed<'k>(
+        &mut self,
+        op: &MetaOp<'k>,
+        key: &'k [u8],
+        f: &MetaFlags,
+        now: u32,
+    ) -> Decision<'k> {
+        let f = *f;
         let (outcome, effect) = match op.cmd {
             MetaCmd::Get => self.decide_get(key, &f, op.flags, now),
             MetaCmd::Set => {
@@ -125,7 +142,9 @@ impl Shard {
             MetaCmd::Delete => self.decide_delete(key, &f, now),
             MetaCmd::Arith => self.decide_arith(key, &f, op.flags, now),
             MetaCmd::Debug => match self.store.inspect(key, false, now) {
-                Some(it) => (MetaOutcome { last_access: it.last_access, ..MetaOutcome::of(MetaStatus::Hit) }, None),
+                Some(it) => {
+                    (MetaOutcome { last_access: it.last_access, at: it.loc, ..MetaOutcome::of(MetaStatus::Hit) }, None)
+                }
                 None => (MetaOutcome::of(MetaStatus::Miss), None),
             },
         };
@@ -145,8 +164,8 @@ impl Shard {
         let found = self
             .store
             .inspect(key, !f.has(b'u'), now)
-            .map(|it| (it.item.cas, it.exptime, it.lease, it.fetched, it.last_access));
-        let Some((cas, item_exptime, lease, fetched, last_access)) = found else {
+            .map(|it| (it.item.cas, it.exptime, it.lease, it.fetched, it.last_access, it.loc));
+        let Some((cas, item_exptime, lease, fetched, last_access, loc)) = found else {
             if !f.has(b'N') {
                 return (MetaOutcome::of(MetaStatus::Miss), None);
             }
@@ -184,6 +203,7 @@ impl Shard {
             last_access,
             exptime_before: item_exptime,
             created: false,
+            at: 0,
         };
         let expires_at = new_ttl.map(|t| self.absolute(t));
         let effect = match (won, expires_at) {
@@ -198,7 +218,8 @@ impl Shard {
             (false, Some(expires_at)) => Some(Effect::Touch { key, expires_at }),
             (false, None) => None,
         };
-        (outcome, effect)
+        let at = if effect.is_none() { loc } else { 0 };
+        (MetaOutcome { at, ..outcome }, effect)
     }
 
     /// `ms`: `M` picks the mode (`E` add, `A` append, `P` prepend, `R` replace, `S` set);
@@ -300,6 +321,20 @@ impl Shard {
             out.extend_from_slice(errors::BAD_FORMAT);
             return;
         };
+        self.answer_meta_parsed(op, key, &f, o, now, out);
+    }
+
+    /// [`Shard::answer_meta`] of an op whose key and flags are read.
+    pub(super) fn answer_meta_parsed(
+        &mut self,
+        op: &MetaOp<'_>,
+        key: &[u8],
+        f: &MetaFlags,
+        o: MetaOutcome,
+        now: u32,
+        out: &mut Vec<u8>,
+    ) {
+        let f = *f;
         let quiet = f.has(b'q');
         let binary = op.binary_key();
         let c = &mut self.counters;
@@ -317,7 +352,8 @@ impl Shard {
                     c.cmd_get += 1;
                     c.get_hits += 1;
                 }
-                let Some(it) = self.store.view(key) else { return };
+                let it = if o.at != 0 { self.store.view_at(o.at) } else { self.store.view(key) };
+                let Some(it) = it else { return };
                 if f.has(b'v') {
                     out.extend_from_slice(b"VA ");
                     reply::number(out, it.item.value.len() as u64);
@@ -446,7 +482,7 @@ impl Shard {
                     _ => out.extend_from_slice(reply::ARITH_OUT_OF_MEMORY),
                 }
             }
-            (MetaCmd::Debug, MetaStatus::Hit) => match self.store.view(key) {
+            (MetaCmd::Debug, MetaStatus::Hit) => match self.store.view_at(o.at) {
                 Some(it) => {
                     out.extend_from_slice(b"ME ");
                     write_key(out, key, binary);
@@ -512,6 +548,28 @@ impl Shard {
             out.extend_from_slice(digits);
             out.extend_from_slice(b"\r\n");
         }
+    }
+}
+
+impl Shard {
+    /// Executes a meta op (decide, apply, answer), reading its key and flags once.
+    pub(super) fn execute_meta(&mut self, op: &MetaOp<'_>, now: u32, out: &mut Vec<u8>) {
+        let mut key_buf = [0u8; crate::protocol::KEY_MAX_LENGTH];
+        let (Some(key), Ok(f)) = (op.key(&mut key_buf), flags_of(op)) else {
+            out.extend_from_slice(errors::BAD_FORMAT);
+            return;
+        };
+        let decision = self.decide_meta_parsed(op, key, &f, now);
+        let applied = decision.effect.map(|e| self.apply(&e, now));
+        let Outcome::Meta(mut o) = decision.outcome.after(applied) else { return };
+        if o.status == MetaStatus::Stored(StoreOutcome::OutOfMemory) {
+            // memcached drops the old value of any `ms` it could not store.
+            self.store.apply(&Effect::Delete { key }, now);
+        }
+        if applied.is_some() {
+            o.at = 0;
+        }
+        self.answer_meta_parsed(op, key, &f, o, now, out);
     }
 }
 

@@ -184,6 +184,7 @@ impl Shard {
             Op::Get { key, cas, touch } => {
                 self.get_in_place(key, cas, touch, now, out, usize::MAX);
             }
+            Op::Meta(ref meta) => self.execute_meta(meta, now, out),
             _ => {
                 if let Some(d) = self.detail_counting() {
                     match *op {

@@ -152,6 +152,8 @@ pub struct Inspected<'s> {
     pub size: usize,
     /// Its segment's TTL class.
     pub class: u8,
+    /// Where it lies (for [`Store::view_at`], until the store next changes).
+    pub loc: u64,
 }
 
 /// Result of a storage command.
@@ -301,7 +303,9 @@ pub struct Store {
     segs: Segments,
     /// memcached's `oldest_live` for a pending delayed `flush_all`.
     oldest_live: Option<u32>,
-    loc_bits: u32,
+    /// Bits of an item's offset within its segment, and of the shard index, in a derived
+    /// CAS (see `cas_of`).
+    offset_bits: u32,
     shard_bits: u32,
     sweep_cursor: usize,
     stats: StoreStats,
@@ -339,9 +343,9 @@ impl Store {
         if arena_len > index::MAX_LOCATION {
             return Err(io::Error::other("memory limit too large for one shard"));
         }
-        let loc_bits = bits_for(arena_len);
+        let offset_bits = bits_for(seg_size as u64);
         let shard_bits = bits_for(config.nshards as u64);
-        let gen_bits = u64::BITS - loc_bits - shard_bits;
+        let gen_bits = u64::BITS - offset_bits - shard_bits;
         let expected = config.expected_items.unwrap_or(INITIAL_EXPECTED_ITEMS);
         let index = Index::try_with_expected_items(expected)
             .map_err(|e| io::Error::other(format!("cannot allocate an index for {expected} items: {e}")))?;
@@ -356,7 +360,7 @@ impl Store {
             index,
             segs: Segments::new(nsegs, gen_bits),
             oldest_live: None,
-            loc_bits,
+            offset_bits,
             shard_bits,
             sweep_cursor: 0,
             stats: StoreStats::default(),
@@ -469,7 +473,12 @@ impl Store {
             return header.cas;
         }
         let gen = self.segs.cas_gen(self.seg_of(loc));
-        (gen << (self.loc_bits + self.shard_bits)) | ((self.config.shard as u64) << self.loc_bits) | loc
+        // A generation is never given to two segments (one counter per store), so it and
+        // the offset within the segment name an item version without the segment's index:
+        // CAS values stay small (below 2^32 for the first 2^(32 - 20 - shard bits)
+        // segments written; some clients read a CAS as 32 bits) and grow with time.
+        let offset = loc & ((1 << self.offset_bits) - 1);
+        (gen << (self.offset_bits + self.shard_bits)) | ((self.config.shard as u64) << self.offset_bits) | offset
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -577,13 +586,6 @@ impl Store {
         item::set_access(bytes, access);
     }
 
-    /// The relative time the item at `found` was last accessed (written, or fetched
-    /// after its first fetch).
-    fn last_access(&self, found: &Found) -> u32 {
-        let base = self.segs.meta[self.seg_of(found.loc)].access_base;
-        base.saturating_add(found.header.access_offset())
-    }
-
     /// The value length of the live item under `key`, touching nothing (no expiry is
     /// applied, no access recorded).
     pub fn peek_value_len(&self, key: &[u8], now: u32) -> Option<usize> {
@@ -629,19 +631,34 @@ impl Store {
     /// no access recorded): what a write just left there, to answer about it.
     pub fn view(&self, key: &[u8]) -> Option<Inspected<'_>> {
         let found = self.find(key, self.hash(key))?;
-        Some(self.inspected(&found, found.header))
+        Some(self.inspected(found.loc, found.header))
     }
 
-    fn inspected(&self, found: &Found, h: Header) -> Inspected<'_> {
+    fn inspected(&self, loc: u64, h: Header) -> Inspected<'_> {
+        let seg = &self.segs.meta[self.seg_of(loc)];
+        let value_at = loc as usize + h.value_at();
         Inspected {
-            item: self.item_ref(found),
+            item: ItemRef {
+                flags: h.flags,
+                cas: self.cas_of(loc, &h),
+                value: &self.arena.bytes()[value_at..value_at + h.value_len],
+                segment: self.seg_of(loc) as u32,
+            },
             exptime: h.exptime,
             lease: h.lease,
             fetched: h.fetched(),
-            last_access: self.last_access(&Found { header: h, ..*found }),
+            last_access: seg.access_base.saturating_add(h.access_offset()),
             size: h.total(),
-            class: self.segs.meta[self.seg_of(found.loc)].class,
+            class: seg.class,
+            loc,
         }
+    }
+
+    /// The item at `loc`, as [`Store::inspect`] or [`Store::view`] found it there with
+    /// nothing written since (the caller's promise): no index probe.
+    pub fn view_at(&self, loc: u64) -> Option<Inspected<'_>> {
+        let header = item::decode(&self.arena.bytes()[loc as usize..])?;
+        Some(self.inspected(loc, header))
     }
 
     /// The live item under `key` with its state as it was before this look (the meta
@@ -652,7 +669,7 @@ impl Store {
         if fetch {
             self.bump(&found, now);
         }
-        Some(self.inspected(&found, found.header))
+        Some(self.inspected(found.loc, found.header))
     }
 
     fn clear(&mut self) {
