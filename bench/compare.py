@@ -33,6 +33,11 @@ WORKLOADS = {
     "set-heavy": (["--ratio", "1:10", "--value-size", "32", "--keys", "100000", "-c", "50", "--pipeline", "1"], None),
     "pipelined-16": (["--ratio", "10:1", "--value-size", "32", "--keys", "100000", "-c", "50", "--pipeline", "16"], None),
     "multiget-16": (["--ratio", "10:1", "--multiget", "16", "--value-size", "32", "--keys", "100000", "-c", "50"], None),
+    # The meta protocol (mg/ms), the same loads as get-heavy and pipelined-16.
+    "meta-get-heavy": (["--protocol", "meta", "--ratio", "10:1", "--value-size", "32", "--keys", "100000", "-c", "50",
+                        "--pipeline", "1"], None),
+    "meta-pipelined-16": (["--protocol", "meta", "--ratio", "10:1", "--value-size", "32", "--keys", "100000", "-c", "50",
+                           "--pipeline", "16"], None),
     "values-4k": (["--ratio", "10:1", "--value-size", "4096", "--keys", "20000", "-c", "50", "--pipeline", "1"], None),
     # 1M keys x ~130 B of item do not fit in 64 MB: eviction decides the hit ratio.
     "zipf-pressure": (
