@@ -636,7 +636,7 @@ mod tests {
             Ok(a) => a,
             Err(e) => panic!("{e}"),
         };
-        assert_eq!(args.ignored_flags(), vec!["-U", "-u", "-R", "-B", "-o modern"]);
+        assert_eq!(args.ignored_flags(), vec!["-u", "-o modern"]);
         let c = args.resolve().map_err(|e| e.to_string());
         let c = match c {
             Ok(c) => c,
@@ -646,6 +646,7 @@ mod tests {
         assert_eq!(c.max_item_size, 2 << 20);
         assert!(!c.evictions && !c.cas_enabled && !c.flush_enabled);
         assert_eq!(c.verbose, 2);
+        assert_eq!((c.binding_protocol, c.reqs_per_event, c.backlog), ("ascii", Some(20), 1024));
     }
 
     #[test]
