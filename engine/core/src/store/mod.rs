@@ -338,9 +338,7 @@ impl Store {
             (None, Some(reserve)) => (reserve / seg_size).clamp(usable, index::MAX_LOCATION as usize / seg_size),
             _ => usable,
         };
-        let nsegs = reserved;
-        let arena_len = (seg_size * nsegs) as u64;
-        if arena_len > index::MAX_LOCATION {
+        if (seg_size * usable) as u64 > index::MAX_LOCATION {
             return Err(io::Error::other("memory limit too large for one shard"));
         }
         let offset_bits = bits_for(seg_size as u64);
@@ -350,10 +348,18 @@ impl Store {
         let index = Index::try_with_expected_items(expected)
             .map_err(|e| io::Error::other(format!("cannot allocate an index for {expected} items: {e}")))?;
         let (arena, reusable) = match &config.memory_file {
-            Some(path) => Arena::file_backed(path, seg_size, nsegs, config.huge_pages)
+            Some(path) => Arena::file_backed(path, seg_size, usable, config.huge_pages)
                 .map_err(|e| io::Error::new(e.kind(), format!("memory file {}: {e}", path.display())))?,
-            None => (Arena::anonymous(seg_size, nsegs, config.huge_pages)?, false),
+            // The room to grow is address space only: where a limit on it (RLIMIT_AS) or
+            // the kernel refuses that much, the store maps what it uses now, and cannot
+            // grow later.
+            None => match Arena::anonymous(seg_size, reserved, config.huge_pages) {
+                Ok(arena) => (arena, false),
+                Err(_) if reserved > usable => (Arena::anonymous(seg_size, usable, config.huge_pages)?, false),
+                Err(e) => return Err(e),
+            },
         };
+        let nsegs = arena.nsegs();
         let mut store = Store {
             hasher: key_hasher(),
             arena,

@@ -67,6 +67,8 @@ const MAX_VERBOSITY: u8 = 2;
 pub enum ShardAdmin {
     /// Reclaim every expired item now.
     Crawl,
+    /// Whether this many bytes of item memory would be taken (changing nothing).
+    MemoryLimitFits(usize),
     /// Use at most this many bytes of item memory.
     MemoryLimit(usize),
     /// Count by key prefix (`stats detail on`), or stop.
@@ -80,6 +82,7 @@ pub fn on_shard(shard: &super::shard_cell::ShardCell, cmd: ShardAdmin, now: u32)
             shard.borrow_mut().crawl_all(now);
             true
         }
+        ShardAdmin::MemoryLimitFits(bytes) => shard.borrow().store().memory_limit_fits(bytes),
         ShardAdmin::MemoryLimit(bytes) => shard.borrow_mut().set_memory_limit(bytes),
         ShardAdmin::Detail(on) => {
             shard.borrow_mut().set_detail(on);
@@ -178,9 +181,11 @@ pub async fn run(ctx: &ShardContext, cmd: Admin, now: u32) -> Result<AdminOutcom
         }
         Admin::CacheMemlimit { megabytes } => {
             let share = (megabytes as usize).saturating_mul(1 << 20) / ctx.nshards;
-            // Checked on every shard first, so that no shard changes when one cannot.
-            let fits = ctx.shard.borrow().store().memory_limit_fits(share);
-            if fits && every_shard(ctx, ShardAdmin::MemoryLimit(share), now).await? {
+            // Checked on every shard first, so that no shard changes when one cannot (a
+            // shard may have less room to grow: see `Store::new`).
+            if every_shard(ctx, ShardAdmin::MemoryLimitFits(share), now).await?
+                && every_shard(ctx, ShardAdmin::MemoryLimit(share), now).await?
+            {
                 admin::OK
             } else {
                 admin::MEMLIMIT_FAILED
