@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringcache_core::protocol::{parse, Limits, Op, Parse, Request, KEY_MAX_LENGTH, MAX_LINE_WITHOUT_NEWLINE};
+use ringcache_core::protocol::{parse, Limits, MetaCmd, Op, Parse, Request, KEY_MAX_LENGTH, MAX_LINE_WITHOUT_NEWLINE};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&setting, stream)) = data.split_first() else { return };
@@ -39,9 +39,17 @@ fuzz_target!(|data: &[u8]| {
                             limits.item_fits(key.len(), 0, data.len()) || limits.item_fits(key.len(), 1, data.len())
                         );
                     }
+                    Request::Op(Op::Meta(m)) if m.cmd == MetaCmd::Set => {
+                        let data_at = m.data.as_ptr() as usize - buf.as_ptr() as usize;
+                        assert!(data_at + m.data.len() + 2 == consumed, "an ms data block ends the request");
+                        assert!(m.key(&mut [0u8; KEY_MAX_LENGTH]).is_some(), "an op's key decodes");
+                    }
                     Request::Op(op) => {
-                        assert!(op.key().is_some_and(|key| key.len() <= KEY_MAX_LENGTH));
-                        assert!(s == 0 || matches!(op, Op::TooLarge { .. }), "only a too-large value is swallowed");
+                        let mut key_buf = [0u8; KEY_MAX_LENGTH];
+                        assert!(op.key(&mut key_buf).is_some_and(|key| key.len() <= KEY_MAX_LENGTH));
+                        let too_large = matches!(op, Op::TooLarge { .. })
+                            || matches!(op, Op::Meta(m) if m.cmd == MetaCmd::SetTooLarge);
+                        assert!(s == 0 || too_large, "only a too-large value is swallowed");
                     }
                     _ => {}
                 }
