@@ -33,7 +33,8 @@ STREAMS = {
     "too_large": b"set big 0 0 2000000\r\n" + b"v" * 300 + b"\r\nget big\r\n",
     "misc": b"version\r\nverbosity 1\r\nstats\r\nquit\r\n",
     "meta": b"ms k 2 T100 F5 c k\r\nhi\r\nmg k s v f t c k O123 h l\r\nmg k N30 R10 T5 v\r\nmd k I T30\r\n"
-    b"mg k v c\r\nms k 2 I C1 q\r\nxx\r\nma n N0 J5 D2 MD v t c\r\nme k\r\nmn\r\nms k 3 MA C0\r\nabc\r\n",
+    b"mg k v c\r\nms k 2 I C1 q\r\nxx\r\nma n N0 J5 D2 MD v t c\r\nme k\r\nmn\r\nms k 3 MA C0\r\nabc\r\n"
+    b"ms v 2 MA N30 E77 c\r\nhi\r\nmd v x F3 E5\r\nmd v x I\r\nmg w N9 E8 c\r\n",
     "meta_keys": b"ms a2V5 3 b k c\r\nabc\r\nmg a2V5 b k v\r\nmd a2V b\r\nme a2V5 b\r\nmg q v q\r\nmg k v v\r\n"
     b"ms k 5 MX\r\nhello\r\nms k 9999999 q\r\nx\r\nma k Dx\r\nmg " + b"k" * 251 + b" v\r\n",
 }

@@ -57,9 +57,10 @@ impl PutValue<'_> {
 /// One change to a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect<'a> {
-    /// Store `value` under `key`, replacing any version; `cas` is the write's stamp (0:
-    /// none), which a store with stamped CAS gives the item; `lease` is the new item's
-    /// lease state (the meta protocol's stale and win bits; none for a plain write).
+    /// Store `value` under `key`, replacing any version; `cas` is the CAS the item gets:
+    /// 0 when decided (the store derives one, or a log stamps it), or the client's own
+    /// (memcached's `E` flag), which every store keeps; `lease` is the new item's lease
+    /// state (the meta protocol's stale and win bits; none for a plain write).
     Put {
         key: &'a [u8],
         flags: u32,
@@ -108,8 +109,17 @@ pub enum Effect<'a> {
 
 impl Effect<'_> {
     /// The effect with the CAS its write gives the item set to `cas` (a replicated log
-    /// stamps every write with its index, so that every replica holds the same CAS).
+    /// stamps every write with its index, so that every replica holds the same CAS). A
+    /// write that already names its CAS (the client's own, memcached's `E` flag) keeps
+    /// it: it is in the effect, so every replica holds it too.
     pub fn stamped(self, cas: u64) -> Self {
+        let own = matches!(
+            self,
+            Effect::Put { cas: c, .. } | Effect::Concat { cas: c, .. } | Effect::Mark { cas: c, .. } if c != 0
+        );
+        if own {
+            return self;
+        }
         match self {
             Effect::Put { key, flags, expires_at, value, lease, .. } => {
                 Effect::Put { key, flags, expires_at, value, cas, lease }

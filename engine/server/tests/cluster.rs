@@ -297,6 +297,8 @@ fn meta_leases_and_invalidations_survive_the_loss_of_the_leader() {
     assert_eq!(command(&mut c, b"ms swr 3 T100\r\nold\r\n"), "HD\r\n");
     assert_eq!(command(&mut c, b"md swr I\r\n"), "HD\r\n");
     assert_eq!(meta(&mut c, "mg swr v\r\n", b"old\r\n"), "VA 3 X W\r\nold\r\n", "the stale value's first reader wins");
+    // A CAS the client names (E) is the one every replica keeps, not the log's stamp.
+    assert_eq!(command(&mut c, b"ms named 1 E123456789 c\r\nv\r\n"), "HD c123456789\r\n");
     g.nodes[leader].kill();
     // Ask through the survivor until a leader answers (replication errors meanwhile).
     let killed_at = Instant::now();
@@ -311,6 +313,7 @@ fn meta_leases_and_invalidations_survive_the_loss_of_the_leader() {
     assert_eq!(answer(&mut c, "mg lease N30\r\n"), "HD Z\r\n", "the win token was replicated: no second winner");
     assert_eq!(answer(&mut c, "mg swr\r\n"), "HD Z X\r\n", "still stale, its token still out");
     assert_eq!(answer(&mut c, "mg other N30\r\n"), "HD W\r\n", "a new key still hands out its token");
+    assert_eq!(answer(&mut c, "mg named c\r\n"), "HD c123456789\r\n", "the named CAS survived the leader");
     // The winner's write makes the value fresh on the new leader.
     assert_eq!(answer(&mut c, "ms swr 3 T100\r\nnew\r\n"), "HD\r\n");
     assert_eq!(meta(&mut c, "mg swr v\r\n", b"new\r\n"), "VA 3\r\nnew\r\n");

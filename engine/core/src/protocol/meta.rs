@@ -93,6 +93,9 @@ pub struct MetaFlags {
     pub client_flags: u32,
     /// `C`: compare CAS.
     pub cas: u64,
+    /// `E`: the CAS the write gives the item (the client's own; 0: none). A flag of
+    /// memcached 1.6.21 and later.
+    pub new_cas: u64,
     /// `D`: delta (default 1).
     pub delta: u64,
     /// `J`: initial value (default 0).
@@ -177,6 +180,10 @@ impl MetaFlags {
                     Some(v) => f.cas = v,
                     None => fail(Some(errors::BAD_TOKEN)),
                 },
+                b'E' => match parse_u64(value) {
+                    Some(v) => f.new_cas = v,
+                    None => fail(Some(errors::BAD_TOKEN)),
+                },
                 b'M' => match value {
                     [mode] => f.mode = *mode,
                     _ => fail(Some(errors::M_LENGTH)),
@@ -189,7 +196,8 @@ impl MetaFlags {
                     Some(v) => f.delta = v,
                     None => fail(Some(errors::DELTA)),
                 },
-                b'O' | b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' | b'v' | b'h' | b'u' | b'q' | b'l' | b'I' => {}
+                b'O' | b'P' | b'L' | b'k' | b's' | b't' | b'c' | b'f' | b'v' | b'h' | b'u' | b'q' | b'l' | b'I'
+                | b'x' => {}
                 _ => return Err(errors::INVALID_FLAG),
             }
             if let Some(bit) = letter_bit(c) {
@@ -263,6 +271,11 @@ pub(super) fn parse<'a>(
     }
     let flags = after_tokens(line, 2);
     let parsed = match MetaFlags::parse(flags, key) {
+        // `x` (remove the value, keep the item) is `md`'s alone.
+        Ok(parsed) if parsed.has(b'x') && cmd != MetaCmd::Delete => Err(errors::INVALID_FLAG),
+        other => other,
+    };
+    let parsed = match parsed {
         Ok(parsed) => parsed,
         Err(_) if cmd != MetaCmd::Get => return meta_error(errors::INVALID_OR_DUPLICATE, line_end),
         Err(e) => return meta_error(e, line_end),
@@ -312,6 +325,7 @@ fn parse_set<'a>(buf: &'a [u8], line: &'a [u8], tokens: &Tokens<'a>, line_end: u
     };
     let flags = after_tokens(line, 3);
     let parsed = match MetaFlags::parse(flags, key) {
+        Ok(parsed) if parsed.has(b'x') => return skip(errors::INVALID_FLAG),
         Ok(parsed) => parsed,
         Err(e) => return skip(e),
     };
@@ -360,7 +374,9 @@ mod tests {
         assert_eq!(MetaFlags::parse(b"\x80", b"k"), Err(errors::DUPLICATE_FLAG));
         assert_eq!(MetaFlags::parse(b"Tx Nz", b"k"), Err(errors::BAD_TOKEN));
         assert_eq!(MetaFlags::parse(b"F1x", b"k"), Err(errors::BAD_FORMAT));
-        assert_eq!(MetaFlags::parse(b"Tx E5", b"k"), Err(errors::INVALID_FLAG), "an unknown flag stops at once");
+        assert_eq!(MetaFlags::parse(b"Tx Y5", b"k"), Err(errors::INVALID_FLAG), "an unknown flag stops at once");
+        assert_eq!(MetaFlags::parse(b"E77 x", b"k").map(|f| (f.new_cas, f.has(b'x'))), Ok((77, true)));
+        assert_eq!(MetaFlags::parse(b"Ex", b"k"), Err(errors::BAD_TOKEN));
         assert_eq!(MetaFlags::parse(b"MAB", b"k"), Err(errors::M_LENGTH));
         assert_eq!(MetaFlags::parse(b"b", b"a2V"), Err(errors::KEY_DECODING));
         assert_eq!(MetaFlags::parse(b"Jx Dy", b"k"), Err(errors::DELTA), "the last error is the answer");

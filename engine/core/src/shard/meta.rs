@@ -14,7 +14,7 @@ use crate::numbers::decimal;
 use crate::protocol::meta::{errors, flag_tokens, KeyBuf, MetaCmd, MetaFlags, MetaOp};
 use crate::protocol::{base64, reply};
 use crate::store::item::Lease;
-use crate::store::{Applied, ArithOutcome, StoreMode, StoreOutcome};
+use crate::store::{Applied, ArithOutcome, StoreMode, StoreOptions, StoreOutcome};
 
 /// What a meta command tells the client (with [`MetaOutcome`]'s details).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +171,7 @@ impl Shard {
             }
             let expires_at = self.absolute(self.time.expiry(f.vivify_ttl, now));
             let lease = Lease { stale: false, win_sent: true };
-            let put = Effect::Put { key, flags: 0, expires_at, value: PutValue::Bytes(&[]), cas: 0, lease };
+            let put = Effect::Put { key, flags: 0, expires_at, value: PutValue::Bytes(&[]), cas: f.new_cas, lease };
             let outcome =
                 MetaOutcome { won: true, created: true, last_access: now, ..MetaOutcome::of(MetaStatus::Hit) };
             return (outcome, Some(put));
@@ -243,14 +243,20 @@ impl Shard {
         if has_cas && matches!(mode, StoreMode::Set | StoreMode::Replace) {
             mode = StoreMode::Cas;
         }
-        let invalidate = f.has(b'I') && mode == StoreMode::Cas;
+        let options = StoreOptions {
+            invalidate: f.has(b'I') && mode == StoreMode::Cas,
+            new_cas: f.new_cas,
+            vivify: (f.has(b'N') && matches!(mode, StoreMode::Append | StoreMode::Prepend))
+                .then(|| self.time.expiry(f.vivify_ttl, now)),
+        };
         let expiry = self.time.expiry(f.ttl, now);
         let cas = if has_cas { f.cas } else { 0 };
-        self.store.decide_store(mode, key, f.client_flags, expiry, data, cas, invalidate, now)
+        self.store.decide_store(mode, key, f.client_flags, expiry, data, cas, options, now)
     }
 
     /// `md`: deletes, or with `I` marks the item stale (a new version, its win token
-    /// taken back, `T` its new TTL); `C` must match.
+    /// taken back, `T` its new TTL), or with `x` empties its value and keeps it; `C` must
+    /// match; `E` names the new CAS.
     fn decide_delete<'k>(&mut self, key: &'k [u8], f: &MetaFlags, now: u32) -> (MetaOutcome, Option<Effect<'k>>) {
         let Some(cas) = self.store.inspect(key, false, now).map(|it| it.item.cas) else {
             return (MetaOutcome::of(MetaStatus::NotFound), None);
@@ -258,10 +264,20 @@ impl Shard {
         if f.has(b'C') && f.cas != cas {
             return (MetaOutcome::of(MetaStatus::Exists), None);
         }
-        let effect = if f.has(b'I') {
+        let effect = if f.has(b'x') {
+            // memcached 1.6.21+: the value goes, the item stays, an empty tombstone with
+            // the flags of `F` and the TTL of `T`, keeping its CAS (or taking `E`'s);
+            // with `I` it is also marked stale (a new CAS then, or `E`'s).
+            let expires_at = self.absolute(if f.has(b'T') { self.time.expiry(f.ttl, now) } else { 0 });
+            let (lease, cas) = match f.has(b'I') {
+                true => (Lease { stale: true, win_sent: false }, f.new_cas),
+                false => (Lease::NONE, if f.new_cas != 0 { f.new_cas } else { cas }),
+            };
+            Effect::Put { key, flags: f.client_flags, expires_at, value: PutValue::Bytes(&[]), cas, lease }
+        } else if f.has(b'I') {
             let expires_at = f.has(b'T').then(|| self.absolute(self.time.expiry(f.ttl, now)));
             let lease = Lease { stale: true, win_sent: false };
-            Effect::Mark { key, base_cas: cas, lease, expires_at, new_version: true, cas: 0 }
+            Effect::Mark { key, base_cas: cas, lease, expires_at, new_version: true, cas: f.new_cas }
         } else {
             Effect::Delete { key }
         };
@@ -297,7 +313,7 @@ impl Shard {
             }
             let value = PutValue::number(f.initial, 0);
             let expires_at = self.absolute(exptime);
-            let put = Effect::Put { key, flags: 0, expires_at, value, cas: 0, lease: Lease::NONE };
+            let put = Effect::Put { key, flags: 0, expires_at, value, cas: f.new_cas, lease: Lease::NONE };
             return (outcome(MetaStatus::Counted(f.initial)), Some(put));
         };
         if f.cas != 0 && f.cas != cas {
@@ -305,8 +321,8 @@ impl Shard {
         }
         match self.store.decide_arith(key, incr, f.delta, now) {
             (ArithOutcome::Value(v), Some(Effect::Put { key, flags, value, .. })) => {
-                let put =
-                    Effect::Put { key, flags, expires_at: self.absolute(exptime), value, cas: 0, lease: Lease::NONE };
+                let expires_at = self.absolute(exptime);
+                let put = Effect::Put { key, flags, expires_at, value, cas: f.new_cas, lease: Lease::NONE };
                 (outcome(MetaStatus::Counted(v)), Some(put))
             }
             (ArithOutcome::NonNumeric, _) => (outcome(MetaStatus::NonNumeric), None),

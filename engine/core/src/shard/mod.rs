@@ -230,7 +230,8 @@ impl Shard {
             Op::Get { .. } => (Outcome::Read, None),
             Op::Store { mode, key, flags, exptime, data, cas } => {
                 let expiry = self.time.expiry(exptime, now);
-                let (outcome, effect) = self.store.decide_store(mode, key, flags, expiry, data, cas, false, now);
+                let (outcome, effect) =
+                    self.store.decide_store(mode, key, flags, expiry, data, cas, Default::default(), now);
                 (Outcome::Store(outcome), effect)
             }
             Op::TooLarge { mode, key } => {

@@ -73,9 +73,21 @@ fn meta_flags(which: u8, ttl: i8, bits: u8, v: u16, cas: u64) -> String {
             if on(4) {
                 f.push_str(" I");
             }
+            if on(5) {
+                f.push_str(&format!(" E{}", 1_000_000 + u64::from(v)));
+            }
+            if on(6) {
+                f.push_str(&format!(" N{ttl}"));
+            }
         }
         2 => {
-            for (b, flag) in [(0, " I".to_string()), (1, format!(" C{cas}")), (2, format!(" T{ttl}"))] {
+            for (b, flag) in [
+                (0, " I".to_string()),
+                (1, format!(" C{cas}")),
+                (2, format!(" T{ttl}")),
+                (3, " x".to_string()),
+                (4, format!(" E{}", 2_000_000 + u64::from(v))),
+            ] {
                 if on(b) {
                     f.push_str(&flag);
                 }
@@ -263,4 +275,45 @@ fn a_concat_on_another_version_drops_the_key() {
     assert_eq!(replica.apply(&put(7), 1000), Applied::Done);
     assert_eq!(replica.apply(&concat(7), 1000), Applied::Done);
     assert_eq!(state(&replica, b"k", 1000).map(|s| (s.0, s.1)), Some((b"old+tail".to_vec(), 9)));
+}
+
+/// The flags memcached 1.6.21 added: `E` (the client names the write's CAS), `x` (`md`
+/// empties the value and keeps the item) and `N` on an appending `ms` (a missing item is
+/// created from the data).
+#[test]
+fn newer_meta_flags_name_the_cas_empty_the_value_and_vivify_appends() {
+    // A standalone store (CAS derived where the client names none).
+    let config = StoreConfig { clock_base_unix: LEADER_BASE, ..StoreConfig::with_memory(4 << 20) };
+    let mut s = match Store::new(config) {
+        Ok(store) => Shard::new(store, true),
+        Err(e) => panic!("store: {e}"),
+    };
+    let now = 1000;
+    let run = |s: &mut Shard, cmd: MetaCmd, key: &[u8], flags: &[u8], data: &[u8]| -> String {
+        let mut out = Vec::new();
+        s.execute(&Op::Meta(crate::protocol::MetaOp { cmd, key, flags, data }), false, now, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // E on ms, then the same CAS on a compare.
+    assert_eq!(run(&mut s, MetaCmd::Set, b"k", b" E999 c", b"v1"), "HD c999\r\n");
+    assert_eq!(run(&mut s, MetaCmd::Get, b"k", b" c v", b""), "VA 2 c999\r\nv1\r\n");
+    assert_eq!(run(&mut s, MetaCmd::Set, b"k", b" C999 E1000 c", b"v2"), "HD c1000\r\n");
+    // ma with E, and mg N with E.
+    assert_eq!(run(&mut s, MetaCmd::Arith, b"n", b" N0 J5 E42 c v", b""), "VA 1 c42\r\n5\r\n");
+    assert_eq!(run(&mut s, MetaCmd::Get, b"new", b" N30 E43 c", b""), "HD c43 W\r\n");
+    // md x: an empty tombstone with F's flags, keeping its CAS; with E, E's.
+    assert_eq!(run(&mut s, MetaCmd::Delete, b"k", b" x F7", b""), "HD\r\n");
+    assert_eq!(run(&mut s, MetaCmd::Get, b"k", b" c f s v", b""), "VA 0 c1000 f7 s0\r\n\r\n");
+    assert_eq!(run(&mut s, MetaCmd::Delete, b"k", b" x E5", b""), "HD\r\n");
+    assert_eq!(run(&mut s, MetaCmd::Get, b"k", b" c", b""), "HD c5\r\n");
+    // md x I: also stale, so the next reader wins.
+    assert_eq!(run(&mut s, MetaCmd::Delete, b"k", b" x I", b""), "HD\r\n");
+    assert_eq!(run(&mut s, MetaCmd::Get, b"k", b" v", b""), "VA 0 X W\r\n\r\n");
+    // ms MA N: an append to a missing item creates it, with N's TTL.
+    assert_eq!(run(&mut s, MetaCmd::Set, b"a", b" MA N30", b"tail"), "HD\r\n");
+    assert_eq!(run(&mut s, MetaCmd::Get, b"a", b" v t", b""), "VA 4 t30\r\ntail\r\n");
+    assert_eq!(run(&mut s, MetaCmd::Set, b"a", b" MA N30", b"+more"), "HD\r\n");
+    assert_eq!(run(&mut s, MetaCmd::Get, b"a", b" v", b""), "VA 9\r\ntail+more\r\n");
+    assert_eq!(run(&mut s, MetaCmd::Set, b"b", b" MA", b"tail"), "NS\r\n", "without N, as before");
+    assert_eq!(s.store().check(), Ok(()));
 }

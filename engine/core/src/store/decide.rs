@@ -13,6 +13,19 @@ use super::{item, ArithOutcome, CasSource, Found, ItemRef, Store, StoreMode, Sto
 use crate::effect::{Effect, PutValue};
 use crate::numbers::parse_u64;
 
+/// What the meta protocol's `ms` adds to a storage command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// `I`: a `Cas` whose CAS is below the item's stores the value anyway, marked stale,
+    /// with the item's expiry and win token.
+    pub invalidate: bool,
+    /// `E`: the CAS the stored item gets (0: one of the store's).
+    pub new_cas: u64,
+    /// `N` with append or prepend: a missing item is created from the data, expiring at
+    /// this relative time (0: never).
+    pub vivify: Option<u32>,
+}
+
 /// What applying an effect did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -49,20 +62,21 @@ impl Store {
         }
     }
 
-    /// The CAS a write with stamp `stamp` stores in its item: the stamp where CAS is
-    /// stamped (None: the write has none), else 0 (derived from the location, or off).
+    /// The CAS a write whose effect carries `stamp` stores in its item: a stamp (a log's,
+    /// or the client's own) is kept; without one, a derived store derives it from the
+    /// location (0 here) and a stamped store refuses the write (None); with CAS off, 0.
     fn written_cas(&self, stamp: u64) -> Option<u64> {
         match self.config.cas {
             CasSource::Stamped => (stamp != 0).then_some(stamp),
-            CasSource::Derived | CasSource::Off => Some(0),
+            CasSource::Derived => Some(stamp),
+            CasSource::Off => Some(0),
         }
     }
 
     /// Decides a storage command (memcached's `do_store_item` rules); `expiry` is the new
     /// item's relative expiry (0: never). `cas` (0: none) is also checked by append and
-    /// prepend (the meta protocol's `ms ... MA C<cas>`). With `invalidate` (`ms ... I`),
-    /// a `Cas` whose CAS is below the item's stores the value anyway, marked stale, with
-    /// the item's expiry and win token.
+    /// prepend (the meta protocol's `ms ... MA C<cas>`); `options` carry the rest of the
+    /// meta protocol's `ms` (see [`StoreOptions`]).
     #[allow(clippy::too_many_arguments)]
     pub fn decide_store<'a>(
         &mut self,
@@ -72,15 +86,16 @@ impl Store {
         expiry: u32,
         data: &'a [u8],
         cas: u64,
-        invalidate: bool,
+        options: StoreOptions,
         now: u32,
     ) -> (StoreOutcome, Option<Effect<'a>>) {
+        let StoreOptions { invalidate, new_cas, vivify } = options;
         let put = Effect::Put {
             key,
             flags,
             expires_at: self.absolute(expiry),
             value: PutValue::Bytes(data),
-            cas: 0,
+            cas: new_cas,
             lease: Lease::NONE,
         };
         if mode == StoreMode::Set {
@@ -93,6 +108,20 @@ impl Store {
                 self.bump(&found, now);
                 (StoreOutcome::NotStored, None)
             }
+            (StoreMode::Append | StoreMode::Prepend, None) if vivify.is_some() => {
+                let expires_at = self.absolute(vivify.unwrap_or(0));
+                (
+                    StoreOutcome::Stored,
+                    Some(Effect::Put {
+                        key,
+                        flags,
+                        expires_at,
+                        value: PutValue::Bytes(data),
+                        cas: new_cas,
+                        lease: Lease::NONE,
+                    }),
+                )
+            }
             (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => (StoreOutcome::NotStored, None),
             (StoreMode::Cas, None) => (StoreOutcome::NotFound, None),
             (StoreMode::Cas, Some(found)) if invalidate && cas != 0 && cas < self.cas_of(found.loc, &found.header) => {
@@ -101,7 +130,7 @@ impl Store {
                 let expires_at = self.absolute(h.exptime);
                 (
                     StoreOutcome::Stored,
-                    Some(Effect::Put { key, flags, expires_at, value: PutValue::Bytes(data), cas: 0, lease }),
+                    Some(Effect::Put { key, flags, expires_at, value: PutValue::Bytes(data), cas: new_cas, lease }),
                 )
             }
             // memcached: a CAS of 0 never matches (with -C every item's CAS is 0).
@@ -120,7 +149,7 @@ impl Store {
                 }
                 let base_cas = self.cas_of(found.loc, &h);
                 let prepend = mode == StoreMode::Prepend;
-                (StoreOutcome::Stored, Some(Effect::Concat { key, data, prepend, base_cas, cas: 0 }))
+                (StoreOutcome::Stored, Some(Effect::Concat { key, data, prepend, base_cas, cas: new_cas }))
             }
             (StoreMode::Set | StoreMode::Add | StoreMode::Replace | StoreMode::Cas, _) => {
                 (StoreOutcome::Stored, Some(put))
@@ -311,7 +340,7 @@ impl Store {
         cas: u64,
         now: u32,
     ) -> StoreOutcome {
-        let (outcome, effect) = self.decide_store(mode, key, flags, expiry, data, cas, false, now);
+        let (outcome, effect) = self.decide_store(mode, key, flags, expiry, data, cas, StoreOptions::default(), now);
         match effect.map(|e| self.apply(&e, now)) {
             None | Some(Applied::Done) => outcome,
             Some(Applied::OutOfMemory) => StoreOutcome::OutOfMemory,

@@ -23,7 +23,7 @@ mod persist;
 mod rules;
 pub mod segments;
 
-pub use decide::Applied;
+pub use decide::{Applied, StoreOptions};
 pub use dump::DumpCursor;
 pub use rules::{CasSource, Limits, StoreMode};
 

@@ -586,9 +586,10 @@ fn untrusted_metadata_never_makes_an_inconsistent_store() {
     assert_eq!(r.stats().curr_items, 50, "each real item once, nothing else");
 }
 
-/// The CAS source is a setting of the store: derived from where the item is (no bytes;
-/// a stamp is ignored), stamped by the log (the item keeps it, 8 bytes; a write without
-/// one is refused), or off (`-C`: every CAS 0, none stored).
+/// The CAS source is a setting of the store: derived from where the item is (no bytes)
+/// unless the write names its CAS (the client's own, memcached's `E`: kept, 8 bytes),
+/// stamped by the log (the item keeps it, 8 bytes; a write without one is refused), or
+/// off (`-C`: every CAS 0, none stored).
 #[test]
 fn the_cas_source_decides_what_an_item_carries() {
     use crate::effect::{Effect, PutValue};
@@ -609,16 +610,31 @@ fn the_cas_source_decides_what_an_item_carries() {
             lease: Lease::NONE,
         };
         assert_eq!(stamped.apply(&put(0), 100), Applied::Unstamped, "a stamped store needs the log's CAS");
-        for s in [&mut derived, &mut stamped, &mut off] {
+        assert_eq!(derived.apply(&put(0), 100), Applied::Done);
+        let derived_cas = derived.get(key.as_bytes(), 100).map(|it| it.cas);
+        assert!(derived_cas.is_some_and(|c| c != 0), "derived from where the item is");
+        for s in [&mut stamped, &mut off] {
             assert_eq!(s.apply(&put(i + 1_000_000), 100), Applied::Done);
         }
         assert_eq!(stamped.get(key.as_bytes(), 100).map(|it| it.cas), Some(i + 1_000_000));
-        assert_ne!(derived.get(key.as_bytes(), 100).map(|it| it.cas), Some(i + 1_000_000), "derived, not stamped");
         assert_eq!(off.get(key.as_bytes(), 100).map(|it| it.cas), Some(0));
     }
     assert_eq!(stamped.stats().bytes - derived.stats().bytes, 8 * 1000, "a stamped CAS costs 8 bytes an item");
     assert_eq!(derived.stats().bytes, off.stats().bytes, "a derived CAS costs none");
     assert_eq!(stamped.stats().curr_items, 1000);
+    // A write that names its own CAS keeps it in a derived store too (8 bytes).
+    let before = derived.stats().bytes;
+    let own = Effect::Put {
+        key: b"key:000000000999",
+        flags: 0,
+        expires_at: 0,
+        value: PutValue::Bytes(&[b'v'; 32]),
+        cas: 77,
+        lease: Lease::NONE,
+    };
+    assert_eq!(derived.apply(&own, 100), Applied::Done);
+    assert_eq!(derived.get(b"key:000000000999", 100).map(|it| it.cas), Some(77));
+    assert_eq!(derived.stats().bytes - before, 8, "the own CAS is stored");
 }
 
 #[test]
