@@ -10,6 +10,7 @@ for pkg in libhwloc-dev libudev-dev pkg-config; do
 done
 if [ "${1:-}" = "--test" ]; then
   dpkg -s memcached >/dev/null 2>&1 || need+=(memcached)
+  command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
   command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
 fi
 if [ ${#need[@]} -gt 0 ]; then

@@ -168,6 +168,24 @@ pub struct FileConfig {
     pub reply_buffer_limit: Option<String>,
     pub read_buf_mem_limit: Option<u64>,
     pub shutdown_grace: Option<u32>,
+    pub verbose: Option<u8>,
+    pub listen_backlog: Option<i64>,
+    pub protocol: Option<String>,
+    pub udp_port: Option<u16>,
+    pub max_reqs_per_event: Option<i64>,
+    pub daemon: Option<bool>,
+    pub pidfile: Option<PathBuf>,
+    pub unix_socket: Option<PathBuf>,
+    pub unix_mask: Option<String>,
+    pub node_id: Option<u64>,
+    pub peers: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub replication: Option<String>,
+    pub reads: Option<String>,
+    pub durability: Option<String>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub join: Option<bool>,
+    pub prefer_leader: Option<u64>,
 }
 
 /// Bounds on what one connection may make the server hold, and for how long.
@@ -484,13 +502,15 @@ impl Args {
             return Err(ConfigError::ReplyBufferRange(reply_buffer_limit));
         }
         let read_buf_mem_limit = ext.read_buf_mem_limit.or(file.read_buf_mem_limit);
-        let binding_protocol = match self.protocol.as_deref() {
+        let protocol = self.protocol.clone().or(file.protocol.clone());
+        let binding_protocol = match protocol.as_deref() {
             None | Some("auto") => "auto-negotiate",
             Some("ascii") => "ascii",
             Some("binary") => return Err(ConfigError::BinaryProtocol),
             Some(other) => return Err(ConfigError::BindingProtocol(other.to_string())),
         };
-        match self.udp_port.as_deref().map(str::trim) {
+        let udp_port = self.udp_port.clone().or(file.udp_port.map(|p| p.to_string()));
+        match udp_port.as_deref().map(str::trim) {
             None | Some("0") => {}
             Some(other) => return Err(ConfigError::Udp(other.to_string())),
         }
@@ -503,9 +523,11 @@ impl Args {
                 })
                 .transpose()
         };
-        let backlog = count("-b", &self.listen_backlog, i64::from(i32::MAX))?.unwrap_or(1024) as i32;
-        let reqs_per_event = count("-R", &self.max_reqs_per_event, i64::from(u32::MAX))?.map(|n| n as usize);
-        let unix_mask = match self.unix_mask.as_deref() {
+        let backlog_given = self.listen_backlog.clone().or(file.listen_backlog.map(|n| n.to_string()));
+        let backlog = count("-b", &backlog_given, i64::from(i32::MAX))?.unwrap_or(1024) as i32;
+        let reqs_given = self.max_reqs_per_event.clone().or(file.max_reqs_per_event.map(|n| n.to_string()));
+        let reqs_per_event = count("-R", &reqs_given, i64::from(u32::MAX))?.map(|n| n as usize);
+        let unix_mask = match self.unix_mask.clone().or(file.unix_mask.clone()).as_deref() {
             None => 0o700,
             Some(m) => match u32::from_str_radix(m.trim(), 8) {
                 Ok(mask) if mask <= 0o777 => mask,
@@ -513,15 +535,15 @@ impl Args {
             },
         };
         let cluster = crate::cluster::ClusterArgs {
-            node_id: self.node_id,
-            peers: self.peers.clone(),
-            data_dir: self.data_dir.clone(),
-            replication: self.replication.clone(),
-            reads: self.reads.clone(),
-            durability: self.durability.clone(),
-            secret_file: self.cluster_secret_file.clone(),
-            join: self.join,
-            prefer_leader: self.prefer_leader,
+            node_id: self.node_id.or(file.node_id),
+            peers: self.peers.clone().or(file.peers.clone()),
+            data_dir: self.data_dir.clone().or(file.data_dir.clone()),
+            replication: self.replication.clone().or(file.replication.clone()),
+            reads: self.reads.clone().or(file.reads.clone()),
+            durability: self.durability.clone().or(file.durability.clone()),
+            secret_file: self.cluster_secret_file.clone().or(file.cluster_secret_file.clone()),
+            join: self.join || file.join.unwrap_or(false),
+            prefer_leader: self.prefer_leader.or(file.prefer_leader),
         }
         .resolve()?;
         Ok(Config {
@@ -539,11 +561,11 @@ impl Args {
             backlog,
             binding_protocol,
             reqs_per_event,
-            daemon: self.daemon,
-            unix_socket: self.unix_socket.clone(),
+            daemon: self.daemon || file.daemon.unwrap_or(false),
+            pidfile: self.pidfile.clone().or(file.pidfile.clone()),
+            unix_socket: self.unix_socket.clone().or(file.unix_socket.clone()),
             unix_mask,
-            pidfile: self.pidfile.clone(),
-            verbose: self.verbose,
+            verbose: self.verbose.max(file.verbose.unwrap_or(0)),
             memory_file: self.memory_file.clone().or(file.memory_file),
             huge_pages: self.huge_pages || self.large_pages || file.huge_pages.unwrap_or(false),
             expected_items,
@@ -600,6 +622,80 @@ mod tests {
         assert_eq!(parse_size("1g").ok(), Some(1 << 30));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999999999999k").is_err());
+    }
+
+    /// `ops/ringcache.toml` documents every key a config file takes (set, or commented
+    /// out at its default), and the server takes it as it is.
+    #[test]
+    fn the_example_config_names_every_setting_and_is_taken() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../ops/ringcache.toml");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let file: Result<FileConfig, _> = toml::from_str(&text);
+        assert!(file.is_ok(), "{file:?}");
+        let keys = [
+            "port",
+            "listen",
+            "memory_limit",
+            "conn_limit",
+            "threads",
+            "max_item_size",
+            "disable_evictions",
+            "disable_cas",
+            "disable_flush_all",
+            "enable_shutdown",
+            "memory_file",
+            "huge_pages",
+            "expected_items",
+            "hashpower",
+            "idle_timeout",
+            "request_timeout",
+            "write_timeout",
+            "reply_buffer_limit",
+            "read_buf_mem_limit",
+            "shutdown_grace",
+            "verbose",
+            "listen_backlog",
+            "protocol",
+            "udp_port",
+            "max_reqs_per_event",
+            "daemon",
+            "pidfile",
+            "unix_socket",
+            "unix_mask",
+            "node_id",
+            "peers",
+            "data_dir",
+            "replication",
+            "reads",
+            "durability",
+            "cluster_secret_file",
+            "join",
+            "prefer_leader",
+        ];
+        for key in keys {
+            let named = text.lines().any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} =")));
+            assert!(named, "ops/ringcache.toml does not document `{key}`");
+            // Each key is one the file format takes (an unknown key is refused).
+            let probe = format!("{key} = {}", if key == "listen" { "\"x\"" } else { "0" });
+            let refused =
+                toml::from_str::<FileConfig>(&probe).err().is_some_and(|e| e.to_string().contains("unknown field"));
+            assert!(!refused, "`{key}` is not a config file key");
+        }
+        let c = resolve(&["--config", path]);
+        assert!(c.is_ok(), "the example is taken as it is: {c:?}");
+        // Keys that are flags take effect, and a flag wins over the file.
+        let custom = std::env::temp_dir().join(format!("ringcache-config-{}.toml", std::process::id()));
+        std::fs::write(
+            &custom,
+            "max_reqs_per_event = 5\nlisten_backlog = 64\nenable_shutdown = true\nprotocol = \"ascii\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let c = ok(&["--config", custom.to_str().unwrap_or_default(), "-b", "128"]);
+        assert_eq!(
+            (c.reqs_per_event, c.backlog, c.shutdown_command, c.binding_protocol),
+            (Some(5), 128, true, "ascii")
+        );
+        let _ = std::fs::remove_file(&custom);
     }
 
     #[test]

@@ -17,7 +17,16 @@ fn refuse(status: u8, message: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let level = match args.verbose {
+    // The log level is needed before the settings are checked: a config file's `verbose`
+    // counts too.
+    let file_verbose = args
+        .config
+        .as_ref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| toml::from_str::<ringcache_server::config::FileConfig>(&text).ok())
+        .and_then(|file| file.verbose)
+        .unwrap_or(0);
+    let level = match args.verbose.max(file_verbose) {
         0 => "info",
         1 => "debug",
         _ => "trace",
