@@ -58,6 +58,13 @@ pub struct Args {
     /// Seconds a stopping server gives its connections to finish before closing them.
     #[arg(long = "shutdown-grace")]
     pub shutdown_grace: Option<u32>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; keep it on a
+    /// trusted address, 127.0.0.1 unless told otherwise).
+    #[arg(long = "admin")]
+    pub admin: Option<String>,
+    /// Require `Authorization: Bearer TOKEN` on the admin listener.
+    #[arg(long = "admin-token")]
+    pub admin_token: Option<String>,
     /// Allow the `shutdown` command (memcached's -A).
     #[arg(short = 'A', long = "enable-shutdown")]
     pub enable_shutdown: bool,
@@ -186,6 +193,8 @@ pub struct FileConfig {
     pub cluster_secret_file: Option<PathBuf>,
     pub join: Option<bool>,
     pub prefer_leader: Option<u64>,
+    pub admin: Option<String>,
+    pub admin_token: Option<String>,
 }
 
 /// Bounds on what one connection may make the server hold, and for how long.
@@ -231,6 +240,10 @@ pub struct Config {
     pub reqs_per_event: Option<usize>,
     /// `-d`: detach and run in the background.
     pub daemon: bool,
+    /// `--admin`: where the Prometheus `/metrics` listener binds (None: off), and the
+    /// bearer token it requires (`--admin-token`).
+    pub admin: Option<std::net::SocketAddr>,
+    pub admin_token: Option<String>,
     /// `-s`: the Unix socket to listen on instead of TCP, and its permissions (`-a`).
     pub unix_socket: Option<PathBuf>,
     pub unix_mask: u32,
@@ -282,6 +295,8 @@ pub enum ConfigError {
     BindingProtocol(String),
     #[error("-U {0}: UDP is not offered (memcached's UDP is off by default too); use -U 0 or leave it out")]
     Udp(String),
+    #[error("--admin {0:?}: expected HOST:PORT (an address to bind, such as 127.0.0.1:9150)")]
+    Admin(String),
     #[error("-a {0:?}: expected permissions in octal, such as 0700")]
     UnixMask(String),
     #[error("{flag} {value:?}: expected a whole number from 1 to {max}")]
@@ -527,6 +542,15 @@ impl Args {
         let backlog = count("-b", &backlog_given, i64::from(i32::MAX))?.unwrap_or(1024) as i32;
         let reqs_given = self.max_reqs_per_event.clone().or(file.max_reqs_per_event.map(|n| n.to_string()));
         let reqs_per_event = count("-R", &reqs_given, i64::from(u32::MAX))?.map(|n| n as usize);
+        let admin = match self.admin.clone().or(file.admin.clone()) {
+            None => None,
+            Some(a) => Some(
+                std::net::ToSocketAddrs::to_socket_addrs(a.as_str())
+                    .ok()
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or(ConfigError::Admin(a))?,
+            ),
+        };
         let unix_mask = match self.unix_mask.clone().or(file.unix_mask.clone()).as_deref() {
             None => 0o700,
             Some(m) => match u32::from_str_radix(m.trim(), 8) {
@@ -563,6 +587,8 @@ impl Args {
             reqs_per_event,
             daemon: self.daemon || file.daemon.unwrap_or(false),
             pidfile: self.pidfile.clone().or(file.pidfile.clone()),
+            admin,
+            admin_token: self.admin_token.clone().or(file.admin_token.clone()),
             unix_socket: self.unix_socket.clone().or(file.unix_socket.clone()),
             unix_mask,
             verbose: self.verbose.max(file.verbose.unwrap_or(0)),

@@ -16,6 +16,7 @@ pub mod admin_commands;
 pub mod connection;
 pub mod listen;
 pub mod mesh;
+mod metrics;
 pub mod registry;
 pub mod replicated;
 pub mod shard_cell;
@@ -64,6 +65,8 @@ pub struct Shared {
     pub rejected_connections: AtomicU64,
     /// What memcached's administration commands changed.
     pub admin: admin_commands::AdminState,
+    /// The admin listener's socket (`--admin`), until shard 0 takes it (-1: none).
+    admin_listener: std::sync::atomic::AtomicI32,
     /// Shards whose connections are all closed (or which have exited): once every shard
     /// is counted, no shard sends another one ops, and the stores can be saved.
     shards_done: AtomicUsize,
@@ -83,6 +86,8 @@ pub enum ServerError {
     Shard { shard: usize, message: String },
     #[error("cannot start executor for shard {shard}: {message}")]
     Executor { shard: usize, message: String },
+    #[error("--admin {addr}: cannot listen there: {source}")]
+    Admin { addr: std::net::SocketAddr, source: io::Error },
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
     #[error("shards {0:?} did not stop in time; exiting without them")]
@@ -95,7 +100,7 @@ impl ServerError {
     pub fn exit_status(&self) -> u8 {
         match self {
             ServerError::Listen(_) => listen::ListenError::EXIT_STATUS,
-            ServerError::FdLimit { .. } => 71,
+            ServerError::FdLimit { .. } | ServerError::Admin { .. } => 71,
             _ => 1,
         }
     }
@@ -233,6 +238,15 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP]).map_err(ServerError::Signals)?;
     let signals_handle = signals.handle();
     let admin = admin_commands::AdminState::new(config.verbose);
+    let admin_listener = match config.admin {
+        None => -1,
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr).map_err(|source| ServerError::Admin { addr, source })?;
+            listener.set_nonblocking(true).map_err(|source| ServerError::Admin { addr, source })?;
+            tracing::info!("metrics at http://{}/metrics", listener.local_addr().map_or(addr, |a| a));
+            std::os::fd::IntoRawFd::into_raw_fd(listener)
+        }
+    };
     let shared = Arc::new(Shared {
         config,
         nshards,
@@ -241,6 +255,7 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
         total_connections: AtomicU64::new(0),
         rejected_connections: AtomicU64::new(0),
         admin,
+        admin_listener: std::sync::atomic::AtomicI32::new(admin_listener),
         shards_done: AtomicUsize::new(0),
     });
     let mesh: MeshBuilder<MeshMsg, Full> = MeshBuilder::full(nshards, 1024);
@@ -574,6 +589,13 @@ async fn shard_main(
         shared.clone(),
         reactor.clone(),
     ));
+    let admin_fd = shared.admin_listener.swap(-1, Ordering::Relaxed);
+    if admin_fd >= 0 {
+        // SAFETY: the admin socket, bound and listening, taken by this shard alone.
+        let listener = unsafe { glommio::net::TcpListener::from_raw_fd(admin_fd) };
+        let token = shared.config.admin_token.as_deref().map(Rc::from);
+        glommio::spawn_local(metrics::serve(listener, ctx.clone(), token)).detach();
+    }
     glommio::spawn_local(reactor.clone().drive()).detach();
     glommio::spawn_local(reactor.clone().tick()).detach();
     let watcher = reactor.clone();

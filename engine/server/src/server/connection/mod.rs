@@ -582,6 +582,11 @@ async fn cluster_command(ctx: &ShardContext, args: &[u8]) -> Result<Vec<u8>, Bro
 }
 
 /// Collects every shard's report (this one directly, the others over the mesh).
+/// Every shard's report, for the admin listener's `/metrics` (None: the mesh is closing).
+pub(crate) async fn every_report(ctx: &ShardContext) -> Option<Vec<ShardReport>> {
+    collect_reports(ctx, false).await.ok()
+}
+
 async fn collect_reports(ctx: &ShardContext, reset: bool) -> Result<Vec<ShardReport>, Broken> {
     let mut reports = Vec::with_capacity(ctx.nshards);
     let now = ctx.shared.clock.now();
