@@ -11,8 +11,12 @@
 //!   handed to another node first).
 //! - `transfer SHARD ID`: hands shard SHARD's leadership to node ID.
 //!
+//! - `stats`, `watch`, `dump`, `metrics`: one node or many, looked at (see `observe`).
+//!
 //! Membership commands are authorised by a token made with the cluster secret
 //! (`--cluster-secret-file`), which never travels.
+
+mod observe;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -25,10 +29,10 @@ use clap::{Parser, Subcommand};
 use ringcache_replication::handshake::admin_token;
 
 #[derive(Parser)]
-#[command(name = "ringcache-ctl", version, about = "Operate a ringcache replica group")]
+#[command(name = "ringcache-ctl", version, about = "Operate and watch ringcache nodes and replica groups")]
 struct Cli {
-    /// The group's nodes, as their client addresses (HOST:PORT, comma-separated).
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// The nodes, as their client addresses (HOST:PORT, comma-separated).
+    #[arg(long, value_delimiter = ',')]
     nodes: Vec<String>,
     /// The cluster secret (needed to change membership).
     #[arg(long = "cluster-secret-file")]
@@ -50,6 +54,29 @@ enum Cmd {
     Remove { id: u64 },
     /// Hand shard SHARD's leadership to node ID.
     Transfer { shard: usize, id: u64 },
+    /// Each node's figures as a table (connections, items, memory, gets, sets, hits,
+    /// evictions, expirations), and their total.
+    Stats,
+    /// The stats table again every INTERVAL seconds, counts as rates (COUNT times; 0:
+    /// until interrupted).
+    Watch {
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+    /// Each node's items (key, expiry, last access, CAS, fetched, class, size), at most
+    /// LIMIT a node.
+    Dump {
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// A node's Prometheus metrics (its --admin address).
+    Metrics {
+        admin: String,
+        #[arg(long)]
+        token: Option<String>,
+    },
 }
 
 fn connect(node: &str) -> Result<TcpStream, String> {
@@ -266,7 +293,17 @@ fn run(cli: &Cli) -> Result<(), String> {
         let s = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(s.trim_ascii().to_vec())
     };
+    if cli.nodes.is_empty() && !matches!(cli.command, Cmd::Metrics { .. }) {
+        return Err("--nodes is needed: the nodes' client addresses, HOST:PORT, comma-separated".into());
+    }
     match &cli.command {
+        Cmd::Stats => observe::table(&cli.nodes).map(|t| print!("{t}")),
+        Cmd::Watch { interval, count } => {
+            let interval = Duration::try_from_secs_f64(*interval).map_err(|_| "--interval: seconds, above 0")?;
+            observe::watch(&cli.nodes, interval, *count)
+        }
+        Cmd::Dump { limit } => observe::dump(&cli.nodes, *limit),
+        Cmd::Metrics { admin, token } => observe::metrics(admin, token.as_deref()).map(|t| print!("{t}")),
         Cmd::Status => status(cli),
         Cmd::Add { id, addr } => {
             let secret = secret()?;
