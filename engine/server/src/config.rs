@@ -45,6 +45,9 @@ pub struct Args {
     /// Verbose logging (repeat for more).
     #[arg(short = 'v', action = ArgAction::Count)]
     pub verbose: u8,
+    /// How log lines are written to stderr: text (default) or json (one object a line).
+    #[arg(long = "log-format")]
+    pub log_format: Option<String>,
     /// Keep item memory in this file (one per shard: PATH.shardN) so that items survive
     /// a restart; metadata is saved whenever the server stops gracefully (memcached's -e).
     #[arg(short = 'e', long = "memory-file")]
@@ -176,6 +179,7 @@ pub struct FileConfig {
     pub read_buf_mem_limit: Option<u64>,
     pub shutdown_grace: Option<u32>,
     pub verbose: Option<u8>,
+    pub log_format: Option<String>,
     pub listen_backlog: Option<i64>,
     pub protocol: Option<String>,
     pub udp_port: Option<u16>,
@@ -250,6 +254,8 @@ pub struct Config {
     /// `-P`: where to write the process id.
     pub pidfile: Option<PathBuf>,
     pub verbose: u8,
+    /// `--log-format json`: log lines are JSON objects.
+    pub log_json: bool,
     pub memory_file: Option<PathBuf>,
     pub huge_pages: bool,
     pub expected_items: Option<usize>,
@@ -297,6 +303,8 @@ pub enum ConfigError {
     Udp(String),
     #[error("--admin {0:?}: expected HOST:PORT (an address to bind, such as 127.0.0.1:9150)")]
     Admin(String),
+    #[error("--log-format {0:?}: expected text or json")]
+    LogFormat(String),
     #[error("-a {0:?}: expected permissions in octal, such as 0700")]
     UnixMask(String),
     #[error("{flag} {value:?}: expected a whole number from 1 to {max}")]
@@ -466,6 +474,21 @@ impl Args {
 
     /// Resolves flags over the config file over defaults, refusing settings that
     /// cannot work.
+    /// The logging settings (the `-v` count, and whether lines are JSON), needed before
+    /// the other settings are checked so that refusals are logged as asked. A config
+    /// file that cannot be read counts for nothing here (`resolve` refuses it), and a
+    /// format other than json means text here (`resolve` refuses a bad one).
+    pub fn logging(&self) -> (u8, bool) {
+        let file: FileConfig = self
+            .config
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .and_then(|text| toml::from_str(&text).ok())
+            .unwrap_or_default();
+        let format = self.log_format.clone().or(file.log_format);
+        (self.verbose.max(file.verbose.unwrap_or(0)), format.as_deref() == Some("json"))
+    }
+
     pub fn resolve(&self) -> Result<Config, ConfigError> {
         let file = match &self.config {
             Some(path) => {
@@ -476,6 +499,11 @@ impl Args {
             None => FileConfig::default(),
         };
         let ext = Extended::parse(&self.extended)?;
+        let log_json = match self.log_format.clone().or(file.log_format.clone()).as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => return Err(ConfigError::LogFormat(other.to_string())),
+        };
         let item = self.max_item_size.clone().or(file.max_item_size).unwrap_or_else(|| "1m".into());
         let max_item_size = parse_size(&item)?;
         if !(1024..=64 << 20).contains(&max_item_size) {
@@ -592,6 +620,7 @@ impl Args {
             unix_socket: self.unix_socket.clone().or(file.unix_socket.clone()),
             unix_mask,
             verbose: self.verbose.max(file.verbose.unwrap_or(0)),
+            log_json,
             memory_file: self.memory_file.clone().or(file.memory_file),
             huge_pages: self.huge_pages || self.large_pages || file.huge_pages.unwrap_or(false),
             expected_items,
@@ -680,6 +709,7 @@ mod tests {
             "read_buf_mem_limit",
             "shutdown_grace",
             "verbose",
+            "log_format",
             "listen_backlog",
             "protocol",
             "udp_port",

@@ -17,28 +17,20 @@ fn refuse(status: u8, message: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // The log level is needed before the settings are checked: a config file's `verbose`
-    // counts too.
-    let file_verbose = args
-        .config
-        .as_ref()
-        .and_then(|path| std::fs::read_to_string(path).ok())
-        .and_then(|text| toml::from_str::<ringcache_server::config::FileConfig>(&text).ok())
-        .and_then(|file| file.verbose)
-        .unwrap_or(0);
-    let level = match args.verbose.max(file_verbose) {
+    let (verbose, json) = args.logging();
+    let level = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        logs.json().with_current_span(false).init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
     for flag in args.ignored_flags() {
         tracing::warn!("memcached option {flag} does not apply to ringcache; ignored");
     }

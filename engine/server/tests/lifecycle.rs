@@ -20,6 +20,9 @@
 //!   `-b`, `-R` values) exit 64 with a message saying why.
 //! * `dash_r_yields_after_n_requests_and_counts_it`: `-R 5` and 23 pipelined sets: all
 //!   answered, `conn_yields` counts the yields.
+//! * `log_format_json_writes_one_object_a_line`: `--log-format json` (flag or config
+//!   file): a refusal is logged as one JSON object with its level and message; a bad
+//!   format is refused (64).
 //! * `dash_d_detaches_and_dash_p_writes_the_pid_file`: `-d -P FILE` returns at once, the
 //!   daemon serves with its pid in FILE and removes it when `shutdown` stops it.
 
@@ -266,6 +269,31 @@ fn protocols_that_are_not_offered_are_refused() {
         assert_eq!(status.code(), Some(64), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?} says {says:?}: {stderr}");
     }
+}
+
+#[test]
+fn log_format_json_writes_one_object_a_line() {
+    let dir = std::env::temp_dir().join(format!("ringcache-logjson-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("ringcache.toml");
+    std::fs::write(&file, "log_format = \"json\"\n").expect("config file");
+    let file = file.to_string_lossy().into_owned();
+    for args in [&["--log-format", "json", "-m", "0"][..], &["--config", &file, "-m", "0"][..]] {
+        let (status, stderr) = ringcache_test_support::run_ringcache_to_exit!(args, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(64), "{args:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line: {stderr}");
+        let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        assert_eq!(line["level"], "ERROR", "{stderr}");
+        let message = line["fields"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("-m/--memory-limit must be at least 1"), "{stderr}");
+    }
+    let (status, stderr) =
+        ringcache_test_support::run_ringcache_to_exit!(&["--log-format", "xml"], Duration::from_secs(10));
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("--log-format \"xml\": expected text or json"), "{stderr}");
+    assert!(!stderr.starts_with('{'), "a bad format logs as text: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `-R N`: a connection that pipelines more than N requests is served N at a time,
