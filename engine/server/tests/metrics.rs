@@ -2,7 +2,10 @@
 //!
 //! * `metrics_count_what_clients_did`: after sets, hits and misses over the client port,
 //!   a scrape shows those counts summed over the shards, the items per shard, memory by
-//!   state and connections, in the OpenMetrics text format.
+//!   state and connections, in the OpenMetrics text format; the service-time histogram
+//!   counts every request once; cross-shard trips are counted.
+//! * `closed_and_timed_out_connections_are_counted`: with `-o idle_timeout=1`, a client
+//!   left idle is closed by the server and the scrape counts it closed and timed out.
 //! * `a_token_is_required_when_set_and_other_paths_are_not_served`: `--admin-token`
 //!   answers 401 without `Authorization: Bearer TOKEN`; a path other than `/metrics` is
 //!   404.
@@ -64,6 +67,55 @@ fn metrics_count_what_clients_did() {
     assert!(value(&body, "ringcache_item_memory_bytes{shard=\"0\",state=\"live\"}") > 0);
     assert_eq!(value(&body, "ringcache_connections_open"), 1, "the client connection (the scrape is not one)");
     assert_eq!(value(&body, "ringcache_get_hit_ratio_permille"), 600);
+    // One more round: the first one's service time is in once this one is answered.
+    roundtrip(&mut c, b"version\r\n", b"\r\n");
+    let (_, body) = http_get(port, "/metrics", None);
+    let shards = ["0", "1"];
+    let count: u64 = shards
+        .iter()
+        .map(|s| value(&body, &format!("ringcache_request_duration_seconds_count{{shard=\"{s}\"}}")))
+        .sum();
+    assert!(
+        (41..=42).contains(&count),
+        "40 sets and a get counted once each (and perhaps the version): {count}\n{body}"
+    );
+    let inf: u64 = shards
+        .iter()
+        .map(|s| value(&body, &format!("ringcache_request_duration_seconds_bucket{{le=\"+Inf\",shard=\"{s}\"}}")))
+        .sum();
+    assert_eq!(inf, count, "the +Inf bucket holds every request");
+    let trips: u64 =
+        shards.iter().map(|s| value(&body, &format!("ringcache_cross_shard_trips_total{{shard=\"{s}\"}}"))).sum();
+    assert!(trips > 0, "40 keys over 2 shards: some went to the other shard\n{body}");
+}
+
+#[test]
+fn closed_and_timed_out_connections_are_counted() {
+    let port = free_port();
+    let server = start_ringcache!(&["-t", "1", "-o", "idle_timeout=1", "--admin", &format!("127.0.0.1:{port}")]);
+    let mut idle = client(&server);
+    roundtrip(&mut idle, b"version\r\n", b"\r\n");
+    let mut buf = [0u8; 64];
+    // The server closes the idle connection (EOF, or a reset).
+    assert!(matches!(idle.read(&mut buf), Ok(0) | Err(_)), "closed for idleness");
+    // The count lands when the connection's task ends, just after the close: scrape
+    // until it shows (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = http_get(port, "/metrics", None);
+        // (The start-up probe's connection was accepted and closed too.)
+        let accepted = value(&body, "ringcache_connections_total{outcome=\"accepted\"}");
+        let closed = value(&body, "ringcache_connections_total{outcome=\"closed\"}");
+        let timed_out = value(&body, "ringcache_connections_total{outcome=\"timed_out\"}");
+        assert_eq!(timed_out, 1, "one connection closed at its deadline\n{body}");
+        assert!(closed <= accepted, "{body}");
+        if closed == accepted {
+            assert_eq!(value(&body, "ringcache_connections_open"), 0, "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the closed connection was never counted\n{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

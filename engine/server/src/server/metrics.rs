@@ -17,6 +17,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+
+use super::conn_figures::{self, ServiceTimeSnapshot};
 use super::connection::{every_report, ShardContext};
 use super::shard_report::ShardReport;
 use ringcache_replication::group::StateRole;
@@ -60,6 +64,27 @@ fn add(family: &Family<Labels, Counter>, pairs: &[(&str, &str)], value: u64) {
     family.get_or_create(&labels(pairs)).inc_by(value);
 }
 
+/// The service-time histogram of every shard (`shard` label), encoded from the bucket
+/// counts the shards kept (prometheus-client's own histogram observes values itself).
+#[derive(Debug, Default)]
+struct ServiceTimes(Vec<(Labels, ServiceTimeSnapshot)>);
+
+impl EncodeMetric for ServiceTimes {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, snapshot) in &self.0 {
+            let buckets: Vec<(f64, u64)> =
+                snapshot.counts.iter().enumerate().map(|(i, &n)| (conn_figures::upper_bound(i), n)).collect();
+            let sum = snapshot.sum_nanos as f64 * 1e-9;
+            encoder.encode_family(labels)?.encode_histogram::<NoLabelSet>(sum, snapshot.count(), &buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// The Prometheus text of every shard's reports.
 pub fn render(reports: &[ShardReport], ctx: &ShardContext) -> String {
     let mut registry = <Registry>::with_prefix("ringcache");
@@ -68,7 +93,7 @@ pub fn render(reports: &[ShardReport], ctx: &ShardContext) -> String {
     let evictions = counter(&mut registry, "evictions", "Items evicted to make room");
     let expired = counter(&mut registry, "expired_reclaimed", "Expired items reclaimed");
     let store_failures = counter(&mut registry, "store_failures", "Writes refused (too large, out of memory)");
-    let connections_total = counter(&mut registry, "connections", "Connections accepted, and refused over -c");
+    let connections_total = counter(&mut registry, "connections", "Connections accepted, refused over -c, closed; of the closed, those timed out (idle, slow request, unread replies) and those over a bound");
     let items = gauge(&mut registry, "items", "Items held, per shard");
     let memory = gauge(&mut registry, "item_memory_bytes", "Item memory by state, per shard");
     let limit = gauge(&mut registry, "item_memory_limit_bytes", "Item memory limit, per shard");
@@ -79,8 +104,16 @@ pub fn render(reports: &[ShardReport], ctx: &ShardContext) -> String {
     let role = gauge(&mut registry, "replication_leader", "1 where this node leads the shard's group");
     let raft = gauge(&mut registry, "replication_index", "Term, commit and applied index, per shard");
     let lag = gauge(&mut registry, "replication_lag_entries", "Committed entries not yet applied, per shard");
+    let batching = counter(
+        &mut registry,
+        "replication_batching",
+        "Proposals and the effects they carried, entries persisted, append messages and the entries they carried, per shard",
+    );
+    let trips = counter(&mut registry, "cross_shard_trips", "Batches of ops sent to another shard, per sending shard");
+    let mut service = ServiceTimes::default();
 
     let (mut gets, mut hits) = (0u64, 0u64);
+    let (mut closed, mut over_bound, mut timed_out) = (0u64, 0u64, 0u64);
     for (i, r) in reports.iter().enumerate() {
         let shard = i.to_string();
         let s = shard.as_str();
@@ -119,6 +152,11 @@ pub fn render(reports: &[ShardReport], ctx: &ShardContext) -> String {
         set(&memory, &[("shard", s), ("state", "free")], r.store.segments_free * r.store.segment_size);
         set(&memory, &[("shard", s), ("state", "index")], r.store.index_bytes);
         set(&limit, &[("shard", s)], r.memory_limit as u64);
+        add(&trips, &[("shard", s)], r.conns.cross_shard_trips);
+        service.0.push((labels(&[("shard", s)]), r.conns.service_time));
+        closed += r.conns.closed;
+        over_bound += r.conns.over_bound;
+        timed_out += r.ring.timed_out;
         gets += c.get_hits + c.get_misses;
         hits += c.get_hits;
         if let Some(rep) = &r.replication {
@@ -128,6 +166,17 @@ pub fn render(reports: &[ShardReport], ctx: &ShardContext) -> String {
             set(&raft, &[("shard", &group), ("index", "commit")], rep.status.commit);
             set(&raft, &[("shard", &group), ("index", "applied")], rep.status.applied);
             set(&lag, &[("shard", &group)], rep.status.commit.saturating_sub(rep.status.applied));
+            let st = &rep.stats;
+            for (what, n) in [
+                ("proposals", st.proposals),
+                ("effects_proposed", st.effects_proposed),
+                ("entries_persisted", st.entries_persisted),
+                ("fsyncs", rep.syncs),
+                ("append_messages", st.append_messages),
+                ("entries_sent", st.entries_sent),
+            ] {
+                add(&batching, &[("shard", &group), ("what", what)], n);
+            }
         }
     }
     hit_ratio.set(i64::try_from((hits * 1000).checked_div(gets).unwrap_or(0)).unwrap_or(i64::MAX));
@@ -136,6 +185,14 @@ pub fn render(reports: &[ShardReport], ctx: &ShardContext) -> String {
     curr.set(i64::try_from(shared.curr_connections.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
     add(&connections_total, &[("outcome", "accepted")], shared.total_connections.load(Ordering::Relaxed));
     add(&connections_total, &[("outcome", "refused")], shared.rejected_connections.load(Ordering::Relaxed));
+    add(&connections_total, &[("outcome", "closed")], closed);
+    add(&connections_total, &[("outcome", "timed_out")], timed_out);
+    add(&connections_total, &[("outcome", "over_bound")], over_bound);
+    registry.register(
+        "request_duration_seconds",
+        "Service time per request, from its round's bytes arriving to its replies taken by the kernel, per shard",
+        service,
+    );
     let mut text = String::new();
     // Encoding into a String cannot fail.
     let _ = encode(&mut text, &registry);

@@ -13,6 +13,7 @@
 //! shard can send it ops any more. SIGHUP is ignored.
 
 pub mod admin_commands;
+pub mod conn_figures;
 pub mod connection;
 pub mod listen;
 pub mod mesh;

@@ -1,6 +1,7 @@
 //! The live connections of one shard: their socket fds, so that shutdown can end their
 //! input (each finishes what it has received) and, once the grace period is over, end
-//! them outright; and their peer addresses, for `stats conns`.
+//! them outright; their peer addresses, for `stats conns`; and what the shard's
+//! connections counted ([`super::conn_figures`]), for the metrics.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,8 @@ use std::collections::BTreeMap;
 pub struct ConnectionRegistry {
     /// The shard's ring (its counters go into `stats`).
     pub reactor: Option<std::rc::Rc<super::uring::Reactor>>,
+    /// Service time, closings and cross-shard trips of this shard's connections.
+    pub figures: std::rc::Rc<super::conn_figures::ConnectionFigures>,
     next_id: u64,
     open: BTreeMap<u64, (i32, String)>,
     /// Shutting down: connections registered from now on stop reading at once.

@@ -36,6 +36,8 @@ pub struct ShardReport {
     pub replication: Option<ReplicationReport>,
     /// The shard's io_uring: its counters.
     pub ring: super::uring::RingCounters,
+    /// The shard's connections: service time, closings, cross-shard trips.
+    pub conns: super::conn_figures::ConnectionSnapshot,
 }
 
 impl ShardReport {
@@ -66,6 +68,7 @@ impl ShardReport {
             connections: registry.list(),
             replication,
             ring: registry.reactor.as_ref().map(|r| r.counters()).unwrap_or_default(),
+            conns: registry.figures.snapshot(),
         }
     }
 }

@@ -36,6 +36,7 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
 use glommio::sync::Semaphore;
 
+use super::conn_figures::ConnectionFigures;
 use super::mesh::{MeshMsg, OpsReply};
 use super::registry::ConnectionRegistry;
 use super::shard_cell::ShardCell;
@@ -85,6 +86,8 @@ pub struct ShardContext {
     read_budget: Semaphore,
     /// Grown request buffers kept for the next large request (at most two).
     spares: RefCell<Spares>,
+    /// What this shard's connections count for the metrics (also in the registry).
+    figures: Rc<ConnectionFigures>,
 }
 
 impl ShardContext {
@@ -101,7 +104,9 @@ impl ShardContext {
         let limits = Limits { max_item_size: config.max_item_size, cas_enabled: config.cas_enabled };
         let conn = config.connections;
         let share = conn.read_buf_mem_limit / nshards;
+        let figures = registry.borrow().figures.clone();
         ShardContext {
+            figures,
             index,
             nshards,
             shard,
@@ -166,6 +171,10 @@ struct Connection<'c> {
     last_request: Instant,
     /// Since when a partial request has been waiting for the rest (for `request_timeout`).
     partial_since: Option<Instant>,
+    /// When the bytes of the round being served arrived, and its requests so far (for
+    /// the service-time histogram).
+    round_start: Option<Instant>,
+    round_requests: u64,
 }
 
 impl Drop for Connection<'_> {
@@ -190,6 +199,8 @@ impl<'c> Connection<'c> {
             granted: 0,
             last_request: Instant::now(),
             partial_since: None,
+            round_start: None,
+            round_requests: 0,
         }
     }
 
@@ -379,6 +390,7 @@ impl<'c> Connection<'c> {
                         continue;
                     }
                     let senders = self.ctx.senders.as_ref().ok_or(Broken)?;
+                    ConnectionFigures::count(&self.ctx.figures.cross_shard_trips);
                     let (reply, answer) = oneshot::channel();
                     let msg = MeshMsg::Ops { batch, from, budget, must_progress, now, out, ends, reply };
                     senders.send_to(shard, msg).await.map_err(|_| Broken)?;
@@ -428,6 +440,9 @@ impl<'c> Connection<'c> {
     async fn process(&mut self, input: &mut impl Pending) -> Result<bool, Broken> {
         let ctx = self.ctx;
         let now = ctx.shared.clock.now();
+        if self.round_start.is_none() {
+            self.round_start = Some(Instant::now());
+        }
         let mut handled = false;
         self.need = None;
         let mut close = false;
@@ -468,6 +483,7 @@ impl<'c> Connection<'c> {
             };
             handled = true;
             in_a_row += 1;
+            self.round_requests += 1;
             let mut next = self.request(&request, noreply, now);
             while let Next::MoreKeys { keys, cas, touch } = next {
                 self.drain(Scope::All).await?;
@@ -630,6 +646,7 @@ pub async fn serve(fd: RawFd, ctx: Rc<ShardContext>) {
     let _ = socket2::SockRef::from(&BorrowedSocket(fd)).set_nodelay(true);
     let io = ctx.reactor.register(fd);
     let _ = run(&io, &ctx).await;
+    ConnectionFigures::count(&ctx.figures.closed);
     ctx.reactor.close(io).await;
     ctx.registry.borrow_mut().remove(id);
     ctx.shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
@@ -654,6 +671,7 @@ async fn run(io: &ConnIo, ctx: &ShardContext) -> Result<(), Broken> {
         // Like memcached, hold the replies while a too-large value is being swallowed.
         if conn.swallow == 0 || close {
             conn.drain(Scope::All).await?;
+            conn.end_round();
         }
         if close {
             return Ok(());
@@ -666,6 +684,16 @@ async fn run(io: &ConnIo, ctx: &ShardContext) -> Result<(), Broken> {
 }
 
 impl Connection<'_> {
+    /// The round's replies are written: its requests' service time is counted.
+    fn end_round(&mut self) {
+        if let Some(start) = self.round_start.take() {
+            if self.round_requests > 0 {
+                self.ctx.figures.service_time.record(start.elapsed(), self.round_requests);
+                self.round_requests = 0;
+            }
+        }
+    }
+
     /// Handles `chunk` and every buffer received after it already, before the replies
     /// are written: a pipelining client gets one send per round. True when the
     /// connection is to be closed.
@@ -699,7 +727,10 @@ impl Connection<'_> {
         let ctx = self.ctx;
         match input.room(self.need, ctx.max_request) {
             Room::Enough => {}
-            Room::TooLarge => return Err(Broken),
+            Room::TooLarge => {
+                ConnectionFigures::count(&ctx.figures.over_bound);
+                return Err(Broken);
+            }
             Room::GrowTo(to) => {
                 self.acquire(to - (READ_BUFFER_BASE + input.grown_by())).await?;
                 input.grow(to, &mut ctx.spares.borrow_mut());

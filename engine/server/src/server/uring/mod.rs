@@ -154,6 +154,8 @@ pub struct RingCounters {
     pub recv_starved: u64,
     /// Receives straight into a connection's buffer (large requests).
     pub recv_direct: u64,
+    /// Connections shut down at a deadline (idle, a slow request, unread replies).
+    pub timed_out: u64,
 }
 
 impl RingCounters {
@@ -165,6 +167,7 @@ impl RingCounters {
             recv_paused: self.recv_paused + other.recv_paused,
             recv_starved: self.recv_starved + other.recv_starved,
             recv_direct: self.recv_direct + other.recv_direct,
+            timed_out: self.timed_out + other.timed_out,
         }
     }
 }
@@ -639,6 +642,7 @@ impl Reactor {
                 })
                 .collect();
             for fd in late {
+                self.count(|c| c.timed_out += 1);
                 // SAFETY: the socket of a live connection; shutting it down ends its
                 // receive and any send in flight, and the connection closes.
                 unsafe {
