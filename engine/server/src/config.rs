@@ -68,6 +68,11 @@ pub struct Args {
     /// Require `Authorization: Bearer TOKEN` on the admin listener.
     #[arg(long = "admin-token")]
     pub admin_token: Option<String>,
+    /// memcached's ASCII authentication: a file of `user:password` lines; every
+    /// connection must first send `set <any> <flags> <exptime> <len>` carrying
+    /// `user password` (SIGHUP rereads the file).
+    #[arg(short = 'Y', long = "auth-file")]
+    pub auth_file: Option<PathBuf>,
     /// Allow the `shutdown` command (memcached's -A).
     #[arg(short = 'A', long = "enable-shutdown")]
     pub enable_shutdown: bool,
@@ -199,6 +204,7 @@ pub struct FileConfig {
     pub prefer_leader: Option<u64>,
     pub admin: Option<String>,
     pub admin_token: Option<String>,
+    pub auth_file: Option<PathBuf>,
 }
 
 /// Bounds on what one connection may make the server hold, and for how long.
@@ -248,6 +254,8 @@ pub struct Config {
     /// bearer token it requires (`--admin-token`).
     pub admin: Option<std::net::SocketAddr>,
     pub admin_token: Option<String>,
+    /// `-Y`: the password file, as given, and its users when the server started.
+    pub auth: Option<(PathBuf, ringcache_core::protocol::auth::Users)>,
     /// `-s`: the Unix socket to listen on instead of TCP, and its permissions (`-a`).
     pub unix_socket: Option<PathBuf>,
     pub unix_mask: u32,
@@ -303,6 +311,12 @@ pub enum ConfigError {
     Udp(String),
     #[error("--admin {0:?}: expected HOST:PORT (an address to bind, such as 127.0.0.1:9150)")]
     Admin(String),
+    #[error("Could not open authfile [{}] for reading, error {source}", path.display())]
+    AuthFileRead { path: PathBuf, source: std::io::Error },
+    #[error("Authfile [{}] has a malformed entry. Should be 'user:password'", path.display())]
+    AuthFileMalformed { path: PathBuf },
+    #[error("ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.")]
+    AuthNotAscii,
     #[error("--log-format {0:?}: expected text or json")]
     LogFormat(String),
     #[error("-a {0:?}: expected permissions in octal, such as 0700")]
@@ -327,6 +341,22 @@ pub enum ConfigError {
 impl ConfigError {
     /// memcached's exit status for a bad setting (`EX_USAGE`).
     pub const EXIT_STATUS: u8 = 64;
+
+    /// The exit status for this refusal: memcached's 1 for a password file it cannot
+    /// read or parse, `EX_USAGE` for the rest.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            ConfigError::AuthFileRead { .. } | ConfigError::AuthFileMalformed { .. } => 1,
+            _ => Self::EXIT_STATUS,
+        }
+    }
+}
+
+/// Reads and parses a `-Y` password file.
+pub fn load_auth_file(path: &std::path::Path) -> Result<ringcache_core::protocol::auth::Users, ConfigError> {
+    let text = std::fs::read(path).map_err(|source| ConfigError::AuthFileRead { path: path.to_path_buf(), source })?;
+    ringcache_core::protocol::auth::Users::parse(&text)
+        .map_err(|_| ConfigError::AuthFileMalformed { path: path.to_path_buf() })
 }
 
 /// Parses `1048576`, `512k`, `2m`, `1g` (case-insensitive).
@@ -504,6 +534,13 @@ impl Args {
             Some("json") => true,
             Some(other) => return Err(ConfigError::LogFormat(other.to_string())),
         };
+        let auth = match self.auth_file.clone().or(file.auth_file.clone()) {
+            Some(path) => {
+                let users = load_auth_file(&path)?;
+                Some((path, users))
+            }
+            None => None,
+        };
         let item = self.max_item_size.clone().or(file.max_item_size).unwrap_or_else(|| "1m".into());
         let max_item_size = parse_size(&item)?;
         if !(1024..=64 << 20).contains(&max_item_size) {
@@ -547,6 +584,9 @@ impl Args {
         let read_buf_mem_limit = ext.read_buf_mem_limit.or(file.read_buf_mem_limit);
         let protocol = self.protocol.clone().or(file.protocol.clone());
         let binding_protocol = match protocol.as_deref() {
+            // As memcached: -Y means ascii, and refuses any other protocol.
+            None if auth.is_some() => "ascii",
+            Some("auto") if auth.is_some() => return Err(ConfigError::AuthNotAscii),
             None | Some("auto") => "auto-negotiate",
             Some("ascii") => "ascii",
             Some("binary") => return Err(ConfigError::BinaryProtocol),
@@ -621,6 +661,7 @@ impl Args {
             unix_mask,
             verbose: self.verbose.max(file.verbose.unwrap_or(0)),
             log_json,
+            auth,
             memory_file: self.memory_file.clone().or(file.memory_file),
             huge_pages: self.huge_pages || self.large_pages || file.huge_pages.unwrap_or(false),
             expected_items,
@@ -710,6 +751,7 @@ mod tests {
             "shutdown_grace",
             "verbose",
             "log_format",
+            "auth_file",
             "listen_backlog",
             "protocol",
             "udp_port",

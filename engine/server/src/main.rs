@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     }
     let mut config = match args.resolve() {
         Ok(c) => c,
-        Err(e) => return refuse(ConfigError::EXIT_STATUS, e),
+        Err(e) => return refuse(e.exit_status(), e),
     };
     let shards = config.threads.unwrap_or_else(|| {
         let cores = topology::physical_cores();

@@ -5,6 +5,7 @@
 //! truncated to 32 bits), because byte-identical replies are the contract.
 
 pub mod admin;
+pub mod auth;
 pub mod base64;
 pub mod meta;
 pub mod reply;

@@ -1,7 +1,7 @@
 //! What one shard's connection layer counts for the admin listener's metrics: service
 //! time (a histogram of how long a round of requests took, from its bytes reaching the
 //! connection to its replies being taken by the kernel, counted once per request of the
-//! round), connections closed and why, and round trips to other shards. Plain cells
+//! round), connections closed and why, round trips to other shards, and `-Y` logins. Plain cells
 //! owned by the shard's thread (no atomic, no lock), read by the shard's report on a
 //! scrape. The histogram's buckets are powers of two of a microsecond, 1 µs to about
 //! 1 s, so a sample costs a `leading_zeros`, and two clock reads per round (not per
@@ -44,6 +44,9 @@ pub struct ConnectionFigures {
     pub over_bound: Cell<u64>,
     /// Batches of ops sent to other shards (each a round trip over the mesh).
     pub cross_shard_trips: Cell<u64>,
+    /// `-Y` logins tried, and those refused (memcached's `auth_cmds`, `auth_errors`).
+    pub auth_cmds: Cell<u64>,
+    pub auth_errors: Cell<u64>,
 }
 
 /// What [`ConnectionFigures`] held when read.
@@ -53,6 +56,8 @@ pub struct ConnectionSnapshot {
     pub closed: u64,
     pub over_bound: u64,
     pub cross_shard_trips: u64,
+    pub auth_cmds: u64,
+    pub auth_errors: u64,
 }
 
 impl ConnectionFigures {
@@ -62,6 +67,8 @@ impl ConnectionFigures {
             closed: self.closed.get(),
             over_bound: self.over_bound.get(),
             cross_shard_trips: self.cross_shard_trips.get(),
+            auth_cmds: self.auth_cmds.get(),
+            auth_errors: self.auth_errors.get(),
         }
     }
 

@@ -10,9 +10,10 @@
 //! Stopping (SIGINT, SIGTERM, or SIGUSR1 as in memcached): stop accepting, let every
 //! connection finish what it has received for up to the grace period, then end the rest;
 //! a second signal ends them at once. Each shard saves its store (with `-e`) once no
-//! shard can send it ops any more. SIGHUP is ignored.
+//! shard can send it ops any more. SIGHUP rereads the `-Y` password file.
 
 pub mod admin_commands;
+pub mod auth;
 pub mod conn_figures;
 pub mod connection;
 pub mod listen;
@@ -66,6 +67,8 @@ pub struct Shared {
     pub rejected_connections: AtomicU64,
     /// What memcached's administration commands changed.
     pub admin: admin_commands::AdminState,
+    /// `-Y`: who may log in (None: connections need not).
+    pub auth: Option<auth::Auth>,
     /// The admin listener's socket (`--admin`), until shard 0 takes it (-1: none).
     admin_listener: std::sync::atomic::AtomicI32,
     /// Shards whose connections are all closed (or which have exited): once every shard
@@ -248,7 +251,9 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
             std::os::fd::IntoRawFd::into_raw_fd(listener)
         }
     };
+    let auth = config.auth.clone().map(|(path, users)| auth::Auth::new(path, users));
     let shared = Arc::new(Shared {
+        auth,
         config,
         nshards,
         clock: Clock::new(),
@@ -262,11 +267,15 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
     let mesh: MeshBuilder<MeshMsg, Full> = MeshBuilder::full(nshards, 1024);
     let (events, event_rx) = mpsc::channel::<Event>();
     let signal_events = events.clone();
+    let signal_shared = shared.clone();
     let signal_thread = std::thread::spawn(move || {
         for signal in signals.forever() {
             let name = match signal {
                 SIGHUP => {
-                    tracing::info!("SIGHUP ignored");
+                    match &signal_shared.auth {
+                        Some(auth) => auth.reload(),
+                        None => tracing::info!("SIGHUP: nothing to reload"),
+                    }
                     continue;
                 }
                 SIGINT => "SIGINT",

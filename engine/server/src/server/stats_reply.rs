@@ -164,8 +164,8 @@ fn general(
     stat(out, "touch_misses", c.touch_misses);
     stat(out, "store_too_large", c.store_too_large);
     stat(out, "store_no_memory", c.store_no_memory);
-    stat(out, "auth_cmds", 0);
-    stat(out, "auth_errors", 0);
+    stat(out, "auth_cmds", reports.iter().map(|r| r.conns.auth_cmds).sum::<u64>());
+    stat(out, "auth_errors", reports.iter().map(|r| r.conns.auth_errors).sum::<u64>());
     stat(out, "bytes_read", c.bytes_read);
     stat(out, "bytes_written", c.bytes_written);
     let ring = reports.iter().fold(super::uring::RingCounters::default(), |a, r| a.sum(&r.ring));
@@ -356,7 +356,10 @@ fn settings(out: &mut Vec<u8>, shared: &Shared, limit: usize) {
     stat(out, "tcp_backlog", config.backlog);
     stat(out, "binding_protocol", config.binding_protocol);
     stat(out, "auth_enabled_sasl", "no");
-    stat(out, "auth_enabled_ascii", "no");
+    match &shared.auth {
+        Some(auth) => stat(out, "auth_enabled_ascii", auth.path().display()),
+        None => stat(out, "auth_enabled_ascii", "no"),
+    }
     stat(out, "item_size_max", config.max_item_size);
     stat(out, "maxconns_fast", "yes");
     stat(out, "hashpower_init", 0);

@@ -175,6 +175,8 @@ struct Connection<'c> {
     /// the service-time histogram).
     round_start: Option<Instant>,
     round_requests: u64,
+    /// Whether the client may send commands (always, without `-Y`).
+    authenticated: bool,
 }
 
 impl Drop for Connection<'_> {
@@ -201,6 +203,7 @@ impl<'c> Connection<'c> {
             partial_since: None,
             round_start: None,
             round_requests: 0,
+            authenticated: ctx.shared.auth.is_none(),
         }
     }
 
@@ -278,6 +281,35 @@ impl<'c> Connection<'c> {
 
     fn over_limit(&self) -> bool {
         self.replies.held() >= self.ctx.conn.reply_buffer_limit
+    }
+
+    /// `-Y`, before the client has logged in: answers what `pending` starts with, as
+    /// memcached does (see `protocol::auth`), and returns the bytes it took; None when
+    /// more are needed. Junk, or a login too large to hold, closes the connection (with
+    /// nothing more sent, as memcached).
+    fn log_in(&mut self, pending: &[u8]) -> Result<Option<usize>, Broken> {
+        use protocol::auth::{self, Step};
+        let figures = &self.ctx.figures;
+        let (reply, consumed) = match auth::step(pending) {
+            Step::Incomplete => return Ok(None),
+            Step::Close => {
+                ConnectionFigures::count(&figures.over_bound);
+                return Err(Broken);
+            }
+            Step::Reply { reply, consumed } => (reply, consumed),
+            Step::Credentials { user, pass, consumed } => {
+                ConnectionFigures::count(&figures.auth_cmds);
+                if self.ctx.shared.auth.as_ref().is_some_and(|a| a.check(user, pass)) {
+                    self.authenticated = true;
+                    (auth::STORED, consumed)
+                } else {
+                    ConnectionFigures::count(&figures.auth_errors);
+                    (auth::FAILURE, consumed)
+                }
+            }
+        };
+        self.replies.push_local(reply);
+        Ok(Some(consumed))
     }
 
     /// Handles one parsed request.
@@ -456,6 +488,16 @@ impl<'c> Connection<'c> {
                 self.ctx.shard.borrow_mut().count_conn_yield();
                 self.drain(Scope::All).await?;
                 futures_lite::future::yield_now().await;
+            }
+            if !self.authenticated {
+                match self.log_in(input.pending())? {
+                    Some(consumed) => {
+                        handled = true;
+                        input.consume(consumed);
+                        continue;
+                    }
+                    None => break,
+                }
             }
             if self.swallow > 0 {
                 let skip = self.swallow.min(input.pending().len());
