@@ -351,6 +351,9 @@ impl Shard {
         out: &mut Vec<u8>,
     ) {
         let f = *f;
+        if self.watch.mask() != 0 {
+            self.watch_meta(op, key, &f, o.status, now);
+        }
         let quiet = f.has(b'q');
         let binary = op.binary_key();
         let c = &mut self.counters;
@@ -569,6 +572,38 @@ impl Shard {
 
 impl Shard {
     /// Executes a meta op (decide, apply, answer), reading its key and flags once.
+    /// Records a meta op's event while its kind is watched: `ms` as an `item_store`
+    /// (its mode as the command), `mg`, `md` and `ma` as the `item_get` of their lookup.
+    fn watch_meta(&mut self, op: &MetaOp<'_>, key: &[u8], f: &MetaFlags, status: MetaStatus, now: u32) {
+        use super::watch::StoreStatus;
+        match (op.cmd, status) {
+            (MetaCmd::Get, MetaStatus::Hit) => {
+                let size = self.store.peek_value_len(key, now).unwrap_or(0);
+                self.watch_fetch(key, true, size);
+            }
+            (MetaCmd::Get, _) => self.watch_fetch(key, false, 0),
+            (MetaCmd::Set | MetaCmd::SetTooLarge, status) => {
+                let status = match status {
+                    MetaStatus::Stored(stored) => StoreStatus::of(stored),
+                    _ => StoreStatus::TooLarge,
+                };
+                let mode = match f.mode {
+                    b'E' | b'e' => StoreMode::Add,
+                    b'A' | b'a' => StoreMode::Append,
+                    b'P' | b'p' => StoreMode::Prepend,
+                    b'R' | b'r' => StoreMode::Replace,
+                    _ if f.has(b'C') => StoreMode::Cas,
+                    _ => StoreMode::Set,
+                };
+                self.watch_store(key, status, mode, f.ttl, op.data.len(), now);
+            }
+            (MetaCmd::Delete | MetaCmd::Arith, status) => {
+                self.watch_fetch(key, !matches!(status, MetaStatus::NotFound | MetaStatus::NotStored), 0);
+            }
+            _ => {}
+        }
+    }
+
     pub(super) fn execute_meta(&mut self, op: &MetaOp<'_>, now: u32, out: &mut Vec<u8>) {
         let mut key_buf = [0u8; crate::protocol::KEY_MAX_LENGTH];
         let (Some(key), Ok(f)) = (op.key(&mut key_buf), flags_of(op)) else {

@@ -10,6 +10,7 @@ pub mod detail;
 pub mod meta;
 pub mod ops;
 pub mod stats;
+pub mod watch;
 
 pub use meta::{MetaOutcome, MetaStatus};
 pub use ops::{Op, OpBatch};
@@ -43,6 +44,8 @@ pub struct Shard {
     /// `detail_on`.
     detail: Option<Box<detail::PrefixStats>>,
     detail_on: bool,
+    /// The events `watch` connections asked for.
+    watch: watch::WatchLog,
 }
 
 /// What a mutating op decided: what the client will be told (unless applying the effect
@@ -103,6 +106,7 @@ impl Shard {
             flush_enabled,
             detail: None,
             detail_on: false,
+            watch: watch::WatchLog::default(),
         }
     }
 
@@ -130,6 +134,54 @@ impl Shard {
             self.detail = Some(Box::default());
         }
         self.detail_on = on;
+    }
+
+    /// What `watch` connections see of this shard (the kinds watched, the connection
+    /// whose ops run, the events so far). Evictions are recorded by the store while
+    /// watched.
+    pub fn watch_mut(&mut self) -> &mut watch::WatchLog {
+        &mut self.watch
+    }
+
+    /// Watch `mask`'s kinds from now on (evictions are the store's).
+    pub fn set_watch(&mut self, mask: u8) {
+        if self.watch.mask() != mask {
+            self.watch.set_mask(mask);
+            self.store.watch_evictions(mask & watch::EVICTIONS != 0);
+        }
+    }
+
+    /// Moves the events so far (evictions included) to `into`.
+    pub fn take_watch_events(&mut self, into: &mut Vec<watch::Event>) {
+        self.watch.take(into);
+        for e in self.store.take_evicted() {
+            let kind = watch::EventKind::Evict { fetched: e.fetched, ttl: e.ttl, idle: e.idle, size: e.size };
+            into.push(watch::Event::new(&e.key, kind, -1));
+        }
+    }
+
+    /// Records a fetch while fetchers are watched.
+    fn watch_fetch(&mut self, key: &[u8], found: bool, size: usize) {
+        if self.watch.wants(watch::FETCHERS) {
+            let found = if found { watch::Found::Found } else { watch::Found::NotFound };
+            self.watch.record(key, watch::EventKind::Fetch { found, size: size as u32 });
+        }
+    }
+
+    /// Records a store while mutations are watched.
+    fn watch_store(
+        &mut self,
+        key: &[u8],
+        status: watch::StoreStatus,
+        mode: StoreMode,
+        exptime: i32,
+        size: usize,
+        now: u32,
+    ) {
+        if self.watch.wants(watch::MUTATIONS) {
+            let ttl = self.time.expiry(exptime, now).saturating_sub(now);
+            self.watch.record(key, watch::EventKind::Store { status, mode, ttl, size: size as u32 });
+        }
     }
 
     /// The counts by key prefix, once `stats detail` was on.
@@ -303,6 +355,11 @@ impl Shard {
                 d.record_get(key, item.is_some());
             }
         }
+        if self.watch.wants(watch::FETCHERS) {
+            let size = item.as_ref().map_or(0, |i| i.value.len());
+            let found = if item.is_some() { watch::Found::Found } else { watch::Found::NotFound };
+            self.watch.record(key, watch::EventKind::Fetch { found, size: size as u32 });
+        }
         let Some(item) = item else {
             self.counters.get_misses += 1;
             return None;
@@ -343,6 +400,9 @@ impl Shard {
         if let (Op::Meta(meta), Outcome::Meta(o)) = (op, outcome) {
             self.answer_meta(meta, o, now, out);
             return;
+        }
+        if self.watch.mask() != 0 {
+            self.watch_op(op, outcome, now);
         }
         let c = &mut self.counters;
         let bytes = match (*op, outcome) {
@@ -421,6 +481,25 @@ impl Shard {
             }
         };
         out.extend_from_slice(bytes);
+    }
+
+    /// Records a classic op's event while its kind is watched (as memcached logs them:
+    /// a store as `item_store`; delete, incr, decr and touch as the `item_get` of their
+    /// lookup).
+    fn watch_op(&mut self, op: &Op<'_>, outcome: Outcome, now: u32) {
+        match (*op, outcome) {
+            (Op::Store { mode, key, exptime, data, .. }, Outcome::Store(stored)) => {
+                self.watch_store(key, watch::StoreStatus::of(stored), mode, exptime, data.len(), now);
+            }
+            (Op::TooLarge { mode, key }, _) => self.watch_store(key, watch::StoreStatus::TooLarge, mode, 0, 0, now),
+            (Op::Delete { key }, Outcome::Deleted(hit)) | (Op::Touch { key, .. }, Outcome::Touched(hit)) => {
+                self.watch_fetch(key, hit, 0);
+            }
+            (Op::Arith { key, .. }, Outcome::Arith(a)) => {
+                self.watch_fetch(key, !matches!(a, ArithOutcome::NotFound), 0);
+            }
+            _ => {}
+        }
     }
 
     /// The most bytes the reply to `op` can take, looking at (not touching) the store.

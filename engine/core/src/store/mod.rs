@@ -316,6 +316,22 @@ pub struct Store {
     moved: Vec<(Position, u64, usize)>,
     /// Items came back from the memory file at start.
     recovered: bool,
+    /// While `watch evictions` is on: the items evicted since last taken (bounded).
+    evicted: Option<Vec<EvictedItem>>,
+}
+
+/// An item evicted while evictions are watched (`watch evictions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvictedItem {
+    pub key: Vec<u8>,
+    /// Whether it was ever read.
+    pub fetched: bool,
+    /// Seconds it had left to live (-1: no expiry).
+    pub ttl: i64,
+    /// Seconds since its last access.
+    pub idle: u32,
+    /// Its value's size.
+    pub size: u32,
 }
 
 fn bits_for(n: u64) -> u32 {
@@ -373,6 +389,7 @@ impl Store {
             class_counters: [ClassCounters::default(); segments::TTL_CLASSES],
             scratch: Vec::new(),
             moved: Vec::new(),
+            evicted: None,
             recovered: false,
             config,
         };
@@ -843,6 +860,16 @@ impl Store {
         m.state == SegState::Sealed && m.expired(now) && !self.segs.is_pinned(seg)
     }
 
+    /// Records evicted items (for `watch evictions`) or stops.
+    pub fn watch_evictions(&mut self, on: bool) {
+        self.evicted = on.then(Vec::new);
+    }
+
+    /// The items evicted since last taken, while evictions are watched.
+    pub fn take_evicted(&mut self) -> Vec<EvictedItem> {
+        self.evicted.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     /// Empties and releases a sealed segment whose items have all expired, if any.
     fn reclaim_expired_segment(&mut self, now: u32) -> bool {
         let Some(seg) = (0..self.segs.span()).find(|&s| self.reclaimable(s, now)) else {
@@ -915,6 +942,16 @@ impl Store {
                 class.evicted_unfetched += u64::from(!h.fetched());
                 let last = self.segs.meta[seg as usize].access_base.saturating_add(h.access_offset());
                 class.evicted_time = u64::from(now.saturating_sub(last));
+                if let Some(log) = self.evicted.as_mut().filter(|l| l.len() < crate::shard::watch::MAX_EVENTS) {
+                    let bytes = self.arena.bytes();
+                    log.push(EvictedItem {
+                        key: bytes[loc as usize + h.key_at..loc as usize + h.key_at + h.key_len].to_vec(),
+                        fetched: h.fetched(),
+                        ttl: if h.exptime == 0 { -1 } else { i64::from(h.exptime) - i64::from(now) },
+                        idle: now.saturating_sub(last),
+                        size: h.value_len as u32,
+                    });
+                }
             }
         }
         // Access times count from the earliest kept one now, so they stay as exact as

@@ -73,6 +73,8 @@ pub enum ShardAdmin {
     MemoryLimit(usize),
     /// Count by key prefix (`stats detail on`), or stop.
     Detail(bool),
+    /// Record the events of these kinds for `watch` connections (a bit per kind).
+    Watch(u8),
 }
 
 /// Carries `cmd` out on this shard.
@@ -88,12 +90,16 @@ pub fn on_shard(shard: &super::shard_cell::ShardCell, cmd: ShardAdmin, now: u32)
             shard.borrow_mut().set_detail(on);
             true
         }
+        ShardAdmin::Watch(kinds) => {
+            shard.borrow_mut().set_watch(kinds);
+            true
+        }
     }
 }
 
 /// Carries `cmd` out on every shard (this one directly, the others over the mesh); true
 /// when every shard did.
-async fn every_shard(ctx: &ShardContext, cmd: ShardAdmin, now: u32) -> Result<bool, ()> {
+pub async fn every_shard(ctx: &ShardContext, cmd: ShardAdmin, now: u32) -> Result<bool, ()> {
     let mut all = on_shard(&ctx.shard, cmd, now);
     if let Some(senders) = &ctx.senders {
         for shard in (0..ctx.nshards).filter(|&s| s != ctx.index) {
@@ -113,6 +119,8 @@ pub enum AdminOutcome {
     Close,
     /// Stream every shard's items of these TTL classes (`lru_crawler metadump`).
     Metadump { classes: u64 },
+    /// Become a log watcher of these kinds (`watch`).
+    Watch { kinds: u8 },
 }
 
 /// Bytes of metadump lines one chunk carries.
@@ -151,6 +159,7 @@ pub async fn run(ctx: &ShardContext, cmd: Admin, now: u32) -> Result<AdminOutcom
             admin::OK
         }
         Admin::Accepted => admin::OK,
+        Admin::Watch { kinds } => return Ok(AdminOutcome::Watch { kinds }),
         // ringcache has no slab pages to move between classes.
         Admin::SlabsReassign => admin::NOSPARE,
         // memcached answers as its crawler thread stands once a `disable` has stopped it

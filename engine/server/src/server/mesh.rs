@@ -81,8 +81,11 @@ pub async fn serve_peer(
                     .detach();
                     continue;
                 }
-                let resume =
-                    shard.borrow_mut().execute_batch(&batch, from, budget, must_progress, now, &mut out, &mut ends);
+                let mut cell = shard.borrow_mut();
+                // `watch` lines of these ops name no connection (it is another shard's).
+                cell.watch_mut().set_cfd(-1);
+                let resume = cell.execute_batch(&batch, from, budget, must_progress, now, &mut out, &mut ends);
+                drop(cell);
                 // The requester may have gone away (connection closed); nothing to do then.
                 let _ = reply.send(OpsReply { batch, out, ends, resume });
             }

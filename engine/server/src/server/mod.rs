@@ -25,6 +25,7 @@ pub mod shard_cell;
 mod shard_report;
 mod stats_reply;
 pub mod uring;
+pub mod watch;
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -69,6 +70,8 @@ pub struct Shared {
     pub admin: admin_commands::AdminState,
     /// `-Y`: who may log in (None: connections need not).
     pub auth: Option<auth::Auth>,
+    /// `watch` connections and their lines.
+    pub watchers: watch::Watchers,
     /// The admin listener's socket (`--admin`), until shard 0 takes it (-1: none).
     admin_listener: std::sync::atomic::AtomicI32,
     /// Shards whose connections are all closed (or which have exited): once every shard
@@ -254,6 +257,7 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
     let auth = config.auth.clone().map(|(path, users)| auth::Auth::new(path, users));
     let shared = Arc::new(Shared {
         auth,
+        watchers: watch::Watchers::default(),
         config,
         nshards,
         clock: Clock::new(),
@@ -615,6 +619,9 @@ async fn shard_main(
         }
     })
     .detach();
+
+    // Log lines for `watch` connections, while anyone watches.
+    glommio::spawn_local(watch::pump(shard.clone(), shared.clone())).detach();
 
     // Background expiry: reclaim expired and flushed items a slice at a time.
     let (sweeper, clock) = (shard.clone(), shared.clock);

@@ -38,6 +38,8 @@ pub struct ShardReport {
     pub ring: super::uring::RingCounters,
     /// The shard's connections: service time, closings, cross-shard trips.
     pub conns: super::conn_figures::ConnectionSnapshot,
+    /// `watch` events dropped for a full buffer (`log_worker_dropped`).
+    pub watch_dropped: u64,
 }
 
 impl ShardReport {
@@ -69,6 +71,7 @@ impl ShardReport {
             replication,
             ring: registry.reactor.as_ref().map(|r| r.counters()).unwrap_or_default(),
             conns: registry.figures.snapshot(),
+            watch_dropped: shard.watch_mut().dropped(),
         }
     }
 }

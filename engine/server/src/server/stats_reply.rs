@@ -201,18 +201,15 @@ fn general(
     stat(out, "lru_crawler_running", 0);
     stat(out, "lru_crawler_starts", 0);
     stat(out, "lru_maintainer_juggles", 0);
-    for name in [
-        "malloc_fails",
-        "log_worker_dropped",
-        "log_worker_written",
-        "log_watcher_skipped",
-        "log_watcher_sent",
-        "log_watchers",
-        "unexpected_napi_ids",
-        "round_robin_fallback",
-    ] {
-        stat(out, name, 0);
-    }
+    stat(out, "malloc_fails", 0);
+    let w = &shared.watchers;
+    stat(out, "log_worker_dropped", reports.iter().map(|r| r.watch_dropped).sum::<u64>());
+    stat(out, "log_worker_written", w.written.load(Ordering::Relaxed));
+    stat(out, "log_watcher_skipped", w.skipped.load(Ordering::Relaxed));
+    stat(out, "log_watcher_sent", w.sent.load(Ordering::Relaxed));
+    stat(out, "log_watchers", w.count());
+    stat(out, "unexpected_napi_ids", 0);
+    stat(out, "round_robin_fallback", 0);
     stat(out, "bytes", store.bytes);
     stat(out, "dead_bytes", store.dead_bytes);
     stat(out, "curr_items", store.curr_items);

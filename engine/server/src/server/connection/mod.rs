@@ -253,6 +253,9 @@ impl<'c> Connection<'c> {
         let out = self.replies.local_mut();
         let start = out.len();
         let mut shard = self.ctx.shard.borrow_mut();
+        if shard.watch_mut().mask() != 0 {
+            shard.watch_mut().set_cfd(self.io.fd);
+        }
         let pinned = match *op {
             Op::Get { key, cas, touch } => shard.get_in_place(key, cas, touch, now, out, IN_PLACE_MIN),
             _ => {
@@ -360,6 +363,53 @@ impl<'c> Connection<'c> {
             Request::Admin(cmd) => return Next::Admin(cmd),
         }
         Next::Continue
+    }
+
+    /// `watch`: from its `OK` on, the connection only streams log lines of `kinds`,
+    /// until the client leaves; what it sends is read and ignored, as memcached does.
+    /// With 20 watchers already, memcached's refusal, and the connection goes on
+    /// (false); true once a watcher has left.
+    async fn watch(&mut self, kinds: u8, now: u32) -> Result<bool, Broken> {
+        let ctx = self.ctx;
+        let watchers = &ctx.shared.watchers;
+        let Some(watching) = watchers.add(kinds) else {
+            self.replies.push_local(ringcache_core::protocol::admin::WATCHER_TOO_MANY);
+            return Ok(false);
+        };
+        // Every shard records these kinds before the client hears OK.
+        super::admin_commands::every_shard(ctx, super::admin_commands::ShardAdmin::Watch(watchers.mask()), now)
+            .await
+            .map_err(|()| Broken)?;
+        self.replies.push_local(ringcache_core::protocol::admin::OK);
+        self.drain(Scope::All).await?;
+        let mut lines = Vec::new();
+        let mut scratch = [0u8; 512];
+        loop {
+            watching.take(&mut lines);
+            if !lines.is_empty() {
+                let count = lines.iter().filter(|&&b| b == b'\n').count() as u64;
+                self.replies.push_local(&lines);
+                self.drain(Scope::All).await?;
+                watchers.sent.fetch_add(count, Ordering::Relaxed);
+                continue;
+            }
+            let tick = async {
+                glommio::timer::sleep(super::watch::PUMP_INTERVAL).await;
+                None
+            };
+            let input = async { Some(ctx.reactor.next_chunk(self.io).await) };
+            match futures_lite::future::or(input, tick).await {
+                None | Some(Received::Chunk(_)) => {}
+                Some(Received::Ended) => return Ok(true),
+                Some(Received::Starved) => {
+                    // No receive buffer to spare: take what came into a scratch one.
+                    let n = ctx.reactor.recv_into(self.io, &mut scratch, false).await.map_err(|_| Broken)?;
+                    if n == 0 {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
     }
 
     /// `lru_crawler metadump`: every shard's items, a chunk at a time (each written out
@@ -573,6 +623,16 @@ impl<'c> Connection<'c> {
                         super::admin_commands::AdminOutcome::Close => {
                             close = true;
                         }
+                        super::admin_commands::AdminOutcome::Watch { kinds } => {
+                            if noreply {
+                                // Unreachable: `noreply` is no kind and refuses the watch.
+                                input.consume(consumed);
+                                continue;
+                            }
+                            if self.watch(kinds, now).await? {
+                                return Ok(true);
+                            }
+                        }
                     }
                 }
                 Next::Stats => {
@@ -661,15 +721,9 @@ async fn collect_reports(ctx: &ShardContext, reset: bool) -> Result<Vec<ShardRep
     Ok(reports)
 }
 
-/// The peer's address, for `stats conns`.
-fn peer_name(fd: RawFd) -> String {
-    let borrowed = BorrowedSocket(fd);
-    socket2::SockRef::from(&borrowed)
-        .peer_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .map(|a| a.to_string())
-        .unwrap_or_default()
+/// The peer's address (for `stats conns` and `watch connevents`; None on a Unix socket).
+fn peer_addr(fd: RawFd) -> Option<std::net::SocketAddr> {
+    socket2::SockRef::from(&BorrowedSocket(fd)).peer_addr().ok().and_then(|a| a.as_socket())
 }
 
 /// A socket fd lent to socket2 for one call.
@@ -684,10 +738,18 @@ impl std::os::fd::AsRawFd for BorrowedSocket {
 /// Serves one accepted connection until the client leaves, sends `quit`, breaks the
 /// protocol or a bound, or the server shuts down; then closes its socket.
 pub async fn serve(fd: RawFd, ctx: Rc<ShardContext>) {
-    let id = ctx.registry.borrow_mut().add(fd, peer_name(fd));
+    let peer = peer_addr(fd);
+    let id = ctx.registry.borrow_mut().add(fd, peer.map(|a| a.to_string()).unwrap_or_default());
     let _ = socket2::SockRef::from(&BorrowedSocket(fd)).set_nodelay(true);
     let io = ctx.reactor.register(fd);
-    let _ = run(&io, &ctx).await;
+    let watchers = &ctx.shared.watchers;
+    if watchers.mask() & ringcache_core::shard::watch::CONNEVENTS != 0 {
+        watchers.publish_conn(fd, peer, None, &mut Vec::new());
+    }
+    let ended = run(&io, &ctx).await;
+    if watchers.mask() & ringcache_core::shard::watch::CONNEVENTS != 0 {
+        watchers.publish_conn(fd, peer, Some(ended.is_ok()), &mut Vec::new());
+    }
     ConnectionFigures::count(&ctx.figures.closed);
     ctx.reactor.close(io).await;
     ctx.registry.borrow_mut().remove(id);
