@@ -1,7 +1,8 @@
 //! The running server: one glommio executor per shard, pinned to its CPU, each serving
 //! the connections its listening socket accepts (one SO_REUSEPORT socket per shard, all
 //! bound up front by [`listen`]) and the other shards' ops over a full channel mesh.
-//! Client sockets are served on each shard's own io_uring ([`uring`]).
+//! Client sockets are served on each shard's own io_uring ([`uring`]); with `-Z`, each
+//! through a TLS proxy on the same shard ([`tls`]).
 //!
 //! Start-up is two-phase: every shard builds its store first and reports; only when all
 //! are ready do they join the mesh and accept. A shard that fails (or panics) makes the
@@ -10,7 +11,8 @@
 //! Stopping (SIGINT, SIGTERM, or SIGUSR1 as in memcached): stop accepting, let every
 //! connection finish what it has received for up to the grace period, then end the rest;
 //! a second signal ends them at once. Each shard saves its store (with `-e`) once no
-//! shard can send it ops any more. SIGHUP is ignored.
+//! shard can send it ops any more. SIGHUP reloads the TLS certificate (with `-Z`; it is
+//! ignored otherwise).
 
 pub mod admin_commands;
 pub mod connection;
@@ -22,6 +24,7 @@ pub mod replicated;
 pub mod shard_cell;
 mod shard_report;
 mod stats_reply;
+pub mod tls;
 pub mod uring;
 
 use std::cell::{Cell, RefCell};
@@ -65,6 +68,8 @@ pub struct Shared {
     pub rejected_connections: AtomicU64,
     /// What memcached's administration commands changed.
     pub admin: admin_commands::AdminState,
+    /// `-Z`: the client port's TLS certificate and its state (None: plain).
+    pub tls: Option<tls::Tls>,
     /// The admin listener's socket (`--admin`), until shard 0 takes it (-1: none).
     admin_listener: std::sync::atomic::AtomicI32,
     /// Shards whose connections are all closed (or which have exited): once every shard
@@ -189,10 +194,12 @@ fn raise_memlock_limit() {
 }
 
 /// Makes sure `-c` connections (plus the server's own descriptors) can be open at
-/// once, raising the file-descriptor limit as memcached does, or refuses.
-fn ensure_fd_limit(conn_limit: usize, nshards: usize) -> Result<(), ServerError> {
+/// once, raising the file-descriptor limit as memcached does, or refuses. A TLS
+/// connection holds three: its socket and a socket pair.
+fn ensure_fd_limit(conn_limit: usize, tls: bool, nshards: usize) -> Result<(), ServerError> {
     // Listeners, io_uring rings and eventfds, memory files, the mesh, logging.
-    let need = (conn_limit + 64 + 16 * nshards) as u64;
+    let per_connection = if tls { 3 } else { 1 };
+    let need = (conn_limit.saturating_mul(per_connection) + 64 + 16 * nshards) as u64;
     let mut current = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit read and write a valid rlimit struct.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) } != 0 {
@@ -214,11 +221,12 @@ fn ensure_fd_limit(conn_limit: usize, nshards: usize) -> Result<(), ServerError>
     Err(ServerError::FdLimit { conn_limit, need, limit: current.rlim_max })
 }
 
-/// Runs the server on the given CPU map until it is told to stop.
-pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
+/// Runs the server on the given CPU map until it is told to stop; `tls` is the loaded
+/// certificate when the config asks for TLS (`tls::Tls::open`).
+pub fn run(config: Config, plan: Vec<ShardCpu>, tls: Option<tls::Tls>) -> Result<(), ServerError> {
     raise_memlock_limit();
     let nshards = plan.len();
-    ensure_fd_limit(config.conn_limit, nshards)?;
+    ensure_fd_limit(config.conn_limit, tls.is_some(), nshards)?;
     let (fds, _guard) = match &config.unix_socket {
         Some(path) => {
             let fds = listen::bind_unix(path, nshards, config.backlog, config.unix_mask)?;
@@ -255,17 +263,25 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
         total_connections: AtomicU64::new(0),
         rejected_connections: AtomicU64::new(0),
         admin,
+        tls,
         admin_listener: std::sync::atomic::AtomicI32::new(admin_listener),
         shards_done: AtomicUsize::new(0),
     });
     let mesh: MeshBuilder<MeshMsg, Full> = MeshBuilder::full(nshards, 1024);
     let (events, event_rx) = mpsc::channel::<Event>();
     let signal_events = events.clone();
+    let signal_shared = shared.clone();
     let signal_thread = std::thread::spawn(move || {
         for signal in signals.forever() {
             let name = match signal {
                 SIGHUP => {
-                    tracing::info!("SIGHUP ignored");
+                    match &signal_shared.tls {
+                        // A failure is logged and keeps the certificate in use.
+                        Some(tls) => {
+                            let _ = tls.reload("SIGHUP");
+                        }
+                        None => tracing::info!("SIGHUP ignored"),
+                    }
                     continue;
                 }
                 SIGINT => "SIGINT",
@@ -704,7 +720,12 @@ fn admit(fd: RawFd, ctx: &Rc<ShardContext>, gate: &Gate) {
         return;
     }
     shared.total_connections.fetch_add(1, Ordering::Relaxed);
-    if gate.spawn(connection::serve(fd, ctx.clone())).map(|t| t.detach()).is_err() {
+    let spawned = if shared.tls.is_some() {
+        gate.spawn(tls::serve(fd, ctx.clone())).map(|t| t.detach())
+    } else {
+        gate.spawn(connection::serve(fd, ctx.clone())).map(|t| t.detach())
+    };
+    if spawned.is_err() {
         shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: the socket was handed to no connection.
         unsafe { libc::close(fd) };

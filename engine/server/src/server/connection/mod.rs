@@ -85,6 +85,8 @@ pub struct ShardContext {
     read_budget: Semaphore,
     /// Grown request buffers kept for the next large request (at most two).
     spares: RefCell<Spares>,
+    /// The shard's TLS client sockets (with `-Z`), ended with the rest on abort.
+    pub tls_sockets: super::tls::TlsSockets,
 }
 
 impl ShardContext {
@@ -113,6 +115,7 @@ impl ShardContext {
             max_request: max_request_bytes(config.max_item_size),
             read_budget: Semaphore::new(share as u64),
             spares: RefCell::default(),
+            tls_sockets: Default::default(),
             shared,
         }
     }
@@ -121,6 +124,7 @@ impl ShardContext {
     /// memory stop waiting (and close).
     pub fn abort(&self) {
         self.read_budget.close();
+        self.tls_sockets.abort_all();
     }
 }
 
@@ -512,6 +516,9 @@ impl<'c> Connection<'c> {
                                 self.replies.push_local(line);
                             }
                         }
+                        super::admin_commands::AdminOutcome::Error(line) => {
+                            self.replies.push_local(&line);
+                        }
                         super::admin_commands::AdminOutcome::Close => {
                             close = true;
                         }
@@ -626,7 +633,14 @@ impl std::os::fd::AsRawFd for BorrowedSocket {
 /// Serves one accepted connection until the client leaves, sends `quit`, breaks the
 /// protocol or a bound, or the server shuts down; then closes its socket.
 pub async fn serve(fd: RawFd, ctx: Rc<ShardContext>) {
-    let id = ctx.registry.borrow_mut().add(fd, peer_name(fd));
+    let peer = peer_name(fd);
+    serve_for(fd, ctx, peer).await;
+}
+
+/// [`serve`] for a stream that carries a client's bytes on its behalf (TLS: one end of
+/// a socket pair); `peer` is the client's address, for `stats conns`.
+pub async fn serve_for(fd: RawFd, ctx: Rc<ShardContext>, peer: String) {
+    let id = ctx.registry.borrow_mut().add(fd, peer);
     let _ = socket2::SockRef::from(&BorrowedSocket(fd)).set_nodelay(true);
     let io = ctx.reactor.register(fd);
     let _ = run(&io, &ctx).await;
