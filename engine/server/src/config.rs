@@ -143,6 +143,16 @@ pub struct Args {
     /// Write the process id to this file (removed when the server stops).
     #[arg(short = 'P', long = "pidfile")]
     pub pidfile: Option<PathBuf>,
+    /// Serve the client port over TLS only (memcached's -Z); needs --tls-cert and --tls-key
+    /// (or memcached's `-o ssl_chain_cert=FILE,ssl_key=FILE`).
+    #[arg(short = 'Z', long = "tls", visible_alias = "enable-ssl")]
+    pub tls: bool,
+    /// The certificate chain TLS serves, PEM, the server's own certificate first.
+    #[arg(long = "tls-cert")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of that certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long = "tls-key")]
+    pub tls_key: Option<PathBuf>,
 
     // memcached flags accepted for compatibility and ignored.
     #[arg(short = 'u', long = "user", hide = true)]
@@ -205,6 +215,17 @@ pub struct FileConfig {
     pub admin: Option<String>,
     pub admin_token: Option<String>,
     pub auth_file: Option<PathBuf>,
+    pub tls: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The files of the TLS certificate and key (`-Z`); read at start and again on
+/// `refresh_certs` or SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Bounds on what one connection may make the server hold, and for how long.
@@ -274,6 +295,8 @@ pub struct Config {
     pub read_buf_mem_limit_given: bool,
     /// The replica group this node belongs to (None: it runs alone).
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// `-Z`: the client port speaks TLS with this certificate and key (None: plain).
+    pub tls: Option<TlsFiles>,
 }
 
 /// A configuration error: the server refuses to start.
@@ -323,6 +346,15 @@ pub enum ConfigError {
     UnixMask(String),
     #[error("{flag} {value:?}: expected a whole number from 1 to {max}")]
     Count { flag: &'static str, value: String, max: i64 },
+    #[error(
+        "-Z (TLS) needs a certificate and its key: --tls-cert FILE --tls-key FILE \
+         (or -o ssl_chain_cert=FILE,ssl_key=FILE)"
+    )]
+    TlsFiles,
+    #[error("-Z (TLS) serves the TCP port; it cannot be used with -s (a Unix socket)")]
+    TlsUnix,
+    #[error("-o {name}={value}: not offered by ringcache's TLS ({why})")]
+    TlsOption { name: String, value: String, why: &'static str },
     #[error("reply_buffer_limit {0} is out of range (1k to 1g)")]
     ReplyBufferRange(usize),
     #[error(
@@ -382,6 +414,8 @@ struct Extended {
     reply_buffer_limit: Option<String>,
     read_buf_mem_limit: Option<u64>,
     shutdown_grace: Option<u32>,
+    ssl_chain_cert: Option<PathBuf>,
+    ssl_key: Option<PathBuf>,
     /// Names of options memcached has that do not apply here.
     ignored: Vec<String>,
 }
@@ -406,6 +440,25 @@ impl Extended {
                 "reply_buffer_limit" => {
                     parse_size(value)?;
                     e.reply_buffer_limit = Some(value.to_string());
+                }
+                "ssl_chain_cert" => e.ssl_chain_cert = Some(PathBuf::from(value)),
+                "ssl_key" => e.ssl_key = Some(PathBuf::from(value)),
+                // memcached's defaults, which are what ringcache's TLS does.
+                "ssl_verify_mode" if value.trim() == "0" => {}
+                "ssl_keyformat" if value.trim() == "1" => {}
+                "ssl_min_version" if value.trim() == "tlsv1.2" => {}
+                // Settings that would change who may connect or how: refused rather than
+                // ignored, so that a setting meant to protect is never silently dropped.
+                "ssl_verify_mode" | "ssl_ca_cert" | "ssl_keyformat" | "ssl_ciphers" | "ssl_min_version"
+                | "ssl_kernel_tls" => {
+                    let why = match name {
+                        "ssl_verify_mode" | "ssl_ca_cert" => "client certificates are not checked",
+                        "ssl_keyformat" => "keys are read as PEM only",
+                        "ssl_ciphers" => "rustls's safe default cipher suites are used",
+                        "ssl_min_version" => "TLS 1.2 and 1.3 are offered",
+                        _ => "kernel TLS is not used",
+                    };
+                    return Err(ConfigError::TlsOption { name: name.into(), value: value.into(), why });
                 }
                 _ => e.ignored.push(name.to_string()),
             }
@@ -638,8 +691,22 @@ impl Args {
             prefer_leader: self.prefer_leader.or(file.prefer_leader),
         }
         .resolve()?;
+        let unix_socket = self.unix_socket.clone().or(file.unix_socket.clone());
+        let tls = if self.tls || file.tls.unwrap_or(false) {
+            let cert = self.tls_cert.clone().or(ext.ssl_chain_cert.clone()).or(file.tls_cert.clone());
+            let key = self.tls_key.clone().or(ext.ssl_key.clone()).or(file.tls_key.clone());
+            match (cert, key) {
+                _ if unix_socket.is_some() => return Err(ConfigError::TlsUnix),
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                _ => return Err(ConfigError::TlsFiles),
+            }
+        } else {
+            // As memcached: certificate settings without -Z are not used.
+            None
+        };
         Ok(Config {
             cluster,
+            tls,
             port: self.port.or(file.port).unwrap_or(11211),
             listen: self.listen.clone().or(file.listen).unwrap_or_else(|| "127.0.0.1".into()),
             memory_limit_bytes,
@@ -657,7 +724,7 @@ impl Args {
             pidfile: self.pidfile.clone().or(file.pidfile.clone()),
             admin,
             admin_token: self.admin_token.clone().or(file.admin_token.clone()),
-            unix_socket: self.unix_socket.clone().or(file.unix_socket.clone()),
+            unix_socket,
             unix_mask,
             verbose: self.verbose.max(file.verbose.unwrap_or(0)),
             log_json,
@@ -769,6 +836,9 @@ mod tests {
             "cluster_secret_file",
             "join",
             "prefer_leader",
+            "tls",
+            "tls_cert",
+            "tls_key",
         ];
         for key in keys {
             let named = text.lines().any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} =")));
@@ -885,6 +955,28 @@ mod tests {
         assert!(refused(&["-o", "idle_timeout=-1"]).contains("idle_timeout"));
         assert!(refused(&["-o", "reply_buffer_limit=1"]).contains("out of range"));
         assert!(refused(&["-o", "read_buf_mem_limit=lots"]).contains("read_buf_mem_limit"));
+    }
+
+    #[test]
+    fn tls_takes_its_files_from_flags_options_or_the_file() {
+        assert_eq!(ok(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).tls, None, "off without -Z, as memcached");
+        let files = |c: &str, k: &str| Some(TlsFiles { cert: c.into(), key: k.into() });
+        assert_eq!(ok(&["-Z", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).tls, files("c.pem", "k.pem"));
+        assert_eq!(ok(&["--enable-ssl", "-o", "ssl_chain_cert=a,ssl_key=b"]).tls, files("a", "b"));
+        assert_eq!(ok(&["-Z", "-o", "ssl_chain_cert=a,ssl_key=b", "--tls-key", "k"]).tls, files("a", "k"));
+        ok(&["-Z", "-o", "ssl_chain_cert=a,ssl_key=b,ssl_verify_mode=0,ssl_keyformat=1,ssl_min_version=tlsv1.2"]);
+        assert!(refused(&["-Z"]).contains("needs a certificate and its key"));
+        assert!(refused(&["-Z", "--tls-key", "k"]).contains("needs a certificate and its key"));
+        assert!(refused(&["-Z", "--tls-cert", "c", "--tls-key", "k", "-s", "/tmp/x"]).contains("-s"));
+        assert!(refused(&["-o", "ssl_verify_mode=1"]).contains("client certificates are not checked"));
+        assert!(refused(&["-o", "ssl_ciphers=HIGH"]).contains("ssl_ciphers"));
+        let path = std::env::temp_dir().join(format!("ringcache-tls-config-{}.toml", std::process::id()));
+        std::fs::write(&path, "tls = true\ntls_cert = \"f.pem\"\ntls_key = \"g.pem\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let config = path.to_str().unwrap_or_default();
+        assert_eq!(ok(&["--config", config]).tls, files("f.pem", "g.pem"));
+        assert_eq!(ok(&["--config", config, "--tls-cert", "h.pem"]).tls, files("h.pem", "g.pem"), "a flag wins");
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The `ringcache` binary: parse flags, refuse settings that cannot work, plan the CPU
-//! map, log it, detach (`-d`) and write the pid file (`-P`), run the server. Exit status: 0 after a clean stop, 64 (`EX_USAGE`) for
+//! map, load the TLS certificate (`-Z`), log it, detach (`-d`) and write the pid file (`-P`), run the server. Exit status: 0 after a clean stop, 64 (`EX_USAGE`) for
 //! settings that cannot work, 71 (`EX_OSERR`) when the address cannot be listened on or
 //! enough files cannot be opened (memcached's statuses), 1 for any other failure.
 
@@ -54,6 +54,11 @@ fn main() -> ExitCode {
     if let Err(e) = config.fit_to_shards(plan.len(), largest_request) {
         return refuse(ConfigError::EXIT_STATUS, e);
     }
+    // The certificate is read before the process detaches, so that a bad one is said.
+    let tls = match config.tls.clone().map(server::tls::Tls::open).transpose() {
+        Ok(tls) => tls,
+        Err(e) => return refuse(ConfigError::EXIT_STATUS, e),
+    };
     for slot in &plan {
         tracing::info!("cpu map: {slot}");
     }
@@ -73,7 +78,7 @@ fn main() -> ExitCode {
             tracing::error!("could not write the pid file {}: {e}", path.display());
         }
     }
-    let status = match server::run(config, plan) {
+    let status = match server::run(config, plan, tls) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

@@ -1,6 +1,6 @@
 //! memcached's administration commands, sans-IO: `slabs automove|reassign`, `lru_crawler
-//! enable|disable|crawl|tocrawl|sleep`, `lru tune|mode|temp_ttl`, `cache_memlimit` and
-//! `shutdown`, their lines checked as memcached 1.6.18's `proto_text.c` checks them into an
+//! enable|disable|crawl|tocrawl|sleep`, `lru tune|mode|temp_ttl`, `cache_memlimit`,
+//! `refresh_certs` and `shutdown`, their lines checked as memcached 1.6.18's `proto_text.c` checks them into an
 //! [`Admin`] (what the server does) or the error line memcached answers. ringcache has no
 //! slab classes and no LRU threads: what only tunes those is accepted and answered as
 //! memcached answers it (README says which).
@@ -50,6 +50,9 @@ pub enum Admin {
     Watch {
         kinds: u8,
     },
+    /// `refresh_certs`: read the TLS certificate and key again (`OK`, or memcached's
+    /// error line, which `noreply` does not silence).
+    RefreshCerts,
 }
 
 /// How `shutdown` was asked to stop the server.
@@ -75,6 +78,8 @@ pub const CRAWLER_DISABLED: &[u8] = b"CLIENT_ERROR lru crawler disabled\r\n";
 pub const METADUMP_PIPELINED: &[u8] = b"ERROR cannot pipeline other commands before metadump\r\n";
 pub const SHUTDOWN_DISABLED: &[u8] = b"ERROR: shutdown not enabled\r\n";
 pub const WATCHER_TOO_MANY: &[u8] = b"WATCHER_TOO_MANY log watcher limit reached\r\n";
+/// `refresh_certs` on a server without TLS (memcached built with TLS, started without `-Z`).
+pub const TLS_NOT_ENABLED: &[u8] = b"Error TLS not enabled\r\n";
 pub const MEMLIMIT_FAILED: &[u8] = b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n";
 
 /// memcached's `safe_strtod`: a finite or infinite double, the whole token (or up to a
@@ -235,6 +240,8 @@ pub(super) fn parse<'a>(command: &[u8], tokens: &Tokens<'a>, line_end: usize) ->
                 Some(megabytes) => admin(Admin::CacheMemlimit { megabytes }, noreply, line_end),
             }
         }
+        // memcached takes any arguments; only a last `noreply` matters (it silences `OK`).
+        b"refresh_certs" => admin(Admin::RefreshCerts, tokens.noreply(), line_end),
         b"shutdown" => {
             let mode = match (n, sub) {
                 (2, _) => ShutdownMode::Now,

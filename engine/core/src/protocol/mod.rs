@@ -93,7 +93,7 @@ pub enum Request<'a> {
     /// it refuses): the line to answer (unless `noreply`; a meta error never is).
     Answer(&'static [u8]),
     /// An administration command (`slabs`, `lru_crawler`, `lru`, `cache_memlimit`,
-    /// `shutdown`).
+    /// `refresh_certs`, `shutdown`).
     Admin(admin::Admin),
 }
 
@@ -491,6 +491,20 @@ mod tests {
                 assert_eq!((mode, key, flags, exptime, data), (StoreMode::Set, &b"k"[..], 5, 10, &b"abc"[..]));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refresh_certs_takes_any_arguments_and_a_last_noreply() {
+        use admin::Admin::RefreshCerts;
+        for (line, quiet) in [
+            (&b"refresh_certs\r\n"[..], false),
+            (b"refresh_certs noreply\r\n", true),
+            (b"refresh_certs a b\r\n", false),
+        ] {
+            let (req, noreply, used) = parsed(line);
+            assert!(matches!(req, Request::Admin(RefreshCerts)), "{req:?}");
+            assert_eq!((noreply, used), (quiet, line.len()));
         }
     }
 

@@ -2,7 +2,7 @@
 //! them): what each one does across the shards, and its answer. `lru_crawler crawl`
 //! reclaims every shard's expired items now; `cache_memlimit` gives every shard its share
 //! of the new limit; `shutdown` (with `-A`) stops the server as SIGINT or SIGUSR1 do; the
-//! crawler's on/off state is the process's. Commands that only tune memcached's slab
+//! crawler's on/off state is the process's; `refresh_certs` reloads the TLS certificate. Commands that only tune memcached's slab
 //! rebalancer or LRU threads are answered as memcached answers them.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -115,6 +115,8 @@ pub async fn every_shard(ctx: &ShardContext, cmd: ShardAdmin, now: u32) -> Resul
 pub enum AdminOutcome {
     /// Answer this (unless `noreply`).
     Answer(&'static [u8]),
+    /// Answer this error line, `noreply` or not (`refresh_certs` failed).
+    Error(Vec<u8>),
     /// Close the connection without an answer (`shutdown`: the server is stopping).
     Close,
     /// Stream every shard's items of these TTL classes (`lru_crawler metadump`).
@@ -205,6 +207,14 @@ pub async fn run(ctx: &ShardContext, cmd: Admin, now: u32) -> Result<AdminOutcom
             state.detail.store(on, Ordering::Relaxed);
             admin::OK
         }
+        // Reads two files on this shard's thread: rare, and an operator's command.
+        Admin::RefreshCerts => match &ctx.shared.tls {
+            None => return Ok(AdminOutcome::Error(admin::TLS_NOT_ENABLED.to_vec())),
+            Some(tls) => match tls.reload("refresh_certs") {
+                Ok(()) => admin::OK,
+                Err(e) => return Ok(AdminOutcome::Error(format!("{e}\r\n").into_bytes())),
+            },
+        },
         Admin::Shutdown(mode) => {
             if !ctx.shared.config.shutdown_command {
                 admin::SHUTDOWN_DISABLED

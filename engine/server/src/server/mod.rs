@@ -1,7 +1,8 @@
 //! The running server: one glommio executor per shard, pinned to its CPU, each serving
 //! the connections its listening socket accepts (one SO_REUSEPORT socket per shard, all
 //! bound up front by [`listen`]) and the other shards' ops over a full channel mesh.
-//! Client sockets are served on each shard's own io_uring ([`uring`]).
+//! Client sockets are served on each shard's own io_uring ([`uring`]); with `-Z`, each
+//! through a TLS proxy on the same shard ([`tls`]).
 //!
 //! Start-up is two-phase: every shard builds its store first and reports; only when all
 //! are ready do they join the mesh and accept. A shard that fails (or panics) makes the
@@ -10,7 +11,8 @@
 //! Stopping (SIGINT, SIGTERM, or SIGUSR1 as in memcached): stop accepting, let every
 //! connection finish what it has received for up to the grace period, then end the rest;
 //! a second signal ends them at once. Each shard saves its store (with `-e`) once no
-//! shard can send it ops any more. SIGHUP rereads the `-Y` password file.
+//! shard can send it ops any more. SIGHUP rereads the `-Y` password file and reloads
+//! the TLS certificate (`-Z`).
 
 pub mod admin_commands;
 pub mod auth;
@@ -24,6 +26,7 @@ pub mod replicated;
 pub mod shard_cell;
 mod shard_report;
 mod stats_reply;
+pub mod tls;
 pub mod uring;
 pub mod watch;
 
@@ -72,6 +75,8 @@ pub struct Shared {
     pub auth: Option<auth::Auth>,
     /// `watch` connections and their lines.
     pub watchers: watch::Watchers,
+    /// `-Z`: the client port's TLS certificate and its state (None: plain).
+    pub tls: Option<tls::Tls>,
     /// The admin listener's socket (`--admin`), until shard 0 takes it (-1: none).
     admin_listener: std::sync::atomic::AtomicI32,
     /// Shards whose connections are all closed (or which have exited): once every shard
@@ -196,10 +201,12 @@ fn raise_memlock_limit() {
 }
 
 /// Makes sure `-c` connections (plus the server's own descriptors) can be open at
-/// once, raising the file-descriptor limit as memcached does, or refuses.
-fn ensure_fd_limit(conn_limit: usize, nshards: usize) -> Result<(), ServerError> {
+/// once, raising the file-descriptor limit as memcached does, or refuses. A TLS
+/// connection holds three: its socket and a socket pair.
+fn ensure_fd_limit(conn_limit: usize, tls: bool, nshards: usize) -> Result<(), ServerError> {
     // Listeners, io_uring rings and eventfds, memory files, the mesh, logging.
-    let need = (conn_limit + 64 + 16 * nshards) as u64;
+    let per_connection = if tls { 3 } else { 1 };
+    let need = (conn_limit.saturating_mul(per_connection) + 64 + 16 * nshards) as u64;
     let mut current = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit read and write a valid rlimit struct.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) } != 0 {
@@ -221,11 +228,12 @@ fn ensure_fd_limit(conn_limit: usize, nshards: usize) -> Result<(), ServerError>
     Err(ServerError::FdLimit { conn_limit, need, limit: current.rlim_max })
 }
 
-/// Runs the server on the given CPU map until it is told to stop.
-pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
+/// Runs the server on the given CPU map until it is told to stop; `tls` is the loaded
+/// certificate when the config asks for TLS (`tls::Tls::open`).
+pub fn run(config: Config, plan: Vec<ShardCpu>, tls: Option<tls::Tls>) -> Result<(), ServerError> {
     raise_memlock_limit();
     let nshards = plan.len();
-    ensure_fd_limit(config.conn_limit, nshards)?;
+    ensure_fd_limit(config.conn_limit, tls.is_some(), nshards)?;
     let (fds, _guard) = match &config.unix_socket {
         Some(path) => {
             let fds = listen::bind_unix(path, nshards, config.backlog, config.unix_mask)?;
@@ -265,6 +273,7 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
         total_connections: AtomicU64::new(0),
         rejected_connections: AtomicU64::new(0),
         admin,
+        tls,
         admin_listener: std::sync::atomic::AtomicI32::new(admin_listener),
         shards_done: AtomicUsize::new(0),
     });
@@ -276,9 +285,15 @@ pub fn run(config: Config, plan: Vec<ShardCpu>) -> Result<(), ServerError> {
         for signal in signals.forever() {
             let name = match signal {
                 SIGHUP => {
-                    match &signal_shared.auth {
-                        Some(auth) => auth.reload(),
-                        None => tracing::info!("SIGHUP: nothing to reload"),
+                    if let Some(auth) = &signal_shared.auth {
+                        auth.reload();
+                    }
+                    if let Some(tls) = &signal_shared.tls {
+                        // A failure is logged and keeps the certificate in use.
+                        let _ = tls.reload("SIGHUP");
+                    }
+                    if signal_shared.auth.is_none() && signal_shared.tls.is_none() {
+                        tracing::info!("SIGHUP: nothing to reload");
                     }
                     continue;
                 }
@@ -721,7 +736,12 @@ fn admit(fd: RawFd, ctx: &Rc<ShardContext>, gate: &Gate) {
         return;
     }
     shared.total_connections.fetch_add(1, Ordering::Relaxed);
-    if gate.spawn(connection::serve(fd, ctx.clone())).map(|t| t.detach()).is_err() {
+    let spawned = if shared.tls.is_some() {
+        gate.spawn(tls::serve(fd, ctx.clone())).map(|t| t.detach())
+    } else {
+        gate.spawn(connection::serve(fd, ctx.clone())).map(|t| t.detach())
+    };
+    if spawned.is_err() {
         shared.curr_connections.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: the socket was handed to no connection.
         unsafe { libc::close(fd) };

@@ -208,6 +208,12 @@ fn general(
     stat(out, "log_watcher_skipped", w.skipped.load(Ordering::Relaxed));
     stat(out, "log_watcher_sent", w.sent.load(Ordering::Relaxed));
     stat(out, "log_watchers", w.count());
+    if let Some(tls) = &shared.tls {
+        // memcached prints these only with TLS on (and ssl_new_sessions only with its
+        // session cache, which ringcache does not offer).
+        stat(out, "ssl_handshake_errors", tls.handshake_errors.load(Ordering::Relaxed));
+        stat(out, "time_since_server_cert_refresh", tls.seconds_since_refresh());
+    }
     stat(out, "unexpected_napi_ids", 0);
     stat(out, "round_robin_fallback", 0);
     stat(out, "bytes", store.bytes);
@@ -398,9 +404,16 @@ fn settings(out: &mut Vec<u8>, shared: &Shared, limit: usize) {
         ("ext_max_frag", "0.80"),
         ("slab_automove_freeratio", "0.010"),
         ("ext_drop_unread", "no"),
-        ("ssl_enabled", "no"),
-        ("ssl_chain_cert", "(null)"),
-        ("ssl_key", "(null)"),
+    ] {
+        stat(out, name, value);
+    }
+    // memcached prints its paths with %s: "(null)" when not set.
+    let tls = shared.tls.as_ref().map(|t| t.files());
+    let path = |p: Option<&std::path::Path>| p.map_or("(null)".into(), |p| p.display().to_string());
+    stat(out, "ssl_enabled", yes_no(tls.is_some()));
+    stat(out, "ssl_chain_cert", path(tls.map(|f| f.cert.as_path())));
+    stat(out, "ssl_key", path(tls.map(|f| f.key.as_path())));
+    for (name, value) in [
         ("ssl_verify_mode", "0"),
         ("ssl_keyformat", "1"),
         ("ssl_ciphers", "NULL"),

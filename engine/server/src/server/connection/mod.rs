@@ -88,6 +88,8 @@ pub struct ShardContext {
     spares: RefCell<Spares>,
     /// What this shard's connections count for the metrics (also in the registry).
     figures: Rc<ConnectionFigures>,
+    /// The shard's TLS client sockets (with `-Z`), ended with the rest on abort.
+    pub tls_sockets: super::tls::TlsSockets,
 }
 
 impl ShardContext {
@@ -118,6 +120,7 @@ impl ShardContext {
             max_request: max_request_bytes(config.max_item_size),
             read_budget: Semaphore::new(share as u64),
             spares: RefCell::default(),
+            tls_sockets: Default::default(),
             shared,
         }
     }
@@ -126,6 +129,7 @@ impl ShardContext {
     /// memory stop waiting (and close).
     pub fn abort(&self) {
         self.read_budget.close();
+        self.tls_sockets.abort_all();
     }
 }
 
@@ -620,6 +624,9 @@ impl<'c> Connection<'c> {
                                 self.replies.push_local(line);
                             }
                         }
+                        super::admin_commands::AdminOutcome::Error(line) => {
+                            self.replies.push_local(&line);
+                        }
                         super::admin_commands::AdminOutcome::Close => {
                             close = true;
                         }
@@ -738,7 +745,12 @@ impl std::os::fd::AsRawFd for BorrowedSocket {
 /// Serves one accepted connection until the client leaves, sends `quit`, breaks the
 /// protocol or a bound, or the server shuts down; then closes its socket.
 pub async fn serve(fd: RawFd, ctx: Rc<ShardContext>) {
-    let peer = peer_addr(fd);
+    serve_for(fd, ctx, peer_addr(fd)).await;
+}
+
+/// [`serve`] for a stream that carries a client's bytes on its behalf (TLS: one end of
+/// a socket pair); `peer` is the client's address, for `stats conns` and `watch`.
+pub async fn serve_for(fd: RawFd, ctx: Rc<ShardContext>, peer: Option<std::net::SocketAddr>) {
     let id = ctx.registry.borrow_mut().add(fd, peer.map(|a| a.to_string()).unwrap_or_default());
     let _ = socket2::SockRef::from(&BorrowedSocket(fd)).set_nodelay(true);
     let io = ctx.reactor.register(fd);
