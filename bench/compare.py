@@ -10,6 +10,8 @@ ringcache/memcached of the medians. Writes the table as JSON and Markdown.
 
     bench/compare.py                      # defaults: 3 repeats x 10 s per workload
     bench/compare.py --duration 5 --repeats 5 --only get-heavy,pipelined-16
+    bench/compare.py --scrape-every 1 --baseline /tmp/old/ringcache   # also: ringcache with
+        # --admin scraped every second ("ringcache+admin"), and another ringcache build
 
 Needs: cargo, memcached (installed with apt if missing), Linux /proc.
 """
@@ -22,6 +24,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import urllib.request
 
 from harness import free_port, wait_port, cpu_seconds
 
@@ -47,11 +51,15 @@ WORKLOADS = {
 }
 
 
-def start_server(kind, args, port, memory):
+def start_server(kind, args, port, memory, admin_port=None):
     if kind == "memcached":
         cmd = ["memcached", "-U", "0", "-u", "root"]
+    elif kind == "baseline":
+        cmd = [args.baseline]
     else:
         cmd = [args.ringcache]
+    if admin_port is not None:
+        cmd += ["--admin", f"127.0.0.1:{admin_port}"]
     cmd += ["-l", "127.0.0.1", "-p", str(port), "-t", str(args.threads), "-m", str(memory)]
     proc = subprocess.Popen(
         ["taskset", "-c", args.server_cpus] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -70,18 +78,39 @@ def run_tool(args, port, extra, json_path):
         return json.load(f)
 
 
+def scrape(admin_port, every, stop, counts):
+    """Scrapes /metrics every `every` seconds until `stop` is set (as Prometheus would)."""
+    while not stop.wait(every):
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as r:
+            r.read()
+        counts.append(1)
+
+
 def one_run(args, kind, workload, tmp):
     extra, memory = WORKLOADS[workload]
     port = free_port()
-    proc = start_server(kind, args, port, memory or args.memory)
+    admin_port = free_port() if kind == "ringcache+admin" else None
+    proc = start_server(kind, args, port, memory or args.memory, admin_port)
+    stop, scrapes = threading.Event(), []
     try:
         # Prefill in its own invocation so the measured phase's server CPU is separate.
         run_tool(args, port, extra + ["--prefill", "--requests", "1"], os.path.join(tmp, "prefill.json"))
+        scraper = None
+        if admin_port is not None:
+            wait_port(admin_port, proc, "admin listener")
+            scraper = threading.Thread(target=scrape, args=(admin_port, args.scrape_every, stop, scrapes))
+            scraper.start()
         before = cpu_seconds(proc.pid)
         report = run_tool(args, port, extra + ["--duration", str(args.duration), "--seed", "7"],
                           os.path.join(tmp, "run.json"))
         after = cpu_seconds(proc.pid)
+        stop.set()
+        if scraper is not None:
+            scraper.join()
+            if not scrapes:
+                sys.exit("the admin listener was never scraped")
     finally:
+        stop.set()
         proc.terminate()
         proc.wait(timeout=30)
     m = report["measured"]
@@ -121,6 +150,9 @@ def main():
     p.add_argument("--ringcache", default=os.path.join(ROOT, "target", "release", "ringcache"))
     p.add_argument("--bench", default=os.path.join(ROOT, "target", "release", "ringcache-bench"))
     p.add_argument("--no-build", action="store_true")
+    p.add_argument("--scrape-every", type=float, default=0,
+                   help="also run ringcache with --admin, its /metrics scraped every this many seconds")
+    p.add_argument("--baseline", default="", help="also run this other ringcache binary (a build to compare with)")
     args = p.parse_args()
 
     if shutil.which("memcached") is None:
@@ -132,13 +164,17 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for w in names:
-            runs = {"memcached": [], "ringcache": []}
+            kinds = ["memcached", "ringcache"]
+            kinds += ["ringcache+admin"] if args.scrape_every > 0 else []
+            kinds += ["baseline"] if args.baseline else []
+            runs = {k: [] for k in kinds}
             for rep in range(args.repeats):
-                order = ["memcached", "ringcache"] if rep % 2 == 0 else ["ringcache", "memcached"]
+                # Each repeat starts with the next kind, so no server always runs first.
+                order = kinds[rep % len(kinds):] + kinds[:rep % len(kinds)]
                 for kind in order:
                     r = one_run(args, kind, w, tmp)
                     runs[kind].append(r)
-                    print(f"{w:14} {kind:9} run {rep + 1}: {r['ops_per_sec']:>12,.0f} ops/s  "
+                    print(f"{w:14} {kind:15} run {rep + 1}: {r['ops_per_sec']:>12,.0f} ops/s  "
                           f"p99 {r['p99_us']:8.1f} us  cpu {r['cpu_us_per_op']:.2f} us/op", file=sys.stderr)
             results[w] = runs
 
@@ -147,21 +183,29 @@ def main():
     rows = []
     for w, runs in results.items():
         med = {k: {key: median(runs[k], key) for key, _, _ in keys} for k in runs}
-        ratio = {}
-        for key, _, _ in keys:
-            a, b = med["ringcache"][key], med["memcached"][key]
-            ratio[key] = (a / b) if (a is not None and b) else None
-        rows.append({"workload": w, "memcached": med["memcached"], "ringcache": med["ringcache"],
-                     "ratio": ratio, "runs": runs})
+        row = {"workload": w, "runs": runs, "servers": list(runs)}
+        for k in runs:
+            row[k] = med[k]
+            if k == "memcached":
+                continue
+            ratio = {}
+            for key, _, _ in keys:
+                a, b = med[k][key], med["memcached"][key]
+                ratio[key] = (a / b) if (a is not None and b) else None
+            row["ratio" if k == "ringcache" else f"ratio {k}"] = ratio
+        rows.append(row)
 
     header = "| workload | server | " + " | ".join(label for _, label, _ in keys) + " |"
     lines = [header, "|" + "---|" * (len(keys) + 2)]
     for row in rows:
-        for who in ("memcached", "ringcache"):
+        for who in row["servers"]:
             lines.append(f"| {row['workload']} | {who} | "
                          + " | ".join(fmt(row[who][k], d) for k, _, d in keys) + " |")
-        lines.append(f"| {row['workload']} | **ratio rc/mc** | "
-                     + " | ".join(fmt(row["ratio"][k], 2) for k, _, _ in keys) + " |")
+        for who in row["servers"][1:]:
+            ratio = row["ratio" if who == "ringcache" else f"ratio {who}"]
+            label = "rc/mc" if who == "ringcache" else f"{who}/mc"
+            lines.append(f"| {row['workload']} | **ratio {label}** | "
+                         + " | ".join(fmt(ratio[k], 2) for k, _, _ in keys) + " |")
     table = "\n".join(lines)
     print(table)
     os.makedirs(args.out, exist_ok=True)
