@@ -65,22 +65,34 @@ fn heading(out: &mut String, rates: bool) {
     out.push_str(&format!(" {:>7}\n", "hit%"));
 }
 
-fn row(out: &mut String, node: &str, now: &BTreeMap<String, String>, before: Option<(&BTreeMap<String, String>, f64)>) {
+/// One node's row: totals, or (`watch`, with the sample before and the seconds since)
+/// the counting columns as rates and the hit percentage over the interval. `watch`'s
+/// first sample has no interval yet: its rates are `-`.
+fn row(
+    out: &mut String,
+    node: &str,
+    now: &BTreeMap<String, String>,
+    before: Option<(&BTreeMap<String, String>, f64)>,
+    rates: bool,
+) {
     out.push_str(&format!("{node:<22}"));
+    let delta = |field: &str| before.map(|(then, _)| number(now, field).saturating_sub(number(then, field)));
     for (_, field) in COLUMNS {
         let value = match before {
-            Some((then, secs)) if RATES.contains(&field) => {
-                format!("{:.0}", number(now, field).saturating_sub(number(then, field)) as f64 / secs)
-            }
+            Some((_, secs)) if RATES.contains(&field) => format!("{:.0}", delta(field).unwrap_or(0) as f64 / secs),
+            None if rates && RATES.contains(&field) => "-".to_string(),
             _ => number(now, field).to_string(),
         };
         out.push_str(&format!(" {value:>12}"));
     }
-    let gets = number(now, "cmd_get");
-    let hit = if gets == 0 {
+    let (gets, hits) = match before {
+        Some(_) => (delta("cmd_get").unwrap_or(0), delta("get_hits").unwrap_or(0)),
+        None => (number(now, "cmd_get"), number(now, "get_hits")),
+    };
+    let hit = if gets == 0 || (rates && before.is_none()) {
         "-".to_string()
     } else {
-        format!("{:.1}", number(now, "get_hits") as f64 * 100.0 / gets as f64)
+        format!("{:.1}", hits as f64 * 100.0 / gets as f64)
     };
     out.push_str(&format!(" {hit:>7}\n"));
 }
@@ -93,7 +105,7 @@ pub fn table(nodes: &[String]) -> Result<String, String> {
     for node in nodes {
         match stats(node) {
             Ok(fields) => {
-                row(&mut out, node, &fields, None);
+                row(&mut out, node, &fields, None, false);
                 for (_, field) in COLUMNS {
                     let sum = number(&total, field) + number(&fields, field);
                     total.insert(field.to_string(), sum.to_string());
@@ -103,7 +115,7 @@ pub fn table(nodes: &[String]) -> Result<String, String> {
         }
     }
     if nodes.len() > 1 {
-        row(&mut out, "total", &total, None);
+        row(&mut out, "total", &total, None, false);
     }
     Ok(out)
 }
@@ -121,7 +133,7 @@ pub fn watch(nodes: &[String], interval: Duration, count: u64) -> Result<(), Str
                 Ok(fields) => {
                     let now = Instant::now();
                     let then = before[i].as_ref().map(|(f, t)| (f, now.duration_since(*t).as_secs_f64().max(1e-3)));
-                    row(&mut out, node, &fields, then);
+                    row(&mut out, node, &fields, then, true);
                     before[i] = Some((fields, now));
                 }
                 Err(e) => out.push_str(&format!("{node:<22} unreachable: {e}\n")),

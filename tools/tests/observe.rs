@@ -63,6 +63,12 @@ fn watch_shows_rates_count_times() {
     let (ok, out) = ctl(&["--nodes", &a.addr(), "watch", "--interval", "0.2", "--count", "2"]);
     assert!(ok, "{out}");
     assert_eq!(out.matches("gets/s").count(), 2, "two tables, counts as rates:\n{out}");
+    // Columns: node conns items bytes limit gets/s sets/s hits/s evictions/s expired/s hit%.
+    let rows: Vec<Vec<&str>> =
+        out.lines().filter(|l| l.starts_with("127.")).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!((rows[0][2], rows[0][5], rows[0][10]), ("5", "-", "-"), "no rate before a second sample: {out}");
+    assert_eq!((rows[1][2], rows[1][5], rows[1][10]), ("5", "0", "-"), "no gets in the interval: {out}");
 }
 
 #[test]

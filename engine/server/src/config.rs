@@ -665,12 +665,16 @@ impl Args {
         let reqs_per_event = count("-R", &reqs_given, i64::from(u32::MAX))?.map(|n| n as usize);
         let admin = match self.admin.clone().or(file.admin.clone()) {
             None => None,
-            Some(a) => Some(
-                std::net::ToSocketAddrs::to_socket_addrs(a.as_str())
-                    .ok()
-                    .and_then(|mut addrs| addrs.next())
-                    .ok_or(ConfigError::Admin(a))?,
-            ),
+            // A bare port (`9150` or `:9150`) binds the loopback address only.
+            Some(a) => match a.trim_start_matches(':').parse::<u16>() {
+                Ok(port) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+                Err(_) => Some(
+                    std::net::ToSocketAddrs::to_socket_addrs(a.as_str())
+                        .ok()
+                        .and_then(|mut addrs| addrs.next())
+                        .ok_or(ConfigError::Admin(a))?,
+                ),
+            },
         };
         let unix_mask = match self.unix_mask.clone().or(file.unix_mask.clone()).as_deref() {
             None => 0o700,
@@ -977,6 +981,16 @@ mod tests {
         assert_eq!(ok(&["--config", config]).tls, files("f.pem", "g.pem"));
         assert_eq!(ok(&["--config", config, "--tls-cert", "h.pem"]).tls, files("h.pem", "g.pem"), "a flag wins");
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn the_admin_listener_binds_loopback_unless_told_otherwise() {
+        let loopback: std::net::SocketAddr = "127.0.0.1:9150".parse().expect("addr");
+        assert_eq!(ok(&["--admin", "9150"]).admin, Some(loopback));
+        assert_eq!(ok(&["--admin", ":9150"]).admin, Some(loopback));
+        assert_eq!(ok(&["--admin", "0.0.0.0:9150"]).admin, Some("0.0.0.0:9150".parse().expect("addr")));
+        assert_eq!(ok(&[]).admin, None, "off by default");
+        assert!(refused(&["--admin", "no such host"]).contains("--admin"));
     }
 
     #[test]
