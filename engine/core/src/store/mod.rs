@@ -61,6 +61,22 @@ pub fn min_memory_per_shard(max_item_size: usize) -> usize {
 }
 /// Victims compacted (keeping hot items) before eviction drops a segment whole.
 const COMPACTIONS_PER_ALLOCATION: usize = 4;
+/// Sealed segments (oldest first) looked at for one to reclaim dead bytes from.
+const RECLAIM_SCAN: usize = 64;
+/// A sealed segment with at most this share of live bytes (in 1/256ths) is compacted
+/// keeping every live item, before anything is evicted.
+const RECLAIM_MAX_LIVE_256THS: u32 = 224;
+
+/// What a compaction keeps of a segment's live items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Nothing: every live item is evicted (the segment is emptied).
+    Nothing,
+    /// Items read since they were written, up to half the segment; the rest is evicted.
+    Hot,
+    /// Every live item: only dead bytes go.
+    Live,
+}
 
 /// How a store is configured.
 #[derive(Debug, Clone)]
@@ -203,6 +219,11 @@ pub struct StoreStats {
     /// items it looked at.
     pub crawler_reclaimed: u64,
     pub crawler_items_checked: u64,
+    /// Segments compacted to reclaim dead bytes, keeping every live item.
+    pub dead_reclaims: u64,
+    /// Segments in use by the share of their written bytes still live: `[i]` counts
+    /// those from i/10 (inclusive) to (i+1)/10 (the last bucket includes 1).
+    pub segments_by_live: [u64; 10],
 }
 
 /// What happened to the items of one TTL class (memcached's per-slab-class figures,
@@ -405,9 +426,14 @@ impl Store {
         s.curr_items = self.index.len() as u64;
         s.bytes = 0;
         s.dead_bytes = 0;
+        s.segments_by_live = [0; 10];
         for m in self.segs.meta[..self.segs.span()].iter().filter(|m| m.state != SegState::Free) {
             s.bytes += u64::from(m.live_bytes);
             s.dead_bytes += u64::from(m.write_at - m.live_bytes);
+            if m.write_at > 0 {
+                let decile = (u64::from(m.live_bytes) * 10 / u64::from(m.write_at)).min(9) as usize;
+                s.segments_by_live[decile] += 1;
+            }
         }
         s.index_bytes = self.index.memory_bytes() as u64;
         s.index_capacity = self.index.capacity() as u64;
@@ -475,7 +501,7 @@ impl Store {
         let mut freed = 0;
         while freed < budget && self.segs.in_use() > self.segs.usable() {
             let Some(victim) = self.segs.pop_oldest_sealed() else { break };
-            self.compact(victim, false, now);
+            self.compact(victim, Keep::Nothing, now);
             self.segs.release(victim);
             freed += 1;
         }
@@ -809,7 +835,7 @@ impl Store {
                 continue;
             }
             let keep_hot = compactions < COMPACTIONS_PER_ALLOCATION;
-            if !self.free_up_segment(class, keep_hot, now) {
+            if !self.free_up_segment(class, size, keep_hot, now) {
                 return None;
             }
             compactions += 1;
@@ -820,8 +846,13 @@ impl Store {
     /// expired, or else (if evictions are on) compacts the oldest segment, keeping items
     /// read since they were written when `keep_hot`, and evicting the rest. False when
     /// nothing could be freed.
-    fn free_up_segment(&mut self, class: usize, keep_hot: bool, now: u32) -> bool {
+    fn free_up_segment(&mut self, class: usize, size: usize, keep_hot: bool, now: u32) -> bool {
         if self.reclaim_expired_segment(now) {
+            return true;
+        }
+        // Reclaiming is bounded per allocation like keeping hot items: a moved item may
+        // come out larger (it carries its CAS), so a reclaim need not make room.
+        if keep_hot && self.reclaim_dead_bytes(class, size, now) {
             return true;
         }
         if !self.config.evictions {
@@ -834,11 +865,35 @@ impl Store {
                 None => return false,
             },
         };
-        self.compact(victim, keep_hot, now);
+        self.compact(victim, if keep_hot { Keep::Hot } else { Keep::Nothing }, now);
         if self.segs.meta[victim as usize].live_items == 0 {
             self.segs.release(victim);
         } else {
             self.segs.reuse_compacted(victim);
+        }
+        true
+    }
+
+    /// Compacts the sealed segment of `class` with the fewest live bytes among the
+    /// oldest ones, if few enough of its bytes are live, keeping every live item: dead
+    /// bytes (overwritten, deleted items) are reclaimed without evicting anything, and
+    /// the segment becomes `class`'s appending segment (the caller has just sealed the
+    /// full one), with room for an item of `size` bytes. Bounded work: one segment's
+    /// walk.
+    fn reclaim_dead_bytes(&mut self, class: usize, size: usize, now: u32) -> bool {
+        if self.segs.active[class] != NONE {
+            return false;
+        }
+        let seg_size = self.arena.seg_size();
+        let threshold = (seg_size as u64 * u64::from(RECLAIM_MAX_LIVE_256THS) / 256) as usize;
+        let max_live = threshold.min(seg_size.saturating_sub(size)) as u32;
+        let Some(seg) = self.segs.sparsest_sealed(class, RECLAIM_SCAN, max_live) else { return false };
+        self.compact(seg, Keep::Live, now);
+        self.stats.dead_reclaims += 1;
+        if self.segs.meta[seg as usize].live_items == 0 {
+            self.segs.release(seg);
+        } else {
+            self.segs.reuse_compacted(seg);
         }
         true
     }
@@ -875,7 +930,7 @@ impl Store {
         let Some(seg) = (0..self.segs.span()).find(|&s| self.reclaimable(s, now)) else {
             return false;
         };
-        self.compact(seg as u32, false, now);
+        self.compact(seg as u32, Keep::Nothing, now);
         self.segs.release(seg as u32);
         true
     }
@@ -884,12 +939,12 @@ impl Store {
     /// ones either kept (when `keep_hot`, items read since written, up to half the
     /// segment) or evicted. Kept items are rewritten at the front of the segment, carrying
     /// their CAS so that a move does not look like a new version.
-    fn compact(&mut self, seg: u32, keep_hot: bool, now: u32) {
+    fn compact(&mut self, seg: u32, keep: Keep, now: u32) {
         assert!(!self.segs.is_pinned(seg as usize), "segment {seg} compacted while a reply is sent from it");
         let seg_size = self.arena.seg_size();
         let base = seg as usize * seg_size;
         let end = base + self.segs.meta[seg as usize].write_at as usize;
-        let keep_budget = seg_size / 2;
+        let keep_budget = if keep == Keep::Live { seg_size } else { seg_size / 2 };
         self.scratch.clear();
         self.moved.clear();
         // (some kept item never expires, latest expiry of the kept items, earliest one)
@@ -908,7 +963,12 @@ impl Store {
             let expired = h.exptime != 0 && h.exptime <= now;
             let cas = self.cas_of(loc, &h);
             let kept_size = item::size(h.key_len, h.value_len, h.exptime, h.flags, cas);
-            if !expired && keep_hot && h.freq > 0 && self.scratch.len() + kept_size <= keep_budget {
+            let kept = match keep {
+                Keep::Nothing => false,
+                Keep::Hot => h.freq > 0,
+                Keep::Live => true,
+            };
+            if !expired && kept && self.scratch.len() + kept_size <= keep_budget {
                 let off = self.scratch.len();
                 self.scratch.resize(off + kept_size, 0);
                 let src = loc as usize;
@@ -918,7 +978,10 @@ impl Store {
                 let value_at = off
                     + item::encode_header(&mut self.scratch[off..], key, h.value_len, h.exptime, h.flags, cas, state);
                 self.scratch[value_at..off + kept_size].copy_from_slice(&bytes[src + h.value_at()..src + h.total()]);
-                item::set_freq(&mut self.scratch[off..], h.freq - 1);
+                if keep == Keep::Hot {
+                    // Kept for being read: it must be read again to be kept again.
+                    item::set_freq(&mut self.scratch[off..], h.freq - 1);
+                }
                 earliest_access = earliest_access.min(old_access_base.saturating_add(h.access_offset()));
                 self.moved.push((pos, hash, off));
                 kept_expiry.0 |= h.exptime == 0;
@@ -989,7 +1052,7 @@ impl Store {
             self.sweep_cursor = (self.sweep_cursor + 1) % n;
             let seg = self.sweep_cursor;
             if self.reclaimable(seg, now) {
-                self.compact(seg as u32, false, now);
+                self.compact(seg as u32, Keep::Nothing, now);
                 self.segs.release(seg as u32);
                 reclaimed += 1;
             }

@@ -318,6 +318,22 @@ impl Segments {
         None
     }
 
+    /// Among the `scan` oldest sealed segments of TTL class `class` that no reply is
+    /// sent from, the one with the fewest live bytes, if it has at most `max_live`.
+    pub fn sparsest_sealed(&self, class: usize, scan: usize, max_live: u32) -> Option<u32> {
+        self.sealed
+            .iter()
+            .filter(|&&(seg, seq)| {
+                let m = &self.meta[seg as usize];
+                m.state == SegState::Sealed && m.seal_seq == seq && usize::from(m.class) == class
+            })
+            .take(scan)
+            .filter(|&&(seg, _)| self.pins[seg as usize] == 0)
+            .map(|&(seg, _)| seg)
+            .min_by_key(|&seg| self.meta[seg as usize].live_bytes)
+            .filter(|&seg| self.meta[seg as usize].live_bytes <= max_live)
+    }
+
     /// Records an item of `size` bytes appended to `seg`.
     pub fn note_write(&mut self, seg: usize, size: usize, exptime: u32) {
         let m = &mut self.meta[seg];

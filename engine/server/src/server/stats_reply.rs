@@ -39,6 +39,10 @@ fn totals(reports: &[ShardReport]) -> (Counters, StoreStats, usize) {
         store.crawler_items_checked += r.store.crawler_items_checked;
         store.get_expired += r.store.get_expired;
         store.dead_bytes += r.store.dead_bytes;
+        store.dead_reclaims += r.store.dead_reclaims;
+        for (sum, n) in store.segments_by_live.iter_mut().zip(r.store.segments_by_live) {
+            *sum += n;
+        }
         store.index_bytes += r.store.index_bytes;
         store.index_capacity += r.store.index_capacity;
         store.index_expanding += r.store.index_expanding;
@@ -123,7 +127,8 @@ fn replication(out: &mut Vec<u8>, reports: &[ShardReport]) {
 /// The rest of `stats` after the connection counts: every field memcached 1.6.18 prints,
 /// in its order (those of machinery ringcache does not have are 0, or what memcached
 /// shows for them idle), with ringcache's own among them where they belong: the data
-/// path's io_uring counters after `bytes_written`, `dead_bytes` after `bytes`.
+/// path's io_uring counters after `bytes_written`, `dead_bytes` (and its share, and the
+/// dead-byte reclaims) after `bytes`.
 fn general(
     out: &mut Vec<u8>,
     shared: &Shared,
@@ -218,6 +223,14 @@ fn general(
     stat(out, "round_robin_fallback", 0);
     stat(out, "bytes", store.bytes);
     stat(out, "dead_bytes", store.dead_bytes);
+    // Dead bytes per thousand bytes of item memory written, and the compactions that
+    // reclaimed dead bytes keeping every live item (ringcache's own).
+    stat(
+        out,
+        "dead_bytes_permille",
+        (store.dead_bytes * 1000).checked_div(store.bytes + store.dead_bytes).unwrap_or(0),
+    );
+    stat(out, "dead_reclaims", store.dead_reclaims);
     stat(out, "curr_items", store.curr_items);
     stat(out, "total_items", store.total_items);
     stat(out, "slab_global_page_pool", 0);
@@ -322,6 +335,10 @@ fn slabs(out: &mut Vec<u8>, reports: &[ShardReport], store: &StoreStats) {
     stat(out, "segments_free", store.segments_free);
     stat(out, "segments_pinned", store.segments_pinned);
     stat(out, "segments_parked", store.segments_parked);
+    // Segments in use by the share of their written bytes still live, a tenth at a time.
+    for (i, n) in store.segments_by_live.iter().enumerate() {
+        stat(out, &format!("segments_live_{}_{}pct", i * 10, (i + 1) * 10), n);
+    }
     stat(out, "index_bytes", store.index_bytes);
 }
 
