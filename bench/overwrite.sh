@@ -12,7 +12,7 @@
 #   RINGCACHE="/tmp/a/ringcache /tmp/b/ringcache" bench/overwrite.sh   # several builds in turn
 #   DIST1=sequential PHASE1=0:1 N1=2000000 bench/overwrite.sh   # write every key once instead
 #   SAMPLES=DIR bench/overwrite.sh    # ringcache's dead-byte share every second of phase 1
-#                                     # (DIR/dead-bytes.tsv) and each phase's latency
+#                                     # (DIR/<server>-dead-bytes.tsv) and each phase's latency
 #                                     # spectrum (DIR/<server>-phase{1,2}.png)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -46,7 +46,7 @@ run() {
              while sleep 1; do
                  stat_of $port | awk -v now="$(date +%s.%N)" -v start="$start" \
                      '$1 == "dead_bytes_permille" {d = $2} $1 == "curr_items" {i = $2} END {if (d != "") printf "%.0f\t%s\t%s\n", now - start, d, i}'
-             done) > "$SAMPLES/dead-bytes.tsv" 2>/dev/null &
+             done) > "$SAMPLES/$name-dead-bytes.tsv" 2>/dev/null &
             sampler=$!
         fi
     fi

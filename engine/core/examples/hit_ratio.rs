@@ -7,7 +7,12 @@
 //! cache-aside client does. At the end of each phase it prints:
 //! - the gets' hit ratio;
 //! - the items held;
-//! - the dead bytes as a share of item memory, sampled ten times in the phase.
+//! - the dead bytes as a share of item memory, sampled ten times in the phase;
+//! - the share of sets that replaced a live item of the same value size (those an
+//!   overwrite in place could have served);
+//! - the segments drained and compacted to reclaim dead bytes, and how long stores took
+//!   (p99.9, the longest, and how many took over 100 us and over 1 ms; wall-clock: the
+//!   pause a request would see when its set makes room).
 //!
 //! ```text
 //! cargo run --release -p ringcache-core --example hit_ratio -- \
@@ -20,6 +25,8 @@
 //! - `--ttl S` gives every set a TTL of S seconds, with the clock advancing 1 s every
 //!   `--per-second` requests (default 100000);
 //! - `--seed N` sets the seed.
+
+use std::time::Instant;
 
 use ringcache_core::store::{Store, StoreConfig, StoreMode};
 
@@ -76,7 +83,14 @@ fn main() {
                 assert!(parts.len() == 3, "--phase REQUESTS:GETS:SETS, not {spec}");
                 phases.push(Phase { requests: parts[0], gets: parts[1], sets: parts[2] });
             }
-            other => panic!("unknown option {other}"),
+            "-h" | "--help" => {
+                println!(
+                    "hit_ratio [--memory MB] [--keys N] [--zipf S] [--value BYTES] [--value-dist fixed|lognormal] \
+                     [--ttl S] [--per-second N] [--seed N] [--cache-aside] [--phase REQUESTS:GETS:SETS]..."
+                );
+                return;
+            }
+            other => panic!("unknown option {other} (--help lists them)"),
         }
     }
     if phases.is_empty() {
@@ -111,6 +125,11 @@ fn main() {
     let now_of = |done: u64| 100 + (done / per_second.max(1)) as u32;
     for (n, phase) in phases.iter().enumerate() {
         let (mut gets, mut hits) = (0u64, 0u64);
+        // Sets, and those that replace a live item of the same value size: what an
+        // overwrite in place could serve (issue 14's alternative to reclaiming).
+        let (mut sets, mut same_size) = (0u64, 0u64);
+        let before = store.stats();
+        let mut store_ns: Vec<u32> = Vec::new();
         let mut samples = Vec::new();
         for i in 0..phase.requests {
             let now = now_of(done);
@@ -120,14 +139,20 @@ fn main() {
             let exptime = if ttl > 0 { now + ttl } else { 0 };
             if is_set {
                 let len = size(&mut rng);
+                sets += 1;
+                same_size += u64::from(store.peek_value_len(key.as_bytes(), now) == Some(len));
+                let started = Instant::now();
                 store.store(StoreMode::Set, key.as_bytes(), 0, exptime, &big[..len], 0, now);
+                store_ns.push(started.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
             } else {
                 gets += 1;
                 let hit = store.get(key.as_bytes(), now).is_some();
                 hits += u64::from(hit);
                 if !hit && cache_aside {
                     let len = size(&mut rng);
+                    let started = Instant::now();
                     store.store(StoreMode::Set, key.as_bytes(), 0, exptime, &big[..len], 0, now);
+                    store_ns.push(started.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32);
                 }
             }
             done += 1;
@@ -137,9 +162,15 @@ fn main() {
             }
         }
         let st = store.stats();
+        store_ns.sort_unstable();
+        let p999 = store_ns.get(store_ns.len() * 999 / 1000).copied().unwrap_or(0);
+        let longest = store_ns.last().copied().unwrap_or(0);
         let shown: Vec<String> = samples.iter().map(|d| format!("{:.2}", d)).collect();
         println!(
-            "phase {} ({} requests, {}:{}): hit ratio {:.4}, items {}, evictions {}, dead-byte share [{}]",
+            "phase {} ({} requests, {}:{}): hit ratio {:.4}, items {}, evictions {}, dead-byte share [{}], \
+             sets replacing a live item of the same size {:.2}, segments drained {} (items moved {}), \
+             compacted in place {}, evicting drains {}, \
+             store time p99.9 {:.1} us, longest {:.1} us, over 100 us {}, over 1 ms {}",
             n + 1,
             phase.requests,
             phase.gets,
@@ -147,7 +178,16 @@ fn main() {
             hits as f64 / gets.max(1) as f64,
             st.curr_items,
             st.evictions,
-            shown.join(" ")
+            shown.join(" "),
+            same_size as f64 / sets.max(1) as f64,
+            st.dead_reclaims - before.dead_reclaims,
+            st.dead_reclaim_moves - before.dead_reclaim_moves,
+            st.dead_compactions - before.dead_compactions,
+            st.evicting_drains - before.evicting_drains,
+            f64::from(p999) / 1000.0,
+            f64::from(longest) / 1000.0,
+            store_ns.len() - store_ns.partition_point(|&ns| ns <= 100_000),
+            store_ns.len() - store_ns.partition_point(|&ns| ns <= 1_000_000)
         );
     }
 }

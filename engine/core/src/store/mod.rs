@@ -3,7 +3,8 @@
 //! ([`segments`]); a compact hash index ([`index`]) maps keys to locations; the item
 //! header is 3 bytes for a small item without flags or TTL ([`item`]). Memory is
 //! reclaimed a segment at a time: whole segments whose items have all expired, and under
-//! pressure the oldest segment, compacted in place so that recently read items survive.
+//! pressure segments drained a few items per write (`reclaim`): a sparse one keeping
+//! every live item (reclaiming dead bytes), else the oldest keeping recently read items.
 //!
 //! The CAS of an item is derived from where it is (shard, segment generation, location),
 //! so it costs no bytes and changes whenever the item is rewritten.
@@ -20,6 +21,7 @@ mod export;
 pub mod index;
 pub mod item;
 mod persist;
+mod reclaim;
 mod rules;
 pub mod segments;
 
@@ -61,20 +63,15 @@ pub fn min_memory_per_shard(max_item_size: usize) -> usize {
 }
 /// Victims compacted (keeping hot items) before eviction drops a segment whole.
 const COMPACTIONS_PER_ALLOCATION: usize = 4;
-/// Sealed segments (oldest first) looked at for one to reclaim dead bytes from.
-const RECLAIM_SCAN: usize = 64;
-/// A sealed segment with at most this share of live bytes (in 1/256ths) is compacted
-/// keeping every live item, before anything is evicted.
-const RECLAIM_MAX_LIVE_256THS: u32 = 224;
 
-/// What a compaction keeps of a segment's live items.
+/// What a compaction (or a drain, see `reclaim`) keeps of a segment's live items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Keep {
     /// Nothing: every live item is evicted (the segment is emptied).
     Nothing,
     /// Items read since they were written, up to half the segment; the rest is evicted.
     Hot,
-    /// Every live item: only dead bytes go.
+    /// Every live item: only dead bytes go (see `reclaim`).
     Live,
 }
 
@@ -219,8 +216,14 @@ pub struct StoreStats {
     /// items it looked at.
     pub crawler_reclaimed: u64,
     pub crawler_items_checked: u64,
-    /// Segments compacted to reclaim dead bytes, keeping every live item.
+    /// Segments freed by draining them (moving their live items out) to reclaim their
+    /// dead bytes, and the items moved (see `reclaim`).
     pub dead_reclaims: u64,
+    pub dead_reclaim_moves: u64,
+    /// Segments compacted in place keeping every live item, when drains fell behind.
+    pub dead_compactions: u64,
+    /// Segments freed by draining them keeping their hot items and evicting the rest.
+    pub evicting_drains: u64,
     /// Segments in use by the share of their written bytes still live: `[i]` counts
     /// those from i/10 (inclusive) to (i+1)/10 (the last bucket includes 1).
     pub segments_by_live: [u64; 10],
@@ -335,6 +338,8 @@ pub struct Store {
     /// Reused by compaction: the kept items, and where their index entries are.
     scratch: Vec<u8>,
     moved: Vec<(Position, u64, usize)>,
+    /// The sparse segment whose live items are being moved out (see `reclaim`).
+    drain: Option<reclaim::Drain>,
     /// Items came back from the memory file at start.
     recovered: bool,
     /// While `watch evictions` is on: the items evicted since last taken (bounded).
@@ -410,6 +415,7 @@ impl Store {
             class_counters: [ClassCounters::default(); segments::TTL_CLASSES],
             scratch: Vec::new(),
             moved: Vec::new(),
+            drain: None,
             evicted: None,
             recovered: false,
             config,
@@ -722,6 +728,7 @@ impl Store {
     }
 
     fn clear(&mut self) {
+        self.drain = None;
         self.index.clear();
         self.segs.reset();
     }
@@ -813,46 +820,42 @@ impl Store {
     }
 
     /// Finds room for `size` bytes in the segment of the item's TTL class, taking a new
-    /// segment (and freeing one if needed) when it is full. Returns the location.
+    /// segment when it is full (a drain keeps one free, see `reclaim`), or else making
+    /// room in place. Returns the location.
     fn reserve(&mut self, size: usize, exptime: u32, now: u32) -> Option<u64> {
         let seg_size = self.arena.seg_size();
         if size > seg_size {
             return None;
         }
+        // Moves append to the segments this allocation reserves in: before reserving.
+        self.drain_step(now);
         let class = segments::ttl_class(exptime, now);
         let mut compactions = 0;
         loop {
-            let active = self.segs.active[class];
-            if active != NONE {
-                let m = &self.segs.meta[active as usize];
-                if m.write_at as usize + size <= seg_size {
-                    return Some((active as usize * seg_size + m.write_at as usize) as u64);
-                }
-                self.segs.seal(active);
-            }
-            if let Some(seg) = self.segs.take_free() {
-                self.segs.activate(seg, class, now);
-                continue;
+            if let Some(loc) = self.room_in_class(class, size, now) {
+                return Some(loc);
             }
             let keep_hot = compactions < COMPACTIONS_PER_ALLOCATION;
             if !self.free_up_segment(class, size, keep_hot, now) {
                 return None;
             }
+            self.maybe_start_drain();
             compactions += 1;
         }
     }
 
     /// Makes room when no segment is free: reclaims a segment whose items have all
-    /// expired, or else (if evictions are on) compacts the oldest segment, keeping items
-    /// read since they were written when `keep_hot`, and evicting the rest. False when
-    /// nothing could be freed.
+    /// expired, or compacts a sparse segment keeping every live item (when drains fell
+    /// behind, see `reclaim`), or else (if evictions are on) compacts the oldest segment,
+    /// keeping items read since they were written when `keep_hot`, and evicting the rest.
+    /// False when nothing could be freed.
     fn free_up_segment(&mut self, class: usize, size: usize, keep_hot: bool, now: u32) -> bool {
         if self.reclaim_expired_segment(now) {
             return true;
         }
-        // Reclaiming is bounded per allocation like keeping hot items: a moved item may
-        // come out larger (it carries its CAS), so a reclaim need not make room.
-        if keep_hot && self.reclaim_dead_bytes(class, size, now) {
+        // Bounded per allocation like keeping hot items: a kept item may come out larger
+        // (it carries its CAS), so this need not make room.
+        if keep_hot && self.compact_sparsest(class, size, now) {
             return true;
         }
         if !self.config.evictions {
@@ -870,30 +873,6 @@ impl Store {
             self.segs.release(victim);
         } else {
             self.segs.reuse_compacted(victim);
-        }
-        true
-    }
-
-    /// Compacts the sealed segment of `class` with the fewest live bytes among the
-    /// oldest ones, if few enough of its bytes are live, keeping every live item: dead
-    /// bytes (overwritten, deleted items) are reclaimed without evicting anything, and
-    /// the segment becomes `class`'s appending segment (the caller has just sealed the
-    /// full one), with room for an item of `size` bytes. Bounded work: one segment's
-    /// walk.
-    fn reclaim_dead_bytes(&mut self, class: usize, size: usize, now: u32) -> bool {
-        if self.segs.active[class] != NONE {
-            return false;
-        }
-        let seg_size = self.arena.seg_size();
-        let threshold = (seg_size as u64 * u64::from(RECLAIM_MAX_LIVE_256THS) / 256) as usize;
-        let max_live = threshold.min(seg_size.saturating_sub(size)) as u32;
-        let Some(seg) = self.segs.sparsest_sealed(class, RECLAIM_SCAN, max_live) else { return false };
-        self.compact(seg, Keep::Live, now);
-        self.stats.dead_reclaims += 1;
-        if self.segs.meta[seg as usize].live_items == 0 {
-            self.segs.release(seg);
-        } else {
-            self.segs.reuse_compacted(seg);
         }
         true
     }
@@ -926,6 +905,36 @@ impl Store {
     }
 
     /// Empties and releases a sealed segment whose items have all expired, if any.
+    /// Counts the live item at `loc` (decoded as `h`) of segment `seg` as evicted, and
+    /// logs it while evictions are watched.
+    fn count_evicted(&mut self, seg: usize, loc: u64, h: &Header, now: u32) {
+        let class = &mut self.class_counters[usize::from(self.segs.meta[seg].class)];
+        self.stats.evictions += 1;
+        class.evicted += 1;
+        class.evicted_nonzero += u64::from(h.exptime != 0);
+        class.evicted_unfetched += u64::from(!h.fetched());
+        let last = self.segs.meta[seg].access_base.saturating_add(h.access_offset());
+        class.evicted_time = u64::from(now.saturating_sub(last));
+        if let Some(log) = self.evicted.as_mut().filter(|l| l.len() < crate::shard::watch::MAX_EVENTS) {
+            let bytes = self.arena.bytes();
+            log.push(EvictedItem {
+                key: bytes[loc as usize + h.key_at..loc as usize + h.key_at + h.key_len].to_vec(),
+                fetched: h.fetched(),
+                ttl: if h.exptime == 0 { -1 } else { i64::from(h.exptime) - i64::from(now) },
+                idle: now.saturating_sub(last),
+                size: h.value_len as u32,
+            });
+        }
+    }
+
+    /// Counts an expired item dropped from a segment of TTL `class`.
+    fn count_reclaimed(&mut self, class: usize, fetched: bool) {
+        self.stats.reclaimed += 1;
+        self.stats.expired_unfetched += u64::from(!fetched);
+        self.class_counters[class].reclaimed += 1;
+        self.class_counters[class].expired_unfetched += u64::from(!fetched);
+    }
+
     fn reclaim_expired_segment(&mut self, now: u32) -> bool {
         let Some(seg) = (0..self.segs.span()).find(|&s| self.reclaimable(s, now)) else {
             return false;
@@ -939,6 +948,7 @@ impl Store {
     /// ones either kept (when `keep_hot`, items read since written, up to half the
     /// segment) or evicted. Kept items are rewritten at the front of the segment, carrying
     /// their CAS so that a move does not look like a new version.
+    #[inline(never)]
     fn compact(&mut self, seg: u32, keep: Keep, now: u32) {
         assert!(!self.segs.is_pinned(seg as usize), "segment {seg} compacted while a reply is sent from it");
         let seg_size = self.arena.seg_size();
@@ -992,29 +1002,11 @@ impl Store {
                 continue;
             }
             self.index.remove(pos);
-            let class = &mut self.class_counters[usize::from(self.segs.meta[seg as usize].class)];
+            let class = usize::from(self.segs.meta[seg as usize].class);
             if expired {
-                self.stats.reclaimed += 1;
-                self.stats.expired_unfetched += u64::from(!h.fetched());
-                class.reclaimed += 1;
-                class.expired_unfetched += u64::from(!h.fetched());
+                self.count_reclaimed(class, h.fetched());
             } else {
-                self.stats.evictions += 1;
-                class.evicted += 1;
-                class.evicted_nonzero += u64::from(h.exptime != 0);
-                class.evicted_unfetched += u64::from(!h.fetched());
-                let last = self.segs.meta[seg as usize].access_base.saturating_add(h.access_offset());
-                class.evicted_time = u64::from(now.saturating_sub(last));
-                if let Some(log) = self.evicted.as_mut().filter(|l| l.len() < crate::shard::watch::MAX_EVENTS) {
-                    let bytes = self.arena.bytes();
-                    log.push(EvictedItem {
-                        key: bytes[loc as usize + h.key_at..loc as usize + h.key_at + h.key_len].to_vec(),
-                        fetched: h.fetched(),
-                        ttl: if h.exptime == 0 { -1 } else { i64::from(h.exptime) - i64::from(now) },
-                        idle: now.saturating_sub(last),
-                        size: h.value_len as u32,
-                    });
-                }
+                self.count_evicted(seg as usize, loc, &h, now);
             }
         }
         // Access times count from the earliest kept one now, so they stay as exact as

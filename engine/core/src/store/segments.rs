@@ -238,6 +238,15 @@ impl Segments {
         self.free.len()
     }
 
+    /// How many segments [`Segments::take_free`] can still give.
+    pub fn headroom(&self) -> usize {
+        if self.usable < self.meta.len() {
+            self.free.len().min(self.usable.saturating_sub(self.in_use()))
+        } else {
+            self.free.len()
+        }
+    }
+
     /// Makes `seg` (free or just emptied) the appending segment of `class`.
     pub fn activate(&mut self, seg: u32, class: usize, now: u32) {
         self.span = self.span.max(seg as usize + 1);
@@ -318,14 +327,34 @@ impl Segments {
         None
     }
 
-    /// Among the `scan` oldest sealed segments of TTL class `class` that no reply is
-    /// sent from, the one with the fewest live bytes, if it has at most `max_live`.
-    pub fn sparsest_sealed(&self, class: usize, scan: usize, max_live: u32) -> Option<u32> {
+    /// The oldest sealed segment no reply is sent from, left in the queue (entries of
+    /// segments no longer sealed are dropped from its front).
+    pub fn oldest_sealed(&mut self) -> Option<u32> {
+        while let Some(&(seg, seq)) = self.sealed.front() {
+            let m = &self.meta[seg as usize];
+            if m.state == SegState::Sealed && m.seal_seq == seq {
+                break;
+            }
+            self.sealed.pop_front();
+        }
+        self.sealed
+            .iter()
+            .find(|&&(seg, seq)| {
+                let m = &self.meta[seg as usize];
+                m.state == SegState::Sealed && m.seal_seq == seq && self.pins[seg as usize] == 0
+            })
+            .map(|&(seg, _)| seg)
+    }
+
+    /// Among the `scan` oldest sealed segments (of TTL class `class`, if given) that no
+    /// reply is sent from, the one with the fewest live bytes, if it has at most
+    /// `max_live`.
+    pub fn sparsest_sealed(&self, class: Option<usize>, scan: usize, max_live: u32) -> Option<u32> {
         self.sealed
             .iter()
             .filter(|&&(seg, seq)| {
                 let m = &self.meta[seg as usize];
-                m.state == SegState::Sealed && m.seal_seq == seq && usize::from(m.class) == class
+                m.state == SegState::Sealed && m.seal_seq == seq && class.is_none_or(|c| usize::from(m.class) == c)
             })
             .take(scan)
             .filter(|&&(seg, _)| self.pins[seg as usize] == 0)

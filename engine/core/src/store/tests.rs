@@ -170,7 +170,7 @@ fn a_segment_left_without_live_items_is_free_at_once() {
 fn overwrites_reclaim_dead_bytes_without_evicting() {
     // 8 segments of 1 MiB. 11,000 keys of ~530 B (5.8 MB live, never read); then the even
     // keys are overwritten 40 times: 116 MB of writes through 8 MB. The first segments
-    // keep the odd keys among dead copies of the even ones: compacting such sparse
+    // keep the odd keys among dead copies of the even ones: draining such sparse
     // segments reclaims the dead bytes, so no live key is evicted (evicting the oldest
     // segment, as before, would lose odd keys: they were never read, so not kept as hot).
     let mut s = store(8 << 20);
@@ -178,21 +178,35 @@ fn overwrites_reclaim_dead_bytes_without_evicting() {
     for k in &keys {
         assert_eq!(s.store(StoreMode::Set, k.as_bytes(), 0, 0, value_of(0).as_bytes(), 0, 1), StoreOutcome::Stored);
     }
+    let odd_cas: Vec<Option<u64>> =
+        keys.iter().skip(1).step_by(2).map(|k| s.get(k.as_bytes(), 1).map(|i| i.cas)).collect();
     for round in 1..=40u32 {
         for k in keys.iter().step_by(2) {
+            let moves = s.stats().dead_reclaim_moves;
             let out = s.store(StoreMode::Set, k.as_bytes(), round, 0, value_of(round).as_bytes(), 0, 1);
             assert_eq!(out, StoreOutcome::Stored);
+            let moved = s.stats().dead_reclaim_moves - moves;
+            assert!(moved <= u64::from(reclaim::DRAIN_MAX_STEP), "one set moved {moved} items");
         }
     }
     let st = s.stats();
     assert_eq!(st.evictions, 0, "no live item was evicted: {st:?}");
     assert!(st.dead_reclaims > 0, "dead bytes were reclaimed: {st:?}");
+    assert_eq!(st.dead_compactions, 0, "the drains kept up, no segment was walked in one go: {st:?}");
     assert_eq!(st.curr_items, keys.len() as u64);
     for (i, k) in keys.iter().enumerate() {
         let round = if i % 2 == 0 { 40 } else { 0 };
         assert_eq!(value(&mut s, k.as_bytes(), 1).as_deref(), Some(value_of(round).as_bytes()), "{k}");
         assert_eq!(s.get(k.as_bytes(), 1).map(|i| i.flags), Some(round));
     }
+    // A moved item is the same version: its CAS did not change, and a check-and-set
+    // with it succeeds.
+    let moved_cas: Vec<Option<u64>> =
+        keys.iter().skip(1).step_by(2).map(|k| s.get(k.as_bytes(), 1).map(|i| i.cas)).collect();
+    assert_eq!(moved_cas, odd_cas);
+    let first_odd = keys[1].as_bytes();
+    let cas = odd_cas[0].unwrap_or(0);
+    assert_eq!(s.store(StoreMode::Cas, first_odd, 0, 0, b"new", cas, 1), StoreOutcome::Stored);
     assert!(st.segments_by_live.iter().sum::<u64>() > 0);
     assert_eq!(s.check(), Ok(()));
 }

@@ -92,8 +92,11 @@ pub fn render(reports: &[ShardReport], ctx: &ShardContext) -> String {
     let bytes = counter(&mut registry, "network_bytes", "Bytes read from and written to clients");
     let evictions = counter(&mut registry, "evictions", "Items evicted to make room");
     let expired = counter(&mut registry, "expired_reclaimed", "Expired items reclaimed");
-    let dead_reclaims =
-        counter(&mut registry, "dead_reclaims", "Segments compacted to reclaim dead bytes, keeping every live item");
+    let dead_reclaims = counter(
+        &mut registry,
+        "dead_reclaims",
+        "Segments drained (or compacted) to reclaim dead bytes, keeping every live item",
+    );
     let store_failures = counter(&mut registry, "store_failures", "Writes refused (too large, out of memory)");
     let connections_total = counter(&mut registry, "connections", "Connections accepted, refused over -c, closed; of the closed, those timed out (idle, slow request, unread replies) and those over a bound");
     let items = gauge(&mut registry, "items", "Items held, per shard");
@@ -146,7 +149,7 @@ pub fn render(reports: &[ShardReport], ctx: &ShardContext) -> String {
         add(&store_failures, &[("reason", "out_of_memory")], c.store_no_memory);
         add(&evictions, &[("shard", s)], r.store.evictions);
         add(&expired, &[("shard", s)], r.store.reclaimed);
-        add(&dead_reclaims, &[("shard", s)], r.store.dead_reclaims);
+        add(&dead_reclaims, &[("shard", s)], r.store.dead_reclaims + r.store.dead_compactions);
         add(&shard_requests, &[("shard", s)], c.cmd_get + c.cmd_set);
         add(&ring, &[("shard", s)], r.ring.enters);
         set(&items, &[("shard", s)], r.store.curr_items);

@@ -40,6 +40,9 @@ fn totals(reports: &[ShardReport]) -> (Counters, StoreStats, usize) {
         store.get_expired += r.store.get_expired;
         store.dead_bytes += r.store.dead_bytes;
         store.dead_reclaims += r.store.dead_reclaims;
+        store.dead_reclaim_moves += r.store.dead_reclaim_moves;
+        store.dead_compactions += r.store.dead_compactions;
+        store.evicting_drains += r.store.evicting_drains;
         for (sum, n) in store.segments_by_live.iter_mut().zip(r.store.segments_by_live) {
             *sum += n;
         }
@@ -223,14 +226,18 @@ fn general(
     stat(out, "round_robin_fallback", 0);
     stat(out, "bytes", store.bytes);
     stat(out, "dead_bytes", store.dead_bytes);
-    // Dead bytes per thousand bytes of item memory written, and the compactions that
-    // reclaimed dead bytes keeping every live item (ringcache's own).
+    // Dead bytes per thousand bytes of item memory written; segments drained keeping
+    // every live item, the items they moved, and segments compacted in place for it
+    // when drains fell behind; segments drained keeping hot items (ringcache's own).
     stat(
         out,
         "dead_bytes_permille",
         (store.dead_bytes * 1000).checked_div(store.bytes + store.dead_bytes).unwrap_or(0),
     );
     stat(out, "dead_reclaims", store.dead_reclaims);
+    stat(out, "dead_reclaim_moves", store.dead_reclaim_moves);
+    stat(out, "dead_compactions", store.dead_compactions);
+    stat(out, "evicting_drains", store.evicting_drains);
     stat(out, "curr_items", store.curr_items);
     stat(out, "total_items", store.total_items);
     stat(out, "slab_global_page_pool", 0);
