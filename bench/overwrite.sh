@@ -45,7 +45,8 @@ run() {
             (start=$(date +%s.%N); printf 'seconds\tdead_bytes_permille\tcurr_items\n'
              while sleep 1; do
                  stat_of $port | awk -v now="$(date +%s.%N)" -v start="$start" \
-                     '$1 == "dead_bytes_permille" {d = $2} $1 == "curr_items" {i = $2} END {if (d != "") printf "%.0f\t%s\t%s\n", now - start, d, i}'
+                     '$1 == "dead_bytes" {d = $2} $1 == "bytes" {b = $2} $1 == "curr_items" {i = $2}
+                      END {if (d + b > 0) printf "%.0f\t%.0f\t%s\n", now - start, 1000 * d / (d + b), i}'
              done) > "$SAMPLES/$name-dead-bytes.tsv" 2>/dev/null &
             sampler=$!
         fi

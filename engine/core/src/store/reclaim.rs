@@ -3,9 +3,9 @@
 //! frees the oldest segment. Both are done by *draining* a sealed segment: a few of its
 //! items per allocation are moved to the appending segment of their TTL class, evicted,
 //! or dropped if expired. Once its last live item has left, the segment is free again
-//! (`note_dead` releases it). A drain starts whenever an allocation leaves fewer than
-//! two segments free, so the next one that fills finds a free segment: the store keeps
-//! one segment's room for the moves.
+//! (`note_dead` releases it). A drain starts whenever a write takes the last free
+//! segment, and is paced to end before that segment is full, so the next write that
+//! needs a segment finds one free: the store keeps up to one segment's room for moves.
 //!
 //! The segment drained is, in order:
 //! 1. the sparsest of the oldest sealed segments, if at most 7/8 of it is live: every
@@ -34,8 +34,9 @@ use super::{Keep, Store};
 const DRAIN_MAX_LIVE_256THS: u64 = 224;
 /// Sealed segments (oldest first) looked at for the sparsest one to drain.
 const DRAIN_SCAN: usize = 64;
-/// A drain starts when fewer segments than this can still be taken.
-const DRAIN_BELOW_FREE: usize = 2;
+/// A drain starts when fewer segments than this can still be taken: it then has the
+/// segment just taken (and any room left in the appending one) to move items into.
+const DRAIN_BELOW_FREE: usize = 1;
 /// At most this share of a segment (in 1/256ths) is moved out of an evicted one.
 const DRAIN_HOT_256THS: u64 = 128;
 /// The most items one allocation looks at in the segment being drained.
