@@ -11,7 +11,9 @@
 //! - each segment's live item count and live bytes are exactly those of its entries, and
 //!   never exceed its used bytes; its generation never shows as 0 in a CAS;
 //! - the free list holds exactly the free segments that are not pinned, and each TTL class appends to an
-//!   active segment of that class.
+//!   active segment of that class;
+//! - a drain in progress (see `reclaim`) is on a sealed segment, its cursor at an item of
+//!   that segment's chain or at its end.
 
 use std::collections::BTreeMap;
 
@@ -104,6 +106,6 @@ impl Store {
                 ));
             }
         }
-        Ok(())
+        self.check_drain()
     }
 }

@@ -134,6 +134,24 @@ impl Store {
         }
     }
 
+    /// [`Store::check`]'s rule for the drain: a current one is at an item of its
+    /// segment's chain, or at its end.
+    pub(super) fn check_drain(&self) -> Result<(), String> {
+        let Some(d) = self.drain.filter(|&d| self.drain_is_current(d)) else { return Ok(()) };
+        let end = self.segs.meta[d.seg as usize].write_at;
+        let mut at = 0;
+        while at < d.at {
+            let base = d.seg as usize * self.arena.seg_size();
+            let h = item::decode(&self.arena.bytes()[base + at as usize..base + end as usize])
+                .ok_or_else(|| format!("drained segment {}: no item at {at}", d.seg))?;
+            at += h.total() as u32;
+        }
+        if at != d.at || at > end {
+            return Err(format!("drain of segment {} stands at {}, not at an item (end {end})", d.seg, d.at));
+        }
+        Ok(())
+    }
+
     fn drain_is_current(&self, d: Drain) -> bool {
         let m = &self.segs.meta[d.seg as usize];
         m.state == SegState::Sealed && m.gen == d.gen
