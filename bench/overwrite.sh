@@ -11,6 +11,7 @@
 #   EXTRA="--ttl 60" bench/overwrite.sh                  # extra ringcache-bench flags (both phases)
 #   RINGCACHE="/tmp/a/ringcache /tmp/b/ringcache" bench/overwrite.sh   # several builds in turn
 #   DIST1=sequential PHASE1=0:1 N1=2000000 bench/overwrite.sh   # write every key once instead
+#   STATS="dead_reclaims dead_compactions" bench/overwrite.sh   # more `stats` figures, at the end
 #   SAMPLES=DIR bench/overwrite.sh    # ringcache's dead-byte share every second of phase 1
 #                                     # (DIR/<server>-dead-bytes.tsv) and each phase's latency
 #                                     # spectrum (DIR/<server>-phase{1,2}.png)
@@ -66,7 +67,9 @@ print("hit ratio (phase 2) %.4f  phase 1: %.0f ops/s p99.9 %.0f us  phase 2: %.0
     two["hit_ratio"], one["ops_per_sec"], one["latency"]["p999_us"], two["ops_per_sec"], two["latency"]["p999_us"]))
 PY
 )
-    printf '%-10s items %9s  %s  evictions %s\n' "$name" "$items" "$figures" "$evictions"
+    local extra=""
+    for s in ${STATS:-}; do extra+="  $s $(echo "$stats" | awk -v s=$s '$1 == s {print $2}')"; done
+    printf '%-10s items %9s  %s  evictions %s%s\n' "$name" "$items" "$figures" "$evictions" "$extra"
     rm -f "$json" "$json1"
     kill $pid; wait $pid 2>/dev/null || true
 }

@@ -11,8 +11,9 @@
 //! 1. the sparsest of the oldest sealed segments, if at most 7/8 of it is live: every
 //!    live item is moved (`Keep::Live`), so only dead bytes go and nothing is evicted;
 //! 2. else (if evictions are on) the oldest sealed segment: items read since they were
-//!    written are moved, up to half a segment, with their read count decremented
-//!    (`Keep::Hot`); the rest are evicted.
+//!    written are moved, up to 3/4 of a segment, with their read count decremented
+//!    (`Keep::Hot`); the rest are evicted. (Half a segment, as the in-place eviction
+//!    keeps, gave 0.749 against 0.772 hit ratio on a read-heavy load under pressure.)
 //!
 //! A moved item keeps its value, flags, expiry, CAS (carried explicitly when it was
 //! derived from the old location), lease bits and fetched bit; only its last-access time
@@ -38,7 +39,7 @@ const DRAIN_SCAN: usize = 64;
 /// segment just taken (and any room left in the appending one) to move items into.
 const DRAIN_BELOW_FREE: usize = 1;
 /// At most this share of a segment (in 1/256ths) is moved out of an evicted one.
-const DRAIN_HOT_256THS: u64 = 128;
+const DRAIN_HOT_256THS: u64 = 192;
 /// The most items one allocation looks at in the segment being drained.
 pub(super) const DRAIN_MAX_STEP: u32 = 32;
 
