@@ -1,7 +1,7 @@
 //! Making room a little at a time (issue 14). An overwrite or a delete leaves the old
 //! copy of an item in its segment as dead bytes, until that segment is freed; eviction
 //! frees the oldest segment. Both are done by *draining* a sealed segment: a few of its
-//! items per allocation are moved to the appending segment of their TTL class, evicted,
+//! items per allocation are moved to the appending segment of its TTL class, evicted,
 //! or dropped if expired. Once its last live item has left, the segment is free again
 //! (`note_dead` releases it). A drain starts whenever a write takes the last free
 //! segment, and is paced to end before that segment is full, so the next write that
@@ -27,7 +27,7 @@
 
 use super::index::Position;
 use super::item::{self, Header};
-use super::segments::{self, SegState, NONE};
+use super::segments::{SegState, NONE};
 use super::{Keep, Store};
 
 /// A sealed segment with at most this share of live bytes (in 1/256ths of a segment) may
@@ -83,9 +83,9 @@ impl Store {
     }
 
     /// Items to look at in this allocation: paced so that the drain ends before the
-    /// room its class has left is used up by the items still to move plus the new ones
-    /// written meanwhile (one per allocation, about the size of a walked item): twice
-    /// `walk / (room - to_move)` items, at most [`DRAIN_MAX_STEP`].
+    /// room left in its class's appending segment is used up by the items still to move
+    /// plus the new ones written meanwhile (one per allocation, about the size of a
+    /// walked item): twice `walk / (room - to_move)` items, at most [`DRAIN_MAX_STEP`].
     fn drain_pace(&self, d: Drain) -> u32 {
         let seg_size = self.arena.seg_size() as u64;
         let m = &self.segs.meta[d.seg as usize];
@@ -96,9 +96,10 @@ impl Store {
             }
             _ => u64::from(m.live_bytes),
         };
+        // Only the appending segment's room: a drain starts when no segment is left to
+        // take (and `headroom` counts the segments in use, too slow for every write).
         let active = self.segs.active[usize::from(m.class)];
-        let open = if active == NONE { 0 } else { seg_size - u64::from(self.segs.meta[active as usize].write_at) };
-        let room = open + self.segs.headroom().min(1) as u64 * seg_size;
+        let room = if active == NONE { 0 } else { seg_size - u64::from(self.segs.meta[active as usize].write_at) };
         if room <= to_move {
             return DRAIN_MAX_STEP;
         }
@@ -158,9 +159,10 @@ impl Store {
         m.state == SegState::Sealed && m.gen == d.gen
     }
 
-    /// One allocation's share of the drain: looks at up to `step` items of the drained
-    /// segment, moving the live ones and dropping the expired ones. Must run before the
-    /// allocation reserves its room (moves append to the same segments).
+    /// One allocation's share of the drain: looks at the drained segment's next items
+    /// (as many as `drain_pace` says), moving the ones kept, evicting the others and
+    /// dropping the expired ones. Must run before the allocation reserves its room
+    /// (moves append to the same segments).
     pub(super) fn drain_step(&mut self, now: u32) {
         let Some(mut d) = self.drain else { return };
         if !self.drain_is_current(d) {
@@ -169,6 +171,7 @@ impl Store {
         }
         let seg_size = self.arena.seg_size();
         let base = d.seg as usize * seg_size;
+        let hot_room = (seg_size as u64 * DRAIN_HOT_256THS / 256) as u32;
         for _ in 0..self.drain_pace(d) {
             let end = base + self.segs.meta[d.seg as usize].write_at as usize;
             let at = base + d.at as usize;
@@ -192,7 +195,6 @@ impl Store {
             let hash = self.hasher.hash_one(key);
             let loc = at as u64;
             if let Some((pos, _)) = self.index.find(hash, |l| l == loc) {
-                let hot_room = (seg_size as u64 * DRAIN_HOT_256THS / 256) as u32;
                 let keep = match d.keep {
                     Keep::Live => true,
                     Keep::Hot => h.freq > 0 && d.moved + h.total() as u32 <= hot_room,
@@ -228,14 +230,17 @@ impl Store {
         self.drain = Some(d);
     }
 
-    /// Moves the live item at `loc` (index entry `pos`) to the appending segment of its
-    /// TTL class, as it is but for its read count `freq`; its new size. None, changing
+    /// Moves the live item at `loc` (index entry `pos`) to the appending segment of the
+    /// TTL class it was written to, as it is but for its read count `freq`; its new size. None, changing
     /// nothing, when no segment has room (a move never evicts).
     fn move_item(&mut self, loc: u64, pos: Position, hash: u64, h: &Header, freq: u8, now: u32) -> Option<usize> {
         let cas = self.cas_of(loc, h);
         let size = item::size(h.key_len, h.value_len, h.exptime, h.flags, cas);
-        let dest = self.room_in_class(segments::ttl_class(h.exptime, now), size, now)?;
-        let (from, to) = (self.seg_of(loc), self.seg_of(dest));
+        let from = self.seg_of(loc);
+        // Into the class it was written to (not the class of its remaining TTL): the
+        // drain is paced by that class's room.
+        let dest = self.room_in_class(usize::from(self.segs.meta[from].class), size, now)?;
+        let to = self.seg_of(dest);
         let last_access = self.segs.meta[from].access_base.saturating_add(h.access_offset());
         let state = item::State {
             lease: h.lease,
