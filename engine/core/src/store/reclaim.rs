@@ -175,19 +175,16 @@ impl Store {
         for _ in 0..self.drain_pace(d) {
             let end = base + self.segs.meta[d.seg as usize].write_at as usize;
             let at = base + d.at as usize;
-            if at >= end {
-                // Walked to its end: every live item has left, or there was none (a
-                // segment sealed after all its items were overwritten).
+            let Some(h) = item::decode(&self.arena.bytes()[at.min(end)..end]) else {
+                // Walked to its end (or to bytes that are no item: the tail of a
+                // segment restored at start, past what verified; no indexed item lies
+                // there). Every live item has left, or there was none (a segment
+                // sealed after all its items were overwritten).
                 debug_assert_eq!(self.segs.meta[d.seg as usize].live_items, 0, "drained segment {}", d.seg);
                 if self.segs.meta[d.seg as usize].live_items == 0 {
                     self.segs.release(d.seg);
                     self.count_drained(d);
                 }
-                self.drain = None;
-                return;
-            }
-            let Some(h) = item::decode(&self.arena.bytes()[at..end]) else {
-                debug_assert!(false, "segment {} has no item at {at}", d.seg);
                 self.drain = None;
                 return;
             };
