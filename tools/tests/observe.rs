@@ -86,8 +86,11 @@ fn dump_lists_items_up_to_the_limit() {
 
 #[test]
 fn metrics_prints_the_admin_listener() {
-    let port = reserve_port().port;
+    // Held until the server listens, so no other test is handed the port meanwhile.
+    let reservation = reserve_port();
+    let port = reservation.port;
     let a = start_ringcache_at(&ringcache(), &["-t", "1", "--admin", &format!("127.0.0.1:{port}")]);
+    drop(reservation);
     load(&a, 3, "key:1");
     let (ok, out) = ctl(&["metrics", &format!("127.0.0.1:{port}")]);
     assert!(ok, "{out}");

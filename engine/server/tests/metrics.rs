@@ -11,14 +11,16 @@
 //!   404.
 //! * `an_admin_address_in_use_refuses_to_start`: status 71 and a message naming `--admin`.
 
-use ringcache_test_support::{reserve_port, roundtrip, start_ringcache, Server};
+use ringcache_test_support::{reserve_port, roundtrip, start_ringcache, PortReservation, Server};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// A port nothing listens on now (the reservation is let go at once).
-fn free_port() -> u16 {
-    reserve_port().port
+/// A port for `--admin`, held (bound, not listening) until the server has started, so
+/// that no other test is handed it meanwhile: the server binds it beside the
+/// reservation (see `reserve_port`). Let go once the server listens.
+fn admin_port() -> PortReservation {
+    reserve_port()
 }
 
 fn http_get(port: u16, path: &str, token: Option<&str>) -> (String, String) {
@@ -47,8 +49,10 @@ fn client(server: &Server) -> TcpStream {
 
 #[test]
 fn metrics_count_what_clients_did() {
-    let port = free_port();
+    let reservation = admin_port();
+    let port = reservation.port;
     let server = start_ringcache!(&["-t", "2", "--admin", &format!("127.0.0.1:{port}")]);
+    drop(reservation);
     let mut c = client(&server);
     let mut batch = Vec::new();
     for i in 0..40 {
@@ -91,8 +95,10 @@ fn metrics_count_what_clients_did() {
 
 #[test]
 fn closed_and_timed_out_connections_are_counted() {
-    let port = free_port();
+    let reservation = admin_port();
+    let port = reservation.port;
     let server = start_ringcache!(&["-t", "1", "-o", "idle_timeout=1", "--admin", &format!("127.0.0.1:{port}")]);
+    drop(reservation);
     let mut idle = client(&server);
     roundtrip(&mut idle, b"version\r\n", b"\r\n");
     let mut buf = [0u8; 64];
@@ -120,8 +126,10 @@ fn closed_and_timed_out_connections_are_counted() {
 
 #[test]
 fn a_token_is_required_when_set_and_other_paths_are_not_served() {
-    let port = free_port();
+    let reservation = admin_port();
+    let port = reservation.port;
     let _server = start_ringcache!(&["-t", "1", "--admin", &format!("127.0.0.1:{port}"), "--admin-token", "s3cret"]);
+    drop(reservation);
     assert_eq!(http_get(port, "/metrics", None).0, "HTTP/1.1 401 Unauthorized");
     assert_eq!(http_get(port, "/metrics", Some("wrong")).0, "HTTP/1.1 401 Unauthorized");
     assert_eq!(http_get(port, "/metrics", Some("s3cret")).0, "HTTP/1.1 200 OK");
