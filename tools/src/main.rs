@@ -16,17 +16,18 @@
 //! Membership commands are authorised by a token made with the cluster secret
 //! (`--cluster-secret-file`), which never travels.
 
+mod conn;
 mod observe;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use ringcache_replication::handshake::admin_token;
+
+use conn::ask;
 
 #[derive(Parser)]
 #[command(name = "ringcache-ctl", version, about = "Operate and watch ringcache nodes and replica groups")]
@@ -77,34 +78,6 @@ enum Cmd {
         #[arg(long)]
         token: Option<String>,
     },
-}
-
-fn connect(node: &str) -> Result<TcpStream, String> {
-    let s = TcpStream::connect(node).map_err(|e| format!("{node}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    Ok(s)
-}
-
-/// Sends `line` and reads reply lines up to `END` (or a single error line).
-fn ask(node: &str, line: &str) -> Result<Vec<String>, String> {
-    let mut s = connect(node)?;
-    s.write_all(format!("{line}\r\n").as_bytes()).map_err(|e| format!("{node}: {e}"))?;
-    let mut reader = BufReader::new(s);
-    let mut lines = Vec::new();
-    loop {
-        let mut l = String::new();
-        if reader.read_line(&mut l).map_err(|e| format!("{node}: {e}"))? == 0 {
-            return Err(format!("{node}: closed the connection"));
-        }
-        let l = l.trim_end().to_string();
-        if l == "END" {
-            return Ok(lines);
-        }
-        if l == "ERROR" || l.starts_with("CLIENT_ERROR") || l.starts_with("SERVER_ERROR") {
-            return Err(format!("{node}: {l}"));
-        }
-        lines.push(l);
-    }
 }
 
 /// `stats replication` of a node: shard -> name -> value.

@@ -4,9 +4,10 @@
 //! admin listener's `/metrics`).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
+
+use crate::conn::{connect, each_line};
 
 /// The columns of `stats` and `watch`: (heading, `stats` field).
 const COLUMNS: [(&str, &str); 9] = [
@@ -23,33 +24,16 @@ const COLUMNS: [(&str, &str); 9] = [
 /// Columns `watch` shows as a rate per second rather than a total.
 const RATES: [&str; 5] = ["cmd_get", "cmd_set", "get_hits", "evictions", "reclaimed"];
 
-fn connect(node: &str) -> Result<TcpStream, String> {
-    let s = TcpStream::connect(node).map_err(|e| format!("{node}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    Ok(s)
-}
-
 /// `stats` of `node`: name -> value.
 pub fn stats(node: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut s = connect(node)?;
-    s.write_all(b"stats\r\n").map_err(|e| format!("{node}: {e}"))?;
-    let mut reader = BufReader::new(s);
     let mut fields = BTreeMap::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).map_err(|e| format!("{node}: {e}"))? == 0 {
-            return Err(format!("{node}: closed the connection"));
-        }
-        let line = line.trim_end();
-        if line == "END" {
-            return Ok(fields);
-        }
-        if let Some((name, value)) = line.strip_prefix("STAT ").and_then(|l| l.split_once(' ')) {
-            fields.insert(name.to_string(), value.to_string());
-        } else {
-            return Err(format!("{node}: {line}"));
-        }
-    }
+    each_line(node, "stats", |line| {
+        let (name, value) =
+            line.strip_prefix("STAT ").and_then(|l| l.split_once(' ')).ok_or(format!("{node}: {line}"))?;
+        fields.insert(name.to_string(), value.to_string());
+        Ok(true)
+    })?;
+    Ok(fields)
 }
 
 fn number(fields: &BTreeMap<String, String>, name: &str) -> u64 {
@@ -153,28 +137,18 @@ pub fn watch(nodes: &[String], interval: Duration, count: u64) -> Result<(), Str
 /// (with a limit of 0, none: it only checks that the node answers a dump).
 pub fn dump(nodes: &[String], limit: usize) -> Result<(), String> {
     for node in nodes {
-        let mut s = connect(node)?;
-        s.write_all(b"lru_crawler metadump all\r\n").map_err(|e| format!("{node}: {e}"))?;
-        let mut reader = BufReader::new(s);
         let mut shown = 0;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).map_err(|e| format!("{node}: {e}"))? == 0 {
-                return Err(format!("{node}: closed the connection"));
-            }
-            let line = line.trim_end();
-            if line == "END" {
-                break;
-            }
+        each_line(node, "lru_crawler metadump all", |line| {
             if !line.starts_with("key=") {
                 return Err(format!("{node}: {line}"));
             }
             if shown >= limit {
-                break; // closing mid-dump is a vanishing client to the node: it stops the walk
+                return Ok(false); // closing mid-dump is a vanishing client to the node: it stops the walk
             }
             println!("{node} {line}");
             shown += 1;
-        }
+            Ok(true)
+        })?;
     }
     Ok(())
 }
