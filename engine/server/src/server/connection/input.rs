@@ -4,9 +4,11 @@
 //! time a connection needs it (an idle connection that never split a request holds
 //! none). One request that does not fit (a large value, a long multi-get line) grows it, with
 //! bytes the connection first takes from its shard's share of `read_buf_mem_limit`, and
-//! the buffer shrinks back (returning them) once that request is done. The grown buffer
-//! is then kept by the shard ([`Spares`], at most two and 4 MiB) for the next large request, so a
-//! stream of large values does not allocate, zero and fault in a fresh buffer for each.
+//! the buffer shrinks back to its base (returning them) once that request is done, before
+//! its reply is written. The grown buffer is then kept by the shard ([`Spares`], at most
+//! two and 4 MiB) for the next large request of any of its connections, so a stream of
+//! large values does not allocate, zero and fault in a fresh buffer for each; the base
+//! buffer is kept aside meanwhile, so going back to it allocates nothing either.
 //! Sans-IO: the connection's driver reads into [`Input::spare`] and owns the budget.
 
 /// Bytes of request buffer every connection has.
@@ -56,7 +58,10 @@ impl Spares {
 
 #[derive(Default)]
 pub struct Input {
+    /// The buffer bytes are read into: the base buffer, or a grown one.
     buf: Vec<u8>,
+    /// The base buffer while a grown one is in use (else empty).
+    base: Vec<u8>,
     start: usize,
     end: usize,
 }
@@ -180,18 +185,22 @@ impl Input {
     /// buffer the shard kept if there is one.
     pub fn grow(&mut self, to: usize, spares: &mut Spares) {
         debug_assert!(to > self.buf.len());
-        let Some(mut bigger) = spares.take() else {
-            self.buf.resize(to, 0);
-            return;
+        let mut bigger = match spares.take() {
+            // Only bytes it never had are zeroed; its pages are already there.
+            Some(mut kept) => {
+                kept.resize(to, 0);
+                kept
+            }
+            None => vec![0; to],
         };
-        // Only bytes it never had are zeroed; its pages are already there.
-        bigger.resize(to, 0);
         let pending = self.end - self.start;
         bigger[..pending].copy_from_slice(&self.buf[self.start..self.end]);
         let old = std::mem::replace(&mut self.buf, bigger);
         (self.start, self.end) = (0, pending);
         if old.len() > BASE {
             spares.give(old);
+        } else {
+            self.base = old;
         }
     }
 
@@ -202,7 +211,10 @@ impl Input {
         if grown == 0 || self.end - self.start > BASE {
             return 0;
         }
-        let mut base = vec![0; BASE];
+        let mut base = std::mem::take(&mut self.base);
+        if base.len() != BASE {
+            base = vec![0; BASE];
+        }
         let pending = self.end - self.start;
         base[..pending].copy_from_slice(&self.buf[self.start..self.end]);
         (self.start, self.end) = (0, pending);
@@ -228,6 +240,7 @@ mod tests {
     fn a_large_value_grows_the_buffer_once_and_it_shrinks_back() {
         let mut input = Input::default();
         fill(&mut input, b"set k 0 0 100000\r\n");
+        let base = input.buf.as_ptr();
         let need = 18 + 100_002;
         let mut spares = Spares::default();
         assert_eq!(input.room(Some(need), 1 << 20), Room::GrowTo(need));
@@ -240,6 +253,7 @@ mod tests {
         assert_eq!(input.shrink(&mut spares), need - BASE, "a small remainder fits the base buffer");
         assert_eq!(input.grown_by(), 0);
         assert_eq!(input.pending(), b"");
+        assert_eq!(input.buf.as_ptr(), base, "back in the base buffer it had, kept aside");
         assert_eq!(spares.bytes(), need, "the grown buffer is kept for the next large value");
 
         // The next large value grows into the kept buffer, keeping what was pending.

@@ -784,6 +784,12 @@ async fn run(io: &ConnIo, ctx: &ShardContext) -> Result<(), Broken> {
                 Received::Starved => conn.receive_own(&mut input).await?,
             }
         };
+        // A large request is done: its grown buffer goes back to the shard before the
+        // replies are written, for another connection's large request meanwhile.
+        let released = input.shrink(&mut ctx.spares.borrow_mut());
+        if released > 0 {
+            conn.release(released);
+        }
         // Like memcached, hold the replies while a too-large value is being swallowed.
         if conn.swallow == 0 || close {
             conn.drain(Scope::All).await?;
@@ -791,10 +797,6 @@ async fn run(io: &ConnIo, ctx: &ShardContext) -> Result<(), Broken> {
         }
         if close {
             return Ok(());
-        }
-        let released = input.shrink(&mut ctx.spares.borrow_mut());
-        if released > 0 {
-            conn.release(released);
         }
     }
 }
@@ -922,6 +924,10 @@ impl Connection<'_> {
             spare[..n].copy_from_slice(&data[..n]);
             input.filled(n);
             data = &data[n..];
+            if self.need.is_some_and(|need| input.pending().len() < need) {
+                // The rest of a value still to come: nothing to parse yet.
+                continue;
+            }
             if self.process(input).await? {
                 return Ok(true);
             }
