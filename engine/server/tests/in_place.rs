@@ -172,5 +172,6 @@ fn large_values_read_under_eviction_are_never_torn() {
     let general = stats(&server, "stats");
     assert!(general["evictions"] > 0, "the writers forced evictions while values were being sent");
     assert!(general["recv_direct"] > 0, "large sets were received straight into request buffers");
+    assert!(general["io_uring_fixed_file_conns"] > 0, "the ring named sockets by their fixed-file index");
     wait_for_stats(&server, "every pin let go of", |s| s["segments_pinned"] == 0 && s["segments_parked"] == 0);
 }

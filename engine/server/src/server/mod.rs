@@ -553,9 +553,18 @@ async fn shard_main(
     // socket) handed to this shard alone.
     let listener = unsafe { OwnedFd::from_raw_fd(listener_fd) };
     let config = &shared.config;
-    let reactor = uring::Reactor::new(uring::Reactor::buffers_for(config.conn_limit.div_ceil(shared.nshards)))
-        .map_err(|e| io::Error::new(e.kind(), format!("shard {index}: cannot set up its io_uring: {e}")))?;
-    tracing::debug!(shard = index, setup = reactor.setup().name(), "io_uring ready");
+    // A table of fixed files as large as `-c` (a shard may get most connections; at most
+    // 64k entries, 512 KiB of kernel memory).
+    let fixed_files = config.conn_limit.min(1 << 16) as u32;
+    let reactor =
+        uring::Reactor::new(uring::Reactor::buffers_for(config.conn_limit.div_ceil(shared.nshards)), fixed_files)
+            .map_err(|e| io::Error::new(e.kind(), format!("shard {index}: cannot set up its io_uring: {e}")))?;
+    tracing::debug!(
+        shard = index,
+        setup = reactor.setup().name(),
+        fixed_files = reactor.fixed_files(),
+        "io_uring ready"
+    );
     let nshards = shared.nshards;
     let limits = Limits { max_item_size: config.max_item_size, cas_enabled: config.cas_enabled };
     let store = Store::new(StoreConfig {

@@ -10,6 +10,12 @@
 //! glommio's sleep covers ours) or a connection queueing an operation. While it is awake
 //! the eventfd is off, so a busy shard is never interrupted by its completions.
 //!
+//! A connection's socket is also registered in the ring's table of fixed files (one
+//! system call when it opens and one when it closes), so its sends and receives name it
+//! by index and the kernel does not look the descriptor up and take a reference to its
+//! file on every operation. Past the table's size (`-c`), or where the kernel refuses a
+//! table, operations name the descriptor as before.
+//!
 //! A large request (a value of tens of kilobytes or more) does not go through the
 //! provided buffers: the connection stops its multishot receive ([`Reactor::pause_recv`])
 //! and receives the rest of the request straight into its own buffer with one
@@ -68,6 +74,23 @@ fn user_data(slot: u32, kind: u64) -> u64 {
     (u64::from(slot) << 8) | kind
 }
 
+/// Builds an operation on `io`'s socket, naming it as `$t`: its fixed file if it has
+/// one, else its descriptor.
+macro_rules! on_socket {
+    ($io:expr, |$t:ident| $build:expr) => {
+        match $io.fixed {
+            Some(index) => {
+                let $t = types::Fixed(index);
+                $build
+            }
+            None => {
+                let $t = types::Fd($io.fd);
+                $build
+            }
+        }
+    };
+}
+
 /// The receive of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Recv {
@@ -90,6 +113,8 @@ enum OneShot {
 pub struct ConnIo {
     pub fd: RawFd,
     slot: u32,
+    /// The socket's index in the ring's fixed files (the slot), when registered there.
+    fixed: Option<u32>,
     /// Received buffers, in order: (buffer id, length).
     chunks: RefCell<VecDeque<(u16, u32)>>,
     recv: Cell<Recv>,
@@ -156,6 +181,8 @@ pub struct RingCounters {
     pub recv_direct: u64,
     /// Connections shut down at a deadline (idle, a slow request, unread replies).
     pub timed_out: u64,
+    /// Connections whose socket was registered as a fixed file.
+    pub fixed_file_conns: u64,
 }
 
 impl RingCounters {
@@ -168,6 +195,7 @@ impl RingCounters {
             recv_starved: self.recv_starved + other.recv_starved,
             recv_direct: self.recv_direct + other.recv_direct,
             timed_out: self.timed_out + other.timed_out,
+            fixed_file_conns: self.fixed_file_conns + other.fixed_file_conns,
         }
     }
 }
@@ -189,14 +217,24 @@ pub struct Reactor {
     /// The time of the last tick (deadlines are coarse).
     coarse_now: Cell<Instant>,
     counters: Cell<RingCounters>,
+    /// Size of the ring's table of fixed files (0: none).
+    fixed_files: u32,
 }
 
 impl Reactor {
-    /// A ring and `buffers` receive buffers (a power of two) for this shard.
-    pub fn new(buffers: u16) -> io::Result<Rc<Reactor>> {
+    /// A ring and `buffers` receive buffers (a power of two) for this shard, with a
+    /// table of `fixed_files` registered sockets (none if the kernel refuses it).
+    pub fn new(buffers: u16, fixed_files: u32) -> io::Result<Rc<Reactor>> {
         let ring = ShardRing::new(RING_ENTRIES)?;
         let provided = ProvidedBuffers::new(&ring.submitter(), buffers)
             .map_err(|e| io::Error::new(e.kind(), format!("provided-buffer rings need Linux 5.19 or later: {e}")))?;
+        let fixed_files = match ring.submitter().register_files_sparse(fixed_files) {
+            Ok(()) => fixed_files,
+            Err(e) => {
+                tracing::warn!("no table of fixed files ({fixed_files} entries): {e}; sockets are named by descriptor");
+                0
+            }
+        };
         Ok(Rc::new(Reactor {
             ring: RefCell::new(ring),
             buffers: RefCell::new(provided),
@@ -208,6 +246,7 @@ impl Reactor {
             parked: RefCell::new(None),
             coarse_now: Cell::new(Instant::now()),
             counters: Cell::new(RingCounters::default()),
+            fixed_files,
         }))
     }
 
@@ -219,6 +258,11 @@ impl Reactor {
 
     pub fn setup(&self) -> Setup {
         self.ring.borrow().setup()
+    }
+
+    /// Size of the ring's table of fixed files (0: sockets are named by descriptor).
+    pub fn fixed_files(&self) -> u32 {
+        self.fixed_files
     }
 
     pub fn counters(&self) -> RingCounters {
@@ -296,9 +340,24 @@ impl Reactor {
             conns.push(None);
             (conns.len() - 1) as u32
         });
+        // The slot is free, so is its entry in the table (cleared when it was freed).
+        let fixed = (slot < self.fixed_files)
+            .then(|| self.ring.borrow().submitter().register_files_update(slot, &[fd]))
+            .and_then(|registered| match registered {
+                Ok(1) => Some(slot),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!("socket not registered as a fixed file: {e}");
+                    None
+                }
+            });
+        if fixed.is_some() {
+            self.count(|c| c.fixed_file_conns += 1);
+        }
         let io = Rc::new(ConnIo {
             fd,
             slot,
+            fixed,
             chunks: RefCell::new(VecDeque::new()),
             recv: Cell::new(Recv::Off),
             ended: Cell::new(None),
@@ -316,8 +375,8 @@ impl Reactor {
 
     fn arm_recv(&self, io: &ConnIo) {
         io.recv.set(Recv::Armed);
-        let entry =
-            opcode::RecvMulti::new(types::Fd(io.fd), buffers::GROUP).build().user_data(user_data(io.slot, KIND_RECV));
+        let entry = on_socket!(io, |socket| opcode::RecvMulti::new(socket, buffers::GROUP).build())
+            .user_data(user_data(io.slot, KIND_RECV));
         self.push(entry);
     }
 
@@ -394,9 +453,8 @@ impl Reactor {
         debug_assert!(io.recv.get() == Recv::Off && io.chunks.borrow().is_empty());
         debug_assert_eq!(io.recv_into.get(), OneShot::Idle);
         let len = buf.len().min(u32::MAX as usize) as u32;
-        let entry = opcode::Recv::new(types::Fd(io.fd), buf.as_mut_ptr(), len)
-            .flags(if all { libc::MSG_WAITALL } else { 0 })
-            .build()
+        let flags = if all { libc::MSG_WAITALL } else { 0 };
+        let entry = on_socket!(io, |socket| opcode::Recv::new(socket, buf.as_mut_ptr(), len).flags(flags).build())
             .user_data(user_data(io.slot, KIND_RECV_INTO));
         io.recv_into.set(OneShot::InFlight);
         self.count(|c| c.recv_direct += 1);
@@ -410,15 +468,14 @@ impl Reactor {
     pub async fn send(&self, io: &ConnIo, iov: &[libc::iovec]) -> io::Result<usize> {
         debug_assert_eq!(io.send.get(), OneShot::Idle);
         let entry = if let [one] = iov {
-            opcode::Send::new(types::Fd(io.fd), one.iov_base as *const u8, one.iov_len.min(u32::MAX as usize) as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
+            let (at, len) = (one.iov_base as *const u8, one.iov_len.min(u32::MAX as usize) as u32);
+            on_socket!(io, |socket| opcode::Send::new(socket, at, len).flags(libc::MSG_NOSIGNAL).build())
         } else {
             // SAFETY: the msghdr is this connection's, and no send of it is in flight.
             let msg = unsafe { &mut *io.msg.get() };
             msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
             msg.msg_iovlen = iov.len();
-            opcode::SendMsg::new(types::Fd(io.fd), msg).flags(libc::MSG_NOSIGNAL as u32).build()
+            on_socket!(io, |socket| opcode::SendMsg::new(socket, msg).flags(libc::MSG_NOSIGNAL as u32).build())
         };
         io.send.set(OneShot::InFlight);
         self.push(entry.user_data(user_data(io.slot, KIND_SEND)));
@@ -448,6 +505,12 @@ impl Reactor {
             drop(chunk);
         }
         self.starved.borrow_mut().retain(|s| !Rc::ptr_eq(s, &io));
+        if let Some(index) = io.fixed {
+            // The table's reference to the socket goes before the descriptor.
+            if let Err(e) = self.ring.borrow().submitter().register_files_update(index, &[-1]) {
+                tracing::error!("a closed socket stays in the fixed-file table: {e}");
+            }
+        }
         self.conns.borrow_mut()[io.slot as usize] = None;
         self.free_slots.borrow_mut().push(io.slot);
         // SAFETY: the socket is this connection's and no operation uses it any more.
