@@ -9,7 +9,9 @@
 #   b. memcaslap (memaslap) load, 1 thread x 32 concurrency, get:set 9:1, 16 B keys, 32 B values:
 #      ops/s, server syscalls per request (perf stat -e raw_syscalls:sys_enter -p PID) and server
 #      CPU us per request (utime+stime from /proc/PID/stat), requests being the cmd_get+cmd_set
-#      deltas of the server's own `stats`, over a window of DURATION seconds after a warm-up.
+#      deltas of the server's own `stats`, over a window of DURATION seconds after a warm-up;
+#      and CPU us per request less the time ringcache's shards spent looking for work and
+#      finding none (`io_uring_idle_spin_us`; memcached does not spin, so its two are equal).
 #   c. ringcache-bench, get:set 10:1, values of 4 KiB (20000 keys, -c 50), 64 KiB (2000 keys,
 #      -c 50) and 1 MiB (200 keys, -c 8, both servers with -I 2m), prefilled: ops/s and MB/s
 #      (ops/s x value size).
@@ -47,11 +49,12 @@ done
 . bench/lib/servers.sh
 bench_init network
 
-# cmd_get+cmd_set of the server on $PORT, read over the text protocol.
+# cmd_get+cmd_set of the server on $PORT and its idle spin (us; 0 for memcached), read over
+# the text protocol.
 server_requests() {
   timeout 10 python3 -c "
 import sys; sys.path.insert(0, 'bench'); from harness import stats
-st = stats($PORT); print(int(st['cmd_get']) + int(st['cmd_set']))"
+st = stats($PORT); print(int(st['cmd_get']) + int(st['cmd_set']), int(st.get('io_uring_idle_spin_us', 0)))"
 }
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$SERVER_PID/stat"; }
 now() { date +%s.%N; }
@@ -98,10 +101,10 @@ memcaslap_run() { # kind
     -T 1 -c 32 -w 3k -F "$TMP/memcaslap.cfg" -t "$((WARMUP + DURATION + 3))s" >"$TMP/memcaslap.out" 2>&1 &
   local load=$!
   sleep "$WARMUP"
-  local r0 c0 t0 r1 c1 t1
-  r0=$(server_requests); c0=$(cpu_ticks); t0=$(now)
+  local r0 c0 t0 r1 c1 t1 s0 s1
+  read -r r0 s0 < <(server_requests); c0=$(cpu_ticks); t0=$(now)
   timeout $((DURATION + 30)) "$PERF" stat -e raw_syscalls:sys_enter -p "$SERVER_PID" -o "$TMP/perf.out" -- sleep "$DURATION"
-  r1=$(server_requests); c1=$(cpu_ticks); t1=$(now)
+  read -r r1 s1 < <(server_requests); c1=$(cpu_ticks); t1=$(now)
   wait "$load" || { echo "memcaslap failed:" >&2; tail -5 "$TMP/memcaslap.out" >&2; exit 1; }
   stop_server
   local calls elapsed
@@ -109,15 +112,17 @@ memcaslap_run() { # kind
   elapsed=$(awk '/seconds time elapsed/ { print $1 }' "$TMP/perf.out")
   [ -n "$calls" ] && [ -n "$elapsed" ] || { echo "no perf count:" >&2; cat "$TMP/perf.out" >&2; exit 1; }
   # Requests in the perf window = request rate over the stats window x perf's own elapsed time.
-  read -r ops sys cpu < <(python3 -c "
+  read -r ops sys cpu net < <(python3 -c "
 import os
 req, dt = $r1 - $r0, $t1 - $t0
 rate = req / dt
-print(f'{rate:.1f} {$calls / (rate * $elapsed):.4f} {($c1 - $c0) / os.sysconf(\"SC_CLK_TCK\") * 1e6 / req:.4f}')")
+cpu = ($c1 - $c0) / os.sysconf(\"SC_CLK_TCK\") * 1e6 / req
+print(f'{rate:.1f} {$calls / (rate * $elapsed):.4f} {cpu:.4f} {cpu - ($s1 - $s0) / req:.4f}')")
   record "$label" "ops/s" "$kind" "$ops"
   record "$label" "syscalls/req" "$kind" "$sys"
   record "$label" "CPU us/req" "$kind" "$cpu"
-  echo "  $label $kind: $ops ops/s, $sys syscalls/req, $cpu CPU us/req" >&2
+  record "$label" "CPU us/req less idle spin" "$kind" "$net"
+  echo "  $label $kind: $ops ops/s, $sys syscalls/req, $cpu CPU us/req ($net less idle spin)" >&2
 }
 
 vsize() { # label value-size keys conns kind [server options]

@@ -183,6 +183,10 @@ pub struct RingCounters {
     pub timed_out: u64,
     /// Connections whose socket was registered as a fixed file.
     pub fixed_file_conns: u64,
+    /// Nanoseconds the driver spent looking for work and finding none before it found
+    /// some or slept ([`SPIN_BEFORE_SLEEP`]): CPU time the shard burns for latency, not
+    /// for requests.
+    pub idle_spin_ns: u64,
 }
 
 impl RingCounters {
@@ -196,6 +200,7 @@ impl RingCounters {
             recv_direct: self.recv_direct + other.recv_direct,
             timed_out: self.timed_out + other.timed_out,
             fixed_file_conns: self.fixed_file_conns + other.fixed_file_conns,
+            idle_spin_ns: self.idle_spin_ns + other.idle_spin_ns,
         }
     }
 }
@@ -628,10 +633,12 @@ impl Reactor {
     /// The driver: turns while there is work, sleeps when there is none.
     pub async fn drive(self: Rc<Self>) {
         let mut cqes = Vec::with_capacity(RING_ENTRIES as usize * 2);
-        let mut idle_since = None;
+        let mut idle_since: Option<Instant> = None;
         loop {
             if self.turn(&mut cqes) {
-                idle_since = None;
+                if let Some(since) = idle_since.take() {
+                    self.count_spin(since.elapsed());
+                }
                 futures_lite::future::yield_now().await;
                 continue;
             }
@@ -648,6 +655,7 @@ impl Reactor {
                 continue;
             }
             idle_since = None;
+            self.count_spin(since.elapsed());
             self.ring.borrow_mut().arm_eventfd();
             if self.turn(&mut cqes) || self.wake.get() {
                 self.ring.borrow_mut().disarm_eventfd();
@@ -665,6 +673,10 @@ impl Reactor {
             .await;
             self.ring.borrow_mut().disarm_eventfd();
         }
+    }
+
+    fn count_spin(&self, spun: Duration) {
+        self.count(|c| c.idle_spin_ns += spun.as_nanos() as u64);
     }
 
     /// Wakes the driver whenever the kernel signals the ring's eventfd (read through
