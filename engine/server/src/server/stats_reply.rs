@@ -186,6 +186,7 @@ fn general(
     stat(out, "recv_direct", ring.recv_direct);
     stat(out, "io_uring_fixed_file_conns", ring.fixed_file_conns);
     stat(out, "io_uring_idle_spin_us", ring.idle_spin_ns / 1000);
+    stat(out, "io_uring_look_backoffs", ring.look_backoffs);
     stat(out, "limit_maxbytes", limit);
     stat(out, "accepting_conns", 1);
     stat(out, "listen_disabled_num", 0);

@@ -5,7 +5,8 @@
 //! them and reaps every completion in one `io_uring_enter` per turn (none at all when
 //! the kernel flags no work), then wakes the connections whose operations completed.
 //!
-//! When turns find nothing to do for [`SPIN_BEFORE_SLEEP`], the driver sleeps: it turns the ring's eventfd on,
+//! When turns find nothing to do for [`SPIN_BEFORE_SLEEP`], the driver sleeps (at once, without
+//! looking, while the shard shares its CPU: see [`Reactor::tick`]): it turns the ring's eventfd on,
 //! looks once more, and waits for either the eventfd (read through glommio's own ring, so
 //! glommio's sleep covers ours) or a connection queueing an operation. While it is awake
 //! the eventfd is off, so a busy shard is never interrupted by its completions.
@@ -59,6 +60,13 @@ pub const MAX_QUEUED_CHUNKS: usize = 8;
 const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 /// CPU pause hints between two looks while spinning.
 const SPIN_PAUSES: usize = 16;
+
+/// Involuntary context switches of the shard's thread in one [`TICK`] above which it is
+/// taken to share its CPU with other work (a shard on a CPU of its own sees a few per
+/// second, from kernel threads; one sharing it with a busy process, thousands).
+const PREEMPTED_PER_TICK: i64 = 20;
+/// Ticks a shard that shares its CPU goes without looking before it looks again.
+const LOOK_OFF_TICKS: u32 = 10;
 
 /// Submission slots of a shard's ring.
 const RING_ENTRIES: u32 = 1024;
@@ -187,6 +195,9 @@ pub struct RingCounters {
     /// some or slept ([`SPIN_BEFORE_SLEEP`]): CPU time the shard burns for latency, not
     /// for requests.
     pub idle_spin_ns: u64,
+    /// Times the shard found it shares its CPU and stopped looking for work before it
+    /// sleeps (for [`LOOK_OFF_TICKS`] ticks, extended while it still does).
+    pub look_backoffs: u64,
 }
 
 impl RingCounters {
@@ -201,6 +212,7 @@ impl RingCounters {
             timed_out: self.timed_out + other.timed_out,
             fixed_file_conns: self.fixed_file_conns + other.fixed_file_conns,
             idle_spin_ns: self.idle_spin_ns + other.idle_spin_ns,
+            look_backoffs: self.look_backoffs + other.look_backoffs,
         }
     }
 }
@@ -224,6 +236,10 @@ pub struct Reactor {
     counters: Cell<RingCounters>,
     /// Size of the ring's table of fixed files (0: none).
     fixed_files: u32,
+    /// Ticks left during which the driver sleeps without looking first.
+    look_off: Cell<u32>,
+    /// The shard thread's involuntary context switches at the last tick.
+    preempted: Cell<i64>,
 }
 
 impl Reactor {
@@ -252,6 +268,8 @@ impl Reactor {
             coarse_now: Cell::new(Instant::now()),
             counters: Cell::new(RingCounters::default()),
             fixed_files,
+            look_off: Cell::new(0),
+            preempted: Cell::new(0),
         }))
     }
 
@@ -645,7 +663,7 @@ impl Reactor {
             // Nothing to do: look again (other tasks running in between) for a while
             // before sleeping, as the next request is usually microseconds away.
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < SPIN_BEFORE_SLEEP {
+            if self.look_off.get() == 0 && since.elapsed() < SPIN_BEFORE_SLEEP {
                 // A short pause between looks: fewer clock reads and task switches, and
                 // kinder to a hyperthread sibling, for well under a microsecond.
                 for _ in 0..SPIN_PAUSES {
@@ -699,12 +717,25 @@ impl Reactor {
     }
 
     /// Every [`TICK`]: advances the coarse clock, shuts down connections past their
-    /// deadline, re-arms a failed accept.
+    /// deadline, re-arms a failed accept, and decides whether the driver may look for
+    /// work before it sleeps. Looking pays when the shard has its CPU to itself; when
+    /// the thread is preempted often (more than [`PREEMPTED_PER_TICK`] involuntary
+    /// switches in a tick), something else wants that CPU (a client or load generator
+    /// on the same machine), and every microsecond spent looking is taken from it: the
+    /// driver then sleeps as soon as it is idle, for [`LOOK_OFF_TICKS`].
     pub async fn tick(self: Rc<Self>) {
+        self.preempted.set(involuntary_switches());
         loop {
             glommio::timer::sleep(TICK).await;
             let now = Instant::now();
             self.coarse_now.set(now);
+            let switches = involuntary_switches();
+            let (look_off, backed_off) =
+                look_off_after_tick(self.look_off.get(), switches - self.preempted.replace(switches));
+            self.look_off.set(look_off);
+            if backed_off {
+                self.count(|c| c.look_backoffs += 1);
+            }
             let late: Vec<RawFd> = self
                 .conns
                 .borrow()
@@ -727,6 +758,27 @@ impl Reactor {
             self.arm_accept();
         }
     }
+}
+
+/// The ticks the driver goes on without looking, after a tick in which its thread was
+/// preempted `preempted` times while `look_off` ticks were left; true when looking
+/// stops at this tick.
+fn look_off_after_tick(look_off: u32, preempted: i64) -> (u32, bool) {
+    if preempted > PREEMPTED_PER_TICK {
+        (LOOK_OFF_TICKS, look_off == 0)
+    } else {
+        (look_off.saturating_sub(1), false)
+    }
+}
+
+/// Involuntary context switches of the calling thread so far (0 if unknown).
+fn involuntary_switches() -> i64 {
+    // SAFETY: getrusage writes a valid rusage struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_nivcsw
 }
 
 /// Waits for the one-shot operation of `io` tracked by `op` to complete: the bytes it
@@ -760,5 +812,47 @@ impl ConnIo {
     /// The connection is closed if what it awaits next has not happened by `deadline`.
     pub fn set_deadline(&self, deadline: Option<Instant>) {
         self.deadline.set(deadline);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_preempted_often_stops_looking_until_it_has_its_cpu_again() {
+        // A shard on a CPU of its own keeps looking.
+        assert_eq!(look_off_after_tick(0, 2), (0, false));
+        // Preempted often: looking stops, counted once.
+        assert_eq!(look_off_after_tick(0, PREEMPTED_PER_TICK + 1), (LOOK_OFF_TICKS, true));
+        // Still preempted: it stays off, not counted again.
+        assert_eq!(look_off_after_tick(3, 500), (LOOK_OFF_TICKS, false));
+        // Quiet ticks count down, and looking resumes after LOOK_OFF_TICKS of them.
+        let mut off = LOOK_OFF_TICKS;
+        for _ in 0..LOOK_OFF_TICKS {
+            assert!(off > 0);
+            off = look_off_after_tick(off, PREEMPTED_PER_TICK).0;
+        }
+        assert_eq!(off, 0);
+    }
+
+    /// The thread's involuntary switches as /proc reports them.
+    fn from_proc() -> i64 {
+        let status = std::fs::read_to_string("/proc/thread-self/status").expect("/proc/thread-self/status");
+        let line = status.lines().find(|l| l.starts_with("nonvoluntary_ctxt_switches:")).expect("the field");
+        line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a number")
+    }
+
+    #[test]
+    fn the_count_is_the_threads_involuntary_switches() {
+        // Yield often so the counts move (voluntary ones, which must not be counted, move
+        // the most).
+        for _ in 0..1000 {
+            std::thread::yield_now();
+        }
+        let before = from_proc();
+        let counted = involuntary_switches();
+        let after = from_proc();
+        assert!(before <= counted && counted <= after, "{before} <= {counted} <= {after}");
     }
 }
