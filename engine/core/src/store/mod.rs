@@ -904,7 +904,6 @@ impl Store {
         self.evicted.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    /// Empties and releases a sealed segment whose items have all expired, if any.
     /// Counts the live item at `loc` (decoded as `h`) of segment `seg` as evicted, and
     /// logs it while evictions are watched.
     fn count_evicted(&mut self, seg: usize, loc: u64, h: &Header, now: u32) {
@@ -935,6 +934,7 @@ impl Store {
         self.class_counters[class].expired_unfetched += u64::from(!fetched);
     }
 
+    /// Empties and releases a sealed segment whose items have all expired, if any.
     fn reclaim_expired_segment(&mut self, now: u32) -> bool {
         let Some(seg) = (0..self.segs.span()).find(|&s| self.reclaimable(s, now)) else {
             return false;

@@ -243,16 +243,19 @@ impl Store {
             lease: h.lease,
             access: item::access_byte(h.fetched(), self.segs.meta[to].access_base, last_access),
         };
-        // Through the scratch buffer: source and destination are in the same arena.
+        // The new header and key through the scratch buffer (the key is read from the
+        // arena the header is written to); the value is copied once, within the arena.
+        let head = size - h.value_len;
         self.scratch.clear();
-        self.scratch.resize(size, 0);
+        self.scratch.resize(head, 0);
         let src = loc as usize;
-        let bytes = self.arena.bytes();
-        let key = &bytes[src + h.key_at..src + h.key_at + h.key_len];
+        let key = &self.arena.bytes()[src + h.key_at..src + h.key_at + h.key_len];
         let value_at = item::encode_header(&mut self.scratch, key, h.value_len, h.exptime, h.flags, cas, state);
-        self.scratch[value_at..].copy_from_slice(&bytes[src + h.value_at()..src + h.total()]);
+        debug_assert_eq!(value_at, head);
         item::set_freq(&mut self.scratch, freq);
-        self.arena.bytes_mut()[dest as usize..dest as usize + size].copy_from_slice(&self.scratch);
+        let bytes = self.arena.bytes_mut();
+        bytes[dest as usize..dest as usize + head].copy_from_slice(&self.scratch);
+        bytes.copy_within(src + h.value_at()..src + h.total(), dest as usize + head);
         self.segs.note_write(to, size, h.exptime);
         self.index.set(pos, hash, dest);
         self.stats.dead_reclaim_moves += 1;
